@@ -1,0 +1,83 @@
+"""The ``ctxcloud`` command line: a Flask CLI group on create_app; plugins add their commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import flask
+from flask.cli import FlaskGroup, with_appcontext
+
+from app.db import describe_database
+from app.migrations import Migration, pending, upgrade
+
+
+def _create_app() -> flask.Flask:
+    from app.factory import create_app
+
+    return create_app()
+
+
+@click.group(
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+)
+def main() -> None:
+    """ctxcloud: versioned project context, multi-tenant."""
+
+
+def emit(data: dict[str, Any], as_json: bool, human: str) -> None:
+    """Print exactly one JSON object with --json, a human line otherwise."""
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+    else:
+        click.echo(human)
+
+
+def all_migrations() -> list[Migration]:
+    """Every loaded plugin's migrations."""
+    pm = flask.current_app.extensions["ctxcloud"].pm
+    return [m for result in pm.hook.database_migrations() for m in (result or [])]
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def db_upgrade(as_json: bool) -> None:
+    """Create or migrate the schema (idempotent)."""
+    db = flask.current_app.extensions["ctxcloud"].database
+    applied_now = upgrade(db, all_migrations())
+    db.close()
+    emit(
+        {"database": describe_database(db), "applied": applied_now},
+        as_json,
+        f"{describe_database(db)}: applied {len(applied_now)} migration(s)"
+        + "".join(f"\n  {m}" for m in applied_now),
+    )
+
+
+@db_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def db_status(as_json: bool) -> None:
+    """List migrations not yet applied (exit 1 when some are pending)."""
+    db = flask.current_app.extensions["ctxcloud"].database
+    waiting = pending(db, all_migrations())
+    db.close()
+    emit(
+        {"database": describe_database(db), "pending": waiting},
+        as_json,
+        f"{describe_database(db)}: {len(waiting)} pending" + "".join(f"\n  {m}" for m in waiting),
+    )
+    if waiting:
+        raise SystemExit(1)

@@ -1,0 +1,118 @@
+"""The database: peewee on SQLite (embedded default) or PostgreSQL, one pool per app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import flask
+import peewee
+from playhouse.pool import PooledSqliteDatabase
+from playhouse.postgres_ext import PooledPsycopg3Database
+
+from app.config import ConfigError
+
+
+class AppDatabase(peewee.DatabaseProxy):
+    """Resolves to the current app's database, so two apps in one process never share one."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_callbacks", [])
+
+    @property
+    def obj(self) -> peewee.Database:  # type: ignore[override]
+        return flask.current_app.extensions["ctxcloud"].database
+
+    def initialize(self, obj: Any) -> None:
+        raise TypeError("the database comes from the current app; configure DATABASE_URL instead")
+
+
+database = AppDatabase()
+
+
+class BaseModel(peewee.Model):
+    """Base of every model: bound to the current app's database."""
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+def database_url(config: Mapping[str, Any]) -> str:
+    """The configured URL, or the embedded default's SQLite file in the data directory."""
+    url = config.get("DATABASE_URL")
+    if url:
+        return str(url)
+    return "sqlite:///" + os.path.join(config["DATA_DIR"], "ctxcloud.sqlite3")
+
+
+def open_database(config: Mapping[str, Any]) -> peewee.Database:
+    """Build (not connect) the pooled database the URL names."""
+    url = database_url(config)
+    parsed = urlparse(url)
+    pool = {
+        "max_connections": int(config.get("DATABASE_POOL_SIZE", 16)),
+        "stale_timeout": 300,
+        "timeout": float(config.get("DATABASE_POOL_TIMEOUT", 10)),
+    }
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///") :]
+        if not path:
+            raise ConfigError("CTXCLOUD_DATABASE_URL: sqlite URLs need a file path")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return PooledSqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "busy_timeout": 30000,
+                "synchronous": "normal",
+                "cache_size": -16000,
+            },
+            # Writers take the lock up front, so two writers never deadlock on upgrade.
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+            **pool,
+        )
+    if parsed.scheme in ("postgresql", "postgres"):
+        options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        options.setdefault("connect_timeout", 5)
+        return PooledPsycopg3Database(
+            unquote(parsed.path.lstrip("/")) or "postgres",
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or None,
+            port=parsed.port or None,
+            **options,
+            **pool,
+        )
+    raise ConfigError(
+        f"CTXCLOUD_DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite or postgresql)"
+    )
+
+
+def describe_database(db: peewee.Database) -> str:
+    """A loggable name for the database that never includes a password."""
+    kind = "postgresql" if isinstance(db, peewee.PostgresqlDatabase) else "sqlite"
+    return f"{kind}:{db.database}"
+
+
+def for_update(query: peewee.ModelSelect) -> peewee.ModelSelect:
+    """Lock the selected rows where the database can; SQLite's IMMEDIATE transactions already do."""
+    if database.obj.for_update:
+        return query.for_update()
+    return query
+
+
+def init_database(app: flask.Flask) -> None:
+    """One connection per request: opened on first query, back to the pool at teardown."""
+
+    @app.teardown_request
+    def _close_connection(exc: BaseException | None) -> None:
+        db = app.extensions["ctxcloud"].database
+        if not db.is_closed():
+            db.close()

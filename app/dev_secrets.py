@@ -1,0 +1,51 @@
+"""Secrets generated into the data directory so the embedded default needs no setup.
+
+Never used in production, which refuses to start without its secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from typing import Any
+
+log = logging.getLogger("ctxcloud.secrets")
+SECRETS_FILE = "dev-secrets.json"
+
+
+def _generate() -> dict[str, Any]:
+    return {
+        "MASTER_KEYS": {"dev-1": base64.b64encode(secrets.token_bytes(32)).decode()},
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "API_KEY_PEPPER": secrets.token_urlsafe(48),
+    }
+
+
+def load_or_create(data_dir: str) -> dict[str, Any]:
+    """Read the generated secrets, creating them (mode 0600) on first use, with a loud warning."""
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(data_dir, SECRETS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+    except FileNotFoundError:
+        stored = {}
+    missing = {k: v for k, v in _generate().items() if k not in stored}
+    if missing:
+        stored.update(missing)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(stored, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(path + ".tmp", path)
+        log.warning(
+            "generated development secrets (master key, JWT secret, API key pepper) in %s: "
+            "fine for a laptop, never for production; set CTXCLOUD_MASTER_KEYS, "
+            "CTXCLOUD_JWT_SECRET_KEY and CTXCLOUD_API_KEY_PEPPER instead",
+            path,
+        )
+    return stored

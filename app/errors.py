@@ -1,0 +1,259 @@
+"""One error shape: typed exceptions in services, turned into RFC 9457 problem+json in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import flask
+import marshmallow as ma
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_MIMETYPE = "application/problem+json"
+log = logging.getLogger("ctxcloud.errors")
+
+
+class ProblemError(Exception):
+    """An error the client may see: status, stable code, human detail and optional extras."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or self.default_detail())
+        self.detail = detail or self.default_detail()
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    @classmethod
+    def default_detail(cls) -> str:
+        return HTTPStatus(cls.status).description or HTTPStatus(cls.status).phrase
+
+    @property
+    def title(self) -> str:
+        return HTTPStatus(self.status).phrase
+
+
+def problem_type(code: str) -> str:
+    """A stable, non-dereferenceable URI per code (RFC 9457 `type`)."""
+    return f"urn:ctxcloud:problem:{code}"
+
+
+class BadRequest(ProblemError):
+    status, code = 400, "bad_request"
+
+
+class InvalidPath(ProblemError):
+    status, code = 400, "invalid_path"
+
+
+class ChecksumMismatch(ProblemError):
+    status, code = 400, "checksum_mismatch"
+
+
+class Unauthorized(ProblemError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail or "Missing or invalid credential.", **kwargs)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="ctxcloud"')
+
+
+class Forbidden(ProblemError):
+    status, code = 403, "forbidden"
+
+
+class QuotaExceeded(ProblemError):
+    status, code = 403, "quota_exceeded"
+
+
+class TenantSuspended(ProblemError):
+    status, code = 403, "tenant_suspended"
+
+
+class NotFound(ProblemError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ProblemError):
+    status, code = 409, "conflict"
+
+
+class PreconditionFailed(ProblemError):
+    status, code = 412, "precondition_failed"
+
+
+class EntryTooLarge(ProblemError):
+    status, code = 413, "entry_too_large"
+
+
+class RangeNotSatisfiable(ProblemError):
+    status, code = 416, "range_not_satisfiable"
+
+
+class ValidationFailed(ProblemError):
+    status, code = 422, "validation_error"
+
+    def __init__(self, errors: Mapping[str, Any], detail: str | None = None) -> None:
+        super().__init__(detail or "The request is not valid.", errors=dict(errors))
+
+
+class RateLimited(ProblemError):
+    status, code = 429, "rate_limited"
+
+
+class IntegrityFailure(ProblemError):
+    status, code = 500, "integrity_error"
+
+
+class Unavailable(ProblemError):
+    status, code = 503, "unavailable"
+
+
+# Codes for HTTP errors raised by Flask/werkzeug itself (routing, method, body size...).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "validation_error",
+    428: "precondition_required",
+    429: "rate_limited",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> flask.Response:
+    """Build the one problem+json response every error path uses."""
+    from app.requestlog import current_request_id
+
+    body: dict[str, Any] = {
+        "type": problem_type(code),
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update(extra or {})
+    body["request_id"] = current_request_id()
+    response = flask.current_app.response_class(
+        flask.json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _from_problem(exc: ProblemError) -> flask.Response:
+    return problem_response(exc.status, exc.code, exc.detail, headers=exc.headers, extra=exc.extra)
+
+
+def _from_http_exception(exc: HTTPException) -> flask.Response:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    extra: dict[str, Any] = {}
+    errors = data.get("errors") or data.get("messages")
+    if errors is not None:
+        extra["errors"] = _flatten_webargs_errors(errors)
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    detail = data.get("message") or (
+        "The request is not valid." if status == 422 else exc.description or exc.name
+    )
+    return problem_response(
+        status, _HTTP_CODES.get(status, f"http_{status}"), detail, headers=headers, extra=extra
+    )
+
+
+def _flatten_webargs_errors(errors: Any) -> Any:
+    """webargs nests errors by location ({"json": {...}}); clients want {field: [messages]}."""
+    if isinstance(errors, Mapping) and set(errors) <= {
+        "json",
+        "query",
+        "headers",
+        "form",
+        "files",
+        "view_args",
+        "path",
+        "cookies",
+    }:
+        flat: dict[str, Any] = {}
+        for location_errors in errors.values():
+            if isinstance(location_errors, Mapping):
+                flat.update(location_errors)
+        return flat
+    return errors
+
+
+def _from_unexpected(exc: Exception) -> flask.Response:
+    pm = flask.current_app.extensions["ctxcloud"].pm
+    mapped = pm.hook.handle_exception(exc=exc)
+    if isinstance(mapped, ProblemError):
+        return _from_problem(mapped)
+    log.error("unhandled exception", exc_info=exc)
+    return problem_response(500, "internal_error", "The server failed to answer this request.")
+
+
+def register_error_handlers(app: flask.Flask) -> None:
+    """Every error path, including flask-smorest's and werkzeug's, answers problem+json."""
+    app.register_error_handler(ProblemError, _from_problem)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(
+        ma.ValidationError, lambda exc: _from_problem(ValidationFailed(exc.normalized_messages()))
+    )
+    app.register_error_handler(Exception, _from_unexpected)
+
+
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    type = ma.fields.String(
+        metadata={
+            "description": "URI naming the problem kind",
+            "example": "urn:ctxcloud:problem:not_found",
+        }
+    )
+    title = ma.fields.String(metadata={"description": "HTTP status phrase", "example": "Not Found"})
+    status = ma.fields.Integer(metadata={"description": "HTTP status code", "example": 404})
+    detail = ma.fields.String(
+        metadata={"description": "Human-readable explanation", "example": "No such project."}
+    )
+    code = ma.fields.String(
+        metadata={"description": "Stable machine-readable error code", "example": "not_found"}
+    )
+    request_id = ma.fields.String(
+        metadata={"description": "The request's X-Request-ID", "example": "4f9c2b1e0a7d4c33"}
+    )
+    errors = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Raw(),
+        metadata={
+            "description": "Validation errors by field (422 only)",
+            "example": {"name": ["Missing data for required field."]},
+        },
+    )

@@ -1,0 +1,174 @@
+"""create_app: configuration, plugins, database, storage, keys and routes, assembled per app."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+import peewee
+import pluggy
+import redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import auth, dev_secrets, docs_assets, health, introspection
+from app.api import Api
+from app.config import ConfigError, disabled_plugins, load_config, require_production_settings
+from app.crypto import MasterKeyring
+from app.db import init_database, open_database
+from app.errors import register_error_handlers
+from app.plugins import build_plugin_manager, merged_mapping
+from app.requestlog import configure_logging, init_request_log
+from app.roles import PERMISSIONS
+from app.storage import StorageBackend
+
+# Secrets the embedded default generates and production must be given.
+GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")
+
+
+@dataclass
+class CtxCloud:
+    """Everything a request needs that is built once per app, kept on ``app.extensions``."""
+
+    pm: pluggy.PluginManager
+    plugin_dists: dict[str, importlib.metadata.Distribution]
+    blocked_plugins: list[str]
+    database: peewee.Database
+    storage: StorageBackend
+    keyring: MasterKeyring
+    redis: redis.Redis | None
+    api: Api | None = None
+    permissions: dict[str, str] = field(default_factory=dict)
+    health_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    openapi_json: str | None = None
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
+    """Build a ctxcloud app; `config` overrides every other layer (tests use it)."""
+    app = flask.Flask("app", static_folder=None)
+    app.json.sort_keys = False
+    load_config(app.config, config)
+    configure_logging(app.config)
+    _apply_secrets(app.config)
+
+    blocked = disabled_plugins(app.config)
+    pm, dists = build_plugin_manager(blocked)
+    for defaults in pm.hook.config_defaults():
+        for key, value in (defaults or {}).items():
+            app.config.setdefault(key, value)
+
+    ext = CtxCloud(
+        pm=pm,
+        plugin_dists=dists,
+        blocked_plugins=blocked,
+        database=open_database(app.config),
+        storage=_open_storage(pm, app.config),
+        keyring=_open_keyring(app.config),
+        redis=redis.Redis.from_url(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None,
+    )
+    app.extensions["ctxcloud"] = ext
+    if app.config["TRUSTED_PROXY_HOPS"]:
+        hops = int(app.config["TRUSTED_PROXY_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    init_request_log(app)
+    init_database(app)
+    ext.api = Api(app)
+    register_error_handlers(app)
+    _register_routes(app, ext)
+    ext.permissions = {
+        "platform:admin": PERMISSIONS["platform:admin"],
+        **merged_mapping(pm.hook.register_permissions(), "permission"),
+    }
+    _check_route_permissions(app, ext.permissions)
+    ext.health_checks = _health_checks(app, ext)
+    _register_commands(app)
+    pm.hook.startup(app=app)
+    return app
+
+
+def _apply_secrets(config: flask.Config) -> None:
+    """Production must be given its secrets; elsewhere missing ones are generated once."""
+    require_production_settings(config, [*GENERATED_SECRETS, "DATABASE_URL"])
+    if all(config.get(name) for name in GENERATED_SECRETS):
+        return
+    generated = dev_secrets.load_or_create(config["DATA_DIR"])
+    for name in GENERATED_SECRETS:
+        if not config.get(name):
+            config[name] = generated[name]
+
+
+def _open_keyring(config: flask.Config) -> MasterKeyring:
+    keys = config["MASTER_KEYS"]
+    text = keys if isinstance(keys, str) else json.dumps(keys)
+    return MasterKeyring.from_json(text, active=config.get("ACTIVE_MASTER_KEY") or None)
+
+
+def _open_storage(pm: pluggy.PluginManager, config: flask.Config) -> StorageBackend:
+    backends = merged_mapping(pm.hook.storage_backends(), "storage backend")
+    name = config["STORAGE_BACKEND"]
+    if name not in backends:
+        raise ConfigError(
+            f"CTXCLOUD_STORAGE_BACKEND={name!r} is not provided by any loaded plugin "
+            f"(available: {', '.join(sorted(backends)) or 'none'})"
+        )
+    return backends[name](config)
+
+
+def _register_routes(app: flask.Flask, ext: CtxCloud) -> None:
+    """Core routes, then every plugin's blueprints on the one Api; clashing prefixes fail."""
+    app.register_blueprint(docs_assets.assets)
+    blueprints = [health.blp, introspection.blp]
+    for result in ext.pm.hook.register_blueprints(app=app):
+        blueprints.extend(result or [])
+    prefixes: dict[str, str] = {}
+    for blp in blueprints:
+        prefix = (blp.url_prefix or "").rstrip("/")
+        if prefix in prefixes:
+            raise ConfigError(
+                f"blueprints {prefixes[prefix]!r} and {blp.name!r} both claim the prefix {prefix!r}"
+            )
+        prefixes[prefix] = blp.name
+        ext.api.register_blueprint(blp)
+
+
+def _check_route_permissions(app: flask.Flask, permissions: Mapping[str, str]) -> None:
+    """A route requiring a permission nobody registered could never be allowed: refuse to start."""
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        for method in rule.methods or ():
+            policy = auth.route_policy(view, method)
+            if policy not in (None, "public") and policy not in permissions:
+                raise ConfigError(
+                    f"route {rule.rule} ({method}) requires the unregistered permission {policy!r}"
+                )
+
+
+def _health_checks(app: flask.Flask, ext: CtxCloud) -> dict[str, Callable[[], None]]:
+    def database() -> None:
+        ext.database.execute_sql("SELECT 1")
+
+    def cache() -> None:
+        if ext.redis is not None:
+            ext.redis.ping()
+
+    checks: dict[str, Callable[[], None]] = {
+        "database": database,
+        "storage": ext.storage.check,
+        "cache": cache,
+    }
+    for name, check in merged_mapping(ext.pm.hook.health_checks(app=app), "health check").items():
+        if name in checks:
+            raise ConfigError(f"a plugin's health check reuses the core's name {name!r}")
+        checks[name] = check
+    return checks
+
+
+def _register_commands(app: flask.Flask) -> None:
+    from app.cli import db_group
+
+    app.cli.add_command(db_group)
+    app.extensions["ctxcloud"].pm.hook.register_commands(cli=app.cli)

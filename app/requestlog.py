@@ -1,0 +1,100 @@
+"""Request ids on every response and one structured log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+import flask
+
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@+=-]{1,128}$")
+access_log = logging.getLogger("ctxcloud.access")
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, or None outside a request."""
+    if not flask.has_request_context():
+        return None
+    return flask.g.get("request_id")
+
+
+def _assign_request_id() -> None:
+    incoming = flask.request.headers.get("X-Request-ID", "")
+    flask.g.request_id = incoming if SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+    flask.g.request_started = time.perf_counter()
+
+
+def _finish(response: flask.Response) -> flask.Response:
+    response.headers["X-Request-ID"] = flask.g.get("request_id") or ""
+    started = flask.g.get("request_started")
+    if started is not None and access_log.isEnabledFor(logging.INFO):
+        actor = flask.g.get("actor")
+        access_log.info(
+            "request",
+            extra={
+                "request_id": flask.g.get("request_id"),
+                "method": flask.request.method,
+                "path": flask.request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "tenant_id": getattr(actor, "tenant_id", None),
+                "actor": getattr(actor, "log_name", None),
+            },
+        )
+    return response
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id whenever there is a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if "request_id" not in entry:
+            request_id = current_request_id()
+            if request_id:
+                entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+def configure_logging(config: flask.Config) -> None:
+    """Route ctxcloud's loggers to stderr in the configured format, once per process."""
+    root = logging.getLogger("ctxcloud")
+    root.setLevel(config["LOG_LEVEL"])
+    if any(getattr(h, "_ctxcloud", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._ctxcloud = True  # type: ignore[attr-defined]
+    if config["LOG_FORMAT"] == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    # Tests capture records through the root logger (caplog); servers log once, here.
+    root.propagate = bool(config.get("TESTING"))
+
+
+def init_request_log(app: flask.Flask) -> None:
+    """Request ids first (errors need them), access log last."""
+    app.before_request(_assign_request_id)
+    app.after_request(_finish)

@@ -1,0 +1,1 @@
+"""Non-secret defaults per environment; secrets come only from the environment."""

@@ -1,0 +1,43 @@
+"""Defaults for every environment. Secrets never live here: they come from CTXCLOUD_* variables.
+
+Every setting is documented in docs/configuration.md with its environment variable.
+"""
+
+# Where the embedded default keeps its SQLite file, objects and generated keys.
+DATA_DIR = "./var"
+# sqlite:///path or postgresql://user@host/db. None: SQLite file in DATA_DIR.
+DATABASE_URL = None
+# Connections kept per process by the pool.
+DATABASE_POOL_SIZE = 16
+# Seconds a request waits for a pooled connection before failing with 503.
+DATABASE_POOL_TIMEOUT = 10
+# Shared store for rate limits and token revocation. None: in-process.
+REDIS_URL = None
+# Storage backend name: "local" or a plugin's backend.
+STORAGE_BACKEND = "local"
+# Comma-separated entry-point names of plugins not to load.
+DISABLED_PLUGINS = ""
+
+# JSON {"key-id": "<base64 32 bytes>"}; generated into DATA_DIR in development.
+MASTER_KEYS = None
+ACTIVE_MASTER_KEY = None
+# HS256 secret for JWTs; generated into DATA_DIR in development.
+JWT_SECRET_KEY = None
+
+# Number of X-Forwarded-For hops set by trusted proxies (0: use the socket address).
+TRUSTED_PROXY_HOPS = 0
+# Largest JSON request body accepted (entry bodies are streamed and limited by quotas).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+# Log level and format ("json" or "text").
+LOG_LEVEL = "INFO"
+LOG_FORMAT = "json"
+
+# flask-smorest / OpenAPI
+API_TITLE = "ctxcloud"
+API_VERSION = "v1"
+OPENAPI_VERSION = "3.1.0"
+OPENAPI_URL_PREFIX = "/api/v1"
+OPENAPI_JSON_PATH = "openapi.json"
+OPENAPI_SWAGGER_UI_PATH = "docs"
+OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/static/"
+OPENAPI_SWAGGER_UI_CONFIG = {"deepLinking": True, "persistAuthorization": True}

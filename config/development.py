@@ -1,0 +1,1 @@
+"""Development: embedded default, generated keys (with a loud warning), readable logs allowed."""

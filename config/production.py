@@ -1,0 +1,3 @@
+"""Production: every secret must come from the environment; no generated defaults."""
+
+DEBUG = False

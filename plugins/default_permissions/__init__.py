@@ -1,0 +1,19 @@
+"""The built-in permission set and the fallback rule: allow what the credential holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.hookspecs import hookimpl
+from app.roles import PERMISSIONS
+
+
+@hookimpl
+def register_permissions() -> dict[str, str]:
+    return PERMISSIONS
+
+
+@hookimpl(trylast=True)
+def permission_allowed(actor: Any, action: str, resource: Any) -> bool | None:
+    """Allow what the credential holds; other plugins answer first and may veto."""
+    return True if action in actor.permissions else None

@@ -1,0 +1,326 @@
+"""LocalStorage: each object is one file under a root directory, written atomically.
+
+Layout: the key is the relative path (keys are validated, so it cannot escape the
+root); uploads are written to ``<root>/.tmp/`` and moved into place with
+``os.replace``, so a reader sees the old object or the new one, never a mix.
+Directories are 0700 and files 0600: the bytes are ciphertext, but their sizes and
+count are still nobody else's business. Empty directories left by deletes are not
+pruned (pruning would race with concurrent puts into the same directory).
+
+Limitation of a filesystem: a key cannot also be a directory of other keys, so
+"a" and "a/b" cannot both exist; such a put raises StorageError. Keys generated
+with a fixed fan-out depth never collide this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from app.storage import (
+    CHUNK_SIZE,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageBackend,
+    StorageError,
+    StorageUnavailable,
+    validate_key,
+    validate_prefix,
+)
+
+__all__ = ["LocalStorage"]
+
+TEMP_DIR = ".tmp"
+DIR_MODE = 0o700
+WRITE_BUFFER = 64 * 1024
+STALE_TEMP_SECONDS = 24 * 3600
+
+_MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _fsync_dir(path: str) -> None:
+    """Persist a directory entry change (create, rename, unlink) across a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    """Remove a temp file during cleanup without masking the error being handled."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _makedirs_private(path: str) -> None:
+    """Like os.makedirs, but every directory it creates is 0700, not just the last one."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _makedirs_private(parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, DIR_MODE)
+    if not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+
+
+class _KeyConflict(Exception):
+    """A path component of the key is a file, or the key's path is a directory."""
+
+
+class LocalStorage(StorageBackend):
+    """Objects as files under one directory: the embedded default, no service needed."""
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Bind to root, creating it (0700) unless create=False, so a fresh install just works."""
+        self.root = os.path.abspath(os.fspath(root))
+        self._tmp = os.path.join(self.root, TEMP_DIR)
+        if create:
+            try:
+                _makedirs_private(self._tmp)
+            except OSError as exc:
+                raise StorageUnavailable(f"local storage: cannot create root: {exc}") from exc
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LocalStorage:
+        """The storage_backends factory: STORAGE_LOCAL_ROOT, else DATA_DIR/objects."""
+        root = config.get("STORAGE_LOCAL_ROOT") or os.path.join(config["DATA_DIR"], "objects")
+        storage = cls(root)
+        storage.purge_stale_temp()
+        return storage
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({self.root!r})"
+
+    # -- the interface -------------------------------------------------------
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write to a temp file, fsync, then rename into place: atomic and durable."""
+        path = self._path(validate_key(key))
+        with self._errors("put", key):
+            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="put-")  # 0600
+        file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed on both paths
+        written = 0
+        try:
+            for chunk in chunks:  # the iterable's own exceptions propagate unchanged
+                try:
+                    written += file.write(chunk)
+                except OSError as exc:
+                    raise StorageUnavailable(f"local storage: cannot put {key!r}: {exc}") from exc
+            with self._errors("put", key):
+                file.flush()
+                os.fsync(file.fileno())
+                file.close()
+                self._commit(tmp, path, key)
+        except BaseException:  # includes GeneratorExit/KeyboardInterrupt from the iterable
+            with contextlib.suppress(OSError):  # a failed flush must not mask the real error
+                file.close()
+            _unlink_quietly(tmp)
+            raise
+        return written
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Open and check now (a missing key raises at call time), then stream from one handle."""
+        path = self._path(validate_key(key))
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid byte range: {start}-{end}")
+        try:
+            file = open(path, "rb", buffering=0)  # noqa: SIM115 - handed to _FileChunks
+        except _MISSING as exc:
+            raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: cannot get {key!r}: {exc.strerror}") from exc
+        try:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ObjectNotFound(key)
+            last = info.st_size - 1 if end is None else min(end, info.st_size - 1)
+            length = max(0, last - start + 1)
+            if length:
+                file.seek(start)
+        except BaseException:
+            file.close()
+            raise
+        return _FileChunks(file, length, key)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Stat the file: the size is all the caller needs before streaming."""
+        path = self._path(validate_key(key))
+        try:
+            info = os.stat(path)
+        except _MISSING:
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: cannot head {key!r}: {exc.strerror}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return ObjectInfo(key=key, size=info.st_size)
+
+    def delete(self, key: str) -> bool:
+        """Unlink the file and fsync its directory, so a delete survives a crash."""
+        path = self._path(validate_key(key))
+        try:
+            os.unlink(path)
+        except _MISSING:
+            return False
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: cannot delete {key!r}: {exc}") from exc
+        with self._errors("delete", key):
+            _fsync_dir(os.path.dirname(path))
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Walk only where the prefix points; keys come out in byte order, temp area excluded."""
+        validate_prefix(prefix)
+        base, _, name_prefix = prefix.rpartition("/")
+        directory = os.path.join(self.root, base) if base else self.root
+        return self._walk(directory, base + "/" if base else "", name_prefix)
+
+    def check(self) -> None:
+        """Create and remove a probe file: proves the root exists and is writable."""
+        if not os.path.isdir(self.root) or not os.path.isdir(self._tmp):
+            raise StorageUnavailable("local storage: root directory is missing")
+        try:
+            fd, probe = tempfile.mkstemp(dir=self._tmp, prefix="check-")
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: root is not writable: {exc}") from exc
+
+    # -- maintenance ---------------------------------------------------------
+
+    def purge_stale_temp(self, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Remove temp files a crashed process left; only old ones, as live uploads keep writing."""
+        cutoff = time.time() - max_age
+        removed = 0
+        try:
+            entries = list(os.scandir(self._tmp))
+        except OSError:
+            return 0
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    # -- internals -----------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, key)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Turn filesystem failures into the interface's exceptions, keeping the cause."""
+        try:
+            yield
+        except _KeyConflict as exc:
+            raise StorageError(
+                f"local storage: key {key!r} conflicts with an existing key ({exc})"
+            ) from exc
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"local storage: cannot {action} {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def _commit(self, tmp: str, path: str, key: str) -> None:
+        """Move the finished temp file into place and make the rename durable."""
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory)
+        try:
+            os.replace(tmp, path)
+        except (IsADirectoryError, NotADirectoryError) as exc:
+            raise _KeyConflict("the key's path is a directory") from exc
+        _fsync_dir(directory)
+
+    def _ensure_dir(self, directory: str) -> None:
+        """Create the key's parent directories (0700) below the root, never the root itself."""
+        if os.path.isdir(directory):
+            return
+        if not directory.startswith(os.path.join(self.root, "")) or directory == self.root:
+            raise FileNotFoundError(2, "storage root is missing", self.root)
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise _KeyConflict("a parent of the key is an object") from None
+            return  # created concurrently
+        except NotADirectoryError as exc:
+            raise _KeyConflict("a parent of the key is an object") from exc
+        except FileNotFoundError:
+            self._ensure_dir(os.path.dirname(directory))
+            self._ensure_dir(directory)
+            return
+        _fsync_dir(os.path.dirname(directory))
+
+    def _walk(self, directory: str, key_prefix: str, name_prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(directory) as it:
+                entries = [e for e in it if e.name.startswith(name_prefix) and e.name[:1] != "."]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage: cannot list: {exc.strerror}") from exc
+        # Sorting a directory's name as "name/" interleaves files and subtrees in key order.
+        subtrees = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+        files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+        for name in sorted(subtrees | files, key=lambda n: n + "/" if n in subtrees else n):
+            if name in subtrees:
+                yield from self._walk(os.path.join(directory, name), key_prefix + name + "/", "")
+            else:
+                yield key_prefix + name
+
+
+class _FileChunks(Iterator[bytes]):
+    """The get() stream: one file handle, CHUNK_SIZE reads, closed on exhaustion or close()."""
+
+    __slots__ = ("_file", "_key", "_remaining")
+
+    def __init__(self, file: Any, length: int, key: str) -> None:
+        self._file = file
+        self._remaining = length
+        self._key = key
+
+    def __iter__(self) -> _FileChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._file is None or self._remaining <= 0:
+            self.close()
+            raise StopIteration
+        try:
+            # Raw FileIO.read allocates the result once and reads straight into it.
+            data = self._file.read(min(CHUNK_SIZE, self._remaining))
+        except OSError as exc:
+            self.close()
+            raise StorageUnavailable(
+                f"local storage: cannot read {self._key!r}: {exc.strerror}"
+            ) from exc
+        if not data:
+            self.close()
+            raise StorageError(f"local storage: {self._key!r} shrank while being read")
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        """Release the file handle early, e.g. when a client disconnects mid-download."""
+        file = getattr(self, "_file", None)
+        self._file = None
+        if file is not None:
+            file.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,29 @@
+"""Every route declares who may call it: a permission, or explicitly public."""
+
+from __future__ import annotations
+
+from app.auth import route_policy
+
+# Routes served by flask-smorest itself (the spec and the docs page) are public by design.
+FRAMEWORK_PUBLIC = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui"}
+
+
+def test_every_route_declares_a_permission_or_is_public(app):
+    undeclared = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in FRAMEWORK_PUBLIC:
+            continue
+        view = app.view_functions[rule.endpoint]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if route_policy(view, method) is None:
+                undeclared.append(f"{method} {rule.rule}")
+    assert not undeclared, f"routes without @requires or @public: {undeclared}"
+
+
+def test_declared_permissions_are_registered(app):
+    permissions = app.extensions["ctxcloud"].permissions
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        for method in rule.methods or ():
+            policy = route_policy(view, method)
+            assert policy in (None, "public") or policy in permissions

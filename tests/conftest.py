@@ -1,0 +1,43 @@
+"""Fixtures: apps from the factory with test config, on the embedded or the production stack.
+
+`CTXCLOUD_TEST_STACK=production` runs the same tests against PostgreSQL, Redis and S3
+(see tests/stack.py); the default is the embedded stack (SQLite, local files, in-process).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from app.cli import all_migrations
+from app.migrations import upgrade
+from tests import stack
+
+
+@pytest.fixture(scope="session")
+def stack_config(tmp_path_factory) -> dict:
+    """Settings that point an app at the stack under test (shared by the whole session)."""
+    with stack.configured(tmp_path_factory) as config:
+        yield config
+
+
+@pytest.fixture
+def app_config(stack_config, tmp_path) -> dict:
+    """Per-test settings; tests add to this dict before asking for `app`."""
+    return {**stack_config, "ENV": "testing", "DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture
+def app(app_config):
+    """A migrated app on a fresh schema."""
+    application = create_app(app_config)
+    with application.app_context():
+        stack.reset(application)
+        upgrade(application.extensions["ctxcloud"].database, all_migrations())
+    yield application
+    stack.close(application)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

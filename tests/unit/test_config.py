@@ -1,0 +1,97 @@
+"""Configuration layering and production's refusal to run on development defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from app import create_app
+from app.config import ConfigError
+
+
+def test_layers_apply_in_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXCLOUD_LOG_LEVEL", "ERROR")  # env beats config/testing.py
+    monkeypatch.setenv("CTXCLOUD_DATABASE_POOL_SIZE", "3")  # parsed as JSON
+    app = create_app({"ENV": "testing", "DATA_DIR": str(tmp_path), "DATABASE_POOL_TIMEOUT": 2})
+    assert app.config["API_TITLE"] == "ctxcloud"  # config/default.py
+    assert app.config["TESTING"] is True  # config/testing.py
+    assert app.config["LOG_LEVEL"] == "ERROR"
+    assert app.config["DATABASE_POOL_SIZE"] == 3
+    assert app.config["DATABASE_POOL_TIMEOUT"] == 2  # the argument beats everything
+
+
+def test_argument_beats_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXCLOUD_STORAGE_BACKEND", "nope")
+    app = create_app({"ENV": "testing", "DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "local"})
+    assert app.config["STORAGE_BACKEND"] == "local"
+
+
+def test_unknown_environment_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXCLOUD_ENV", "staging")
+    with pytest.raises(ConfigError, match="CTXCLOUD_ENV='staging'"):
+        create_app({"DATA_DIR": str(tmp_path)})
+
+
+def test_production_refuses_to_start_naming_every_missing_secret(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        create_app({"ENV": "production", "DATA_DIR": str(tmp_path)})
+    message = str(info.value)
+    for name in (
+        "CTXCLOUD_MASTER_KEYS",
+        "CTXCLOUD_JWT_SECRET_KEY",
+        "CTXCLOUD_API_KEY_PEPPER",
+        "CTXCLOUD_DATABASE_URL",
+    ):
+        assert name in message
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_production_starts_with_its_secrets(tmp_path):
+    key = "A" * 43 + "="
+    app = create_app(
+        {
+            "ENV": "production",
+            "DATA_DIR": str(tmp_path),
+            "MASTER_KEYS": {"prod-1": key},
+            "JWT_SECRET_KEY": "j" * 64,
+            "API_KEY_PEPPER": "p" * 64,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/prod.sqlite3",
+        }
+    )
+    assert app.extensions["ctxcloud"].keyring.active_id == "prod-1"
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_development_generates_secrets_once_with_private_mode(tmp_path, caplog):
+    first = create_app({"ENV": "development", "DATA_DIR": str(tmp_path)})
+    path = tmp_path / "dev-secrets.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    second = create_app({"ENV": "development", "DATA_DIR": str(tmp_path)})
+    assert first.config["JWT_SECRET_KEY"] == second.config["JWT_SECRET_KEY"]
+    assert set(json.loads(path.read_text())) == {"MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER"}
+
+
+def test_bad_master_keys_are_refused_without_echoing_them(tmp_path):
+    with pytest.raises(Exception) as info:
+        create_app(
+            {
+                "ENV": "testing",
+                "DATA_DIR": str(tmp_path),
+                "MASTER_KEYS": {"k1": "c2VjcmV0LXRvby1zaG9ydA=="},
+            }
+        )
+    assert "c2VjcmV0LXRvby1zaG9ydA" not in str(info.value)
+
+
+def test_unsupported_database_url_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unsupported scheme 'mysql'"):
+        create_app(
+            {
+                "ENV": "testing",
+                "DATA_DIR": str(tmp_path),
+                "DATABASE_URL": "mysql://root@localhost/x",
+            }
+        )

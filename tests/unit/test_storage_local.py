@@ -1,0 +1,338 @@
+"""LocalStorage: the shared conformance suite, plus what only a filesystem backend has."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.storage import (
+    CHUNK_SIZE,
+    ObjectNotFound,
+    StorageBackend,
+    StorageError,
+    StorageUnavailable,
+    validate_key,
+    validate_prefix,
+)
+from app.testing.storage_conformance import INVALID_KEYS, INVALID_PREFIXES, StorageConformance
+from plugins.storage_local.backend import TEMP_DIR, LocalStorage
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "objects"
+
+
+@pytest.fixture
+def storage(root: Path) -> Iterator[LocalStorage]:
+    backend = LocalStorage(root)
+    yield backend
+    backend.close()
+
+
+class TestLocalStorageConformance(StorageConformance):
+    @pytest.fixture
+    def backend(self, storage: LocalStorage) -> LocalStorage:
+        return storage
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _temp_files(root: Path) -> list[str]:
+    return os.listdir(root / TEMP_DIR)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class _Boom(Exception):
+    pass
+
+
+def _failing(chunks: list[bytes], error: BaseException) -> Iterator[bytes]:
+    yield from chunks
+    raise error
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["0", "a", "ab/cd/ef0123", "a-b_c.d/e.f", "a" * 255, "x/y"])
+def test_validate_key_returns_valid_keys_unchanged(key: str) -> None:
+    assert validate_key(key) is key
+
+
+@pytest.mark.parametrize("key", [*INVALID_KEYS, None, b"abc", 7], ids=repr)
+def test_validate_key_rejects(key: object) -> None:
+    with pytest.raises(ValueError):
+        validate_key(key)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab/", "ab/c", "ab/cd/", "a-b_c."])
+def test_validate_prefix_accepts(prefix: str) -> None:
+    assert validate_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize("prefix", [*INVALID_PREFIXES, "a..b", None], ids=repr)
+def test_validate_prefix_rejects(prefix: object) -> None:
+    with pytest.raises(ValueError):
+        validate_prefix(prefix)  # type: ignore[arg-type]
+
+
+@given(st.text(alphabet="abz09/_-.", min_size=1, max_size=40))
+def test_a_valid_key_is_a_plain_path_below_the_root(key: str) -> None:
+    try:
+        validate_key(key)
+    except ValueError:
+        return
+    root = "/srv/objects"
+    path = os.path.join(root, key)
+    assert os.path.normpath(path) == path  # no aliasing: ".", "..", "//" or trailing "/"
+    assert path.startswith(root + "/")
+    assert not any(segment.startswith(".") for segment in key.split("/"))
+
+
+# -- files on disk -----------------------------------------------------------------------
+
+
+def test_is_a_storage_backend_named_local(storage: LocalStorage) -> None:
+    assert isinstance(storage, StorageBackend)
+    assert LocalStorage.name == "local"
+
+
+def test_files_are_0600_and_directories_0700(storage: LocalStorage, root: Path) -> None:
+    storage.put("ab/cd/ef", [b"secret ciphertext"])
+    assert (root / "ab" / "cd" / "ef").read_bytes() == b"secret ciphertext"
+    assert _mode(root / "ab" / "cd" / "ef") == 0o600
+    for directory in (root, root / TEMP_DIR, root / "ab", root / "ab" / "cd"):
+        assert _mode(directory) == 0o700, directory
+
+
+def test_overwrite_keeps_mode_0600(storage: LocalStorage, root: Path) -> None:
+    storage.put("k", [b"one"])
+    os.chmod(root / "k", 0o644)
+    storage.put("k", [b"two"])
+    assert _mode(root / "k") == 0o600
+
+
+def test_put_fsyncs_the_file_and_its_directory(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    storage.put("ab/cd", [b"x"])
+    assert any(p.startswith(str(root / TEMP_DIR)) for p in synced)  # the data, before rename
+    assert synced[-1] == str(root / "ab")  # the rename itself
+
+
+@pytest.mark.parametrize("error", [_Boom(), KeyboardInterrupt(), GeneratorExit()], ids=repr)
+def test_temp_area_is_empty_after_failures(
+    storage: LocalStorage, root: Path, error: BaseException
+) -> None:
+    with pytest.raises(type(error)):
+        storage.put("ab/x", _failing([b"a" * 70000, b"b" * 70000], error))
+    with pytest.raises(TypeError):
+        storage.put("ab/y", iter([b"ok", "not bytes"]))  # type: ignore[list-item]
+    assert _temp_files(root) == []
+    assert not (root / "ab").exists() or os.listdir(root / "ab") == []
+
+
+def test_disk_error_becomes_unavailable_and_leaves_nothing(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.put("k", [b"old"])
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(StorageUnavailable):
+        storage.put("k", [b"new"])
+    monkeypatch.undo()
+    assert b"".join(storage.get("k")) == b"old"
+    assert _temp_files(root) == []
+
+
+def test_list_skips_the_temp_area_and_stray_dot_files(storage: LocalStorage, root: Path) -> None:
+    storage.put("ab/one", [b"1"])
+    (root / TEMP_DIR / "put-crashed").write_bytes(b"half an upload")
+    (root / "ab" / ".DS_Store").write_bytes(b"")
+    assert list(storage.list()) == ["ab/one"]
+
+
+def test_list_yields_keys_in_byte_order(storage: LocalStorage) -> None:
+    keys = ["a/b", "a-c", "a.d", "a0", "ab/c/d", "ab/c-d", "b", "a/a/a"]
+    for key in keys:
+        storage.put(key, [b""])
+    assert list(storage.list()) == sorted(keys)
+    assert list(storage.list("a")) == sorted(k for k in keys if k.startswith("a"))
+
+
+def test_a_key_cannot_also_be_a_directory(storage: LocalStorage, root: Path) -> None:
+    storage.put("a", [b"file"])
+    with pytest.raises(StorageError) as raised:
+        storage.put("a/b", [b"child"])
+    assert not isinstance(raised.value, StorageUnavailable)  # our limitation, not an outage
+    storage.put("c/d", [b"child"])
+    with pytest.raises(StorageError):
+        storage.put("c", [b"file"])
+    assert b"".join(storage.get("a")) == b"file"
+    assert storage.head("c") is None
+    with pytest.raises(ObjectNotFound):
+        storage.get("c")
+    with pytest.raises(ObjectNotFound):
+        storage.get("a/b")
+    assert storage.delete("c") is False
+    assert _temp_files(root) == []
+
+
+def test_get_releases_its_file_handle(storage: LocalStorage) -> None:
+    storage.put("k", [os.urandom(3 * CHUNK_SIZE)])
+    baseline = _open_fds()
+    stream = storage.get("k")
+    assert _open_fds() == baseline + 1
+    stream.close()  # type: ignore[attr-defined]
+    assert _open_fds() == baseline
+    stream = storage.get("k")
+    next(stream)
+    del stream  # abandoned mid-way, e.g. a client that disconnected
+    assert _open_fds() == baseline
+    for _ in storage.get("k"):
+        pass
+    assert _open_fds() == baseline
+    with pytest.raises(ObjectNotFound):
+        storage.get("missing")
+    assert _open_fds() == baseline
+
+
+# -- availability ------------------------------------------------------------------------
+
+
+def test_check_raises_when_the_root_is_gone(storage: LocalStorage, root: Path) -> None:
+    storage.check()
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    root.rmdir()
+    with pytest.raises(StorageUnavailable):
+        storage.check()
+    with pytest.raises(StorageUnavailable):
+        storage.put("k", [b"x"])
+    assert not root.exists(), "an unmounted root must not be silently recreated"
+
+
+def test_check_raises_when_the_root_is_a_file(tmp_path: Path) -> None:
+    # Tests run as root, so chmod cannot make a directory unwritable: use a regular file.
+    not_a_dir = tmp_path / "objects"
+    not_a_dir.write_bytes(b"")
+    with pytest.raises(StorageUnavailable):
+        LocalStorage(not_a_dir)
+    storage = LocalStorage(not_a_dir, create=False)
+    with pytest.raises(StorageUnavailable):
+        storage.check()
+    with pytest.raises(StorageUnavailable):
+        storage.put("k", [b"x"])
+    assert storage.head("k") is None
+    assert list(storage.list()) == []
+
+
+def test_check_raises_when_the_temp_area_is_missing(storage: LocalStorage, root: Path) -> None:
+    (root / TEMP_DIR).rmdir()
+    (root / TEMP_DIR).write_bytes(b"")
+    with pytest.raises(StorageUnavailable):
+        storage.check()
+
+
+def test_check_leaves_no_probe_behind(storage: LocalStorage, root: Path) -> None:
+    storage.check()
+    assert _temp_files(root) == []
+
+
+def test_purge_stale_temp_removes_only_old_files(storage: LocalStorage, root: Path) -> None:
+    old, fresh = root / TEMP_DIR / "put-old", root / TEMP_DIR / "put-fresh"
+    old.write_bytes(b"crashed upload")
+    fresh.write_bytes(b"live upload")
+    long_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (long_ago, long_ago))
+    assert storage.purge_stale_temp() == 1
+    assert _temp_files(root) == ["put-fresh"]
+
+
+# -- configuration and plugin ------------------------------------------------------------
+
+
+def test_from_config_uses_storage_local_root(tmp_path: Path) -> None:
+    storage = LocalStorage.from_config(
+        {"STORAGE_LOCAL_ROOT": str(tmp_path / "elsewhere"), "DATA_DIR": str(tmp_path / "var")}
+    )
+    assert storage.root == str(tmp_path / "elsewhere")
+    storage.check()
+
+
+def test_from_config_defaults_to_data_dir_objects(tmp_path: Path) -> None:
+    storage = LocalStorage.from_config({"DATA_DIR": str(tmp_path / "var")})
+    assert storage.root == str(tmp_path / "var" / "objects")
+    assert _mode(tmp_path / "var" / "objects") == 0o700
+    storage.check()
+
+
+def test_plugin_offers_local_through_the_hook(tmp_path: Path) -> None:
+    plugin = pytest.importorskip("plugins.storage_local")
+    backends = plugin.storage_backends()
+    assert set(backends) == {"local"}
+    storage = backends["local"]({"DATA_DIR": str(tmp_path)})
+    assert isinstance(storage, LocalStorage)
+    assert hasattr(plugin.storage_backends, "ctxcloud_impl")
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_put_and_get_stream_256_mib_with_flat_memory(storage: LocalStorage) -> None:
+    size = 256 * MiB
+    block = os.urandom(MiB - 1)  # reused, so the source itself allocates nothing
+    sent = hashlib.sha256()
+
+    def source() -> Iterator[bytes]:
+        remaining = size
+        while remaining:
+            chunk = block if remaining >= len(block) else block[:remaining]
+            sent.update(chunk)
+            remaining -= len(chunk)
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        baseline, _ = tracemalloc.get_traced_memory()
+        assert storage.put("big", source()) == size
+        received, total = hashlib.sha256(), 0
+        for chunk in storage.get("big"):
+            received.update(chunk)
+            total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    assert received.digest() == sent.digest()
+    assert peak - baseline < 8 * MiB, f"peak grew by {(peak - baseline) / MiB:.1f} MiB"
