@@ -13,6 +13,8 @@ from app.cli import all_migrations
 from app.migrations import upgrade
 from tests import stack
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory) -> dict:

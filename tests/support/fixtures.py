@@ -1,0 +1,1 @@
+"""Shared fixtures beyond app/client (tenants, credentials, servers); see tests/conftest.py."""
