@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-embedded test-production lint format install install-test bench clean
+.PHONY: run test test-embedded test-production services lint format install install-test bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,19 @@ format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The whole suite on the embedded default (SQLite, local files, in-process limits).
 test-embedded: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test: lint test-embedded
+# The same suite on the production stack: PostgreSQL and Redis on loopback (`make services`),
+# S3 from moto over HTTP (started by the tests). Unreachable services fail, never skip.
+test-production: install-test
+	CTXCLOUD_TEST_STACK=production $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+services:
+	.ci/services
+
+test: lint test-embedded test-production
 
 bench: install-test
 	$(BIN)/python -m bench.run

@@ -18,8 +18,15 @@ ERROR_RESPONSES = {
     "NotFound": (404, "not_found", "No such resource."),
     "Conflict": (409, "conflict", "The resource changed."),
     "PreconditionFailed": (412, "precondition_failed", "The entry changed since that ETag."),
+    "EntryTooLarge": (
+        413,
+        "entry_too_large",
+        "The entry is larger than the limit of 1048576 bytes.",
+    ),
+    "RangeNotSatisfiable": (416, "range_not_satisfiable", "The range is outside the entry."),
     "ValidationError": (422, "validation_error", "The request is not valid."),
     "RateLimited": (429, "rate_limited", "Rate limit exceeded: 600 per 1 minute."),
+    "IntegrityError": (500, "integrity_error", "The stored entry failed its integrity check."),
     "Unavailable": (503, "unavailable", "A dependency is unavailable."),
 }
 

@@ -20,6 +20,9 @@ from app import errors
 F = TypeVar("F", bound=Callable[..., Any])
 PERMISSION_ATTR = "_ctxcloud_permission"
 PUBLIC_ATTR = "_ctxcloud_public"
+AUTHENTICATED_ATTR = "_ctxcloud_authenticated"
+# The policy of a route any valid credential may call, whatever its permissions (whoami).
+AUTHENTICATED = "authenticated"
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 
 
@@ -52,9 +55,10 @@ def current_actor(required: bool = True) -> Actor | None:
     if "actor" not in flask.g:
         ext = flask.current_app.extensions["ctxcloud"]
         actor = ext.pm.hook.authenticate(request=flask.request)
-        flask.g.actor = actor
         if actor is not None:
             ext.pm.hook.tenant_resolved(tenant=actor.tenant, actor=actor)
+        # Only an actor every check accepted is kept: a refused one is refused again.
+        flask.g.actor = actor
     actor = flask.g.actor
     if actor is None and required:
         raise errors.Unauthorized()
@@ -142,12 +146,37 @@ def public(fn: F) -> F:
     return fn
 
 
+def requires_authentication(fn: F) -> F:
+    """Declare a route any valid credential may call, needing no permission (whoami, revoke)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_actor()
+        return fn(*args, **kwargs)
+
+    setattr(wrapper, AUTHENTICATED_ATTR, True)
+    _with_doc(
+        fn,
+        wrapper,
+        {
+            "security": SECURITY,
+            "responses": {
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "429": {"$ref": "#/components/responses/RateLimited"},
+            },
+        },
+    )
+    return wrapper  # type: ignore[return-value]
+
+
 def route_policy(view: Callable[..., Any], method: str) -> str | None:
-    """The permission a route declares for `method`, "public", or None when it declares nothing."""
+    """The permission a route declares for `method`, "public", "authenticated", or None."""
     target = getattr(view, "view_class", None)
     func = getattr(target, method.lower(), None) if target is not None else view
     if func is None:
         return None
     if getattr(func, PUBLIC_ATTR, False):
         return "public"
+    if getattr(func, AUTHENTICATED_ATTR, False):
+        return AUTHENTICATED
     return getattr(func, PERMISSION_ATTR, None)

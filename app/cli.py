@@ -9,6 +9,8 @@ import click
 import flask
 from flask.cli import FlaskGroup, with_appcontext
 
+from app import keystore
+from app.config import ConfigError
 from app.db import describe_database
 from app.migrations import Migration, pending, upgrade
 
@@ -27,8 +29,17 @@ def _create_app() -> flask.Flask:
     load_dotenv=False,
     set_debug_flag=False,
 )
-def main() -> None:
+def cli_group() -> None:
     """ctxcloud: versioned project context, multi-tenant."""
+
+
+def main() -> None:
+    """The console script: a configuration problem is one clear line and exit status 2."""
+    try:
+        cli_group(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"ctxcloud: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 def emit(data: dict[str, Any], as_json: bool, human: str) -> None:
@@ -40,9 +51,10 @@ def emit(data: dict[str, Any], as_json: bool, human: str) -> None:
 
 
 def all_migrations() -> list[Migration]:
-    """Every loaded plugin's migrations."""
+    """The core's migrations and every loaded plugin's."""
     pm = flask.current_app.extensions["ctxcloud"].pm
-    return [m for result in pm.hook.database_migrations() for m in (result or [])]
+    plugin_migrations = [m for result in pm.hook.database_migrations() for m in (result or [])]
+    return [*keystore.MIGRATIONS, *plugin_migrations]
 
 
 @click.group("db")
@@ -81,3 +93,24 @@ def db_status(as_json: bool) -> None:
     )
     if waiting:
         raise SystemExit(1)
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Master and data key commands."""
+
+
+@keys_group.command("rotate-master")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def keys_rotate_master(as_json: bool) -> None:
+    """Re-wrap every tenant data key under the active master key (objects are untouched)."""
+    store = keystore.current_keystore()
+    rotated = store.rotate_master()
+    in_use = store.master_keys_in_use()
+    emit(
+        {"active": store.keyring.active_id, "rotated": rotated, "in_use": in_use},
+        as_json,
+        f"re-wrapped {rotated} data key(s) under {store.keyring.active_id}; "
+        f"data keys per master key: {in_use}",
+    )

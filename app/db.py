@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +26,9 @@ class AppDatabase(peewee.DatabaseProxy):
         object.__setattr__(self, "_callbacks", [])
 
     @property
-    def obj(self) -> peewee.Database:  # type: ignore[override]
+    def obj(self) -> peewee.Database | None:  # type: ignore[override]
+        if not flask.has_app_context():
+            return None  # model classes are defined at import time, outside any app
         return flask.current_app.extensions["ctxcloud"].database
 
     def initialize(self, obj: Any) -> None:
@@ -40,6 +44,39 @@ class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+class JSONField(peewee.TextField):
+    """JSON stored as text: the same on SQLite and PostgreSQL, independent of the bound database.
+
+    (peewee's own JSONField picks its SQL helpers when the model is bound, which a per-app
+    database cannot do at import time.)
+    """
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BytesField(peewee.BlobField):
+    """Binary values as plain bytes on every database."""
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, memoryview | bytearray):
+            value = bytes(value)
+        return value
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else bytes(value)
+
+
+def utcnow() -> datetime.datetime:
+    """Now, as naive UTC: how every timestamp is stored, the same on SQLite and PostgreSQL."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 def database_url(config: Mapping[str, Any]) -> str:

@@ -227,6 +227,35 @@ def register_error_handlers(app: flask.Flask) -> None:
         ma.ValidationError, lambda exc: _from_problem(ValidationFailed(exc.normalized_messages()))
     )
     app.register_error_handler(Exception, _from_unexpected)
+    # A dependency that is down is the service's state, not the client's fault: 503, retry.
+    for dependency_error in _dependency_errors():
+        app.register_error_handler(dependency_error, _from_dependency_down)
+
+
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    import peewee
+    import redis
+    from playhouse.pool import MaxConnectionsExceeded
+
+    from app.storage import StorageUnavailable
+
+    return (
+        StorageUnavailable,
+        peewee.OperationalError,
+        peewee.InterfaceError,
+        MaxConnectionsExceeded,
+        redis.ConnectionError,
+        redis.TimeoutError,
+    )
+
+
+def _from_dependency_down(exc: Exception) -> flask.Response:
+    log.warning("dependency unavailable", extra={"error": type(exc).__name__})
+    return _from_problem(
+        Unavailable(
+            "A dependency of the service is unavailable; retry later.", headers={"Retry-After": "5"}
+        )
+    )
 
 
 class ProblemSchema(ma.Schema):

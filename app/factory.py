@@ -14,12 +14,14 @@ import pluggy
 import redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import auth, dev_secrets, docs_assets, health, introspection
+from app import auth, dev_secrets, docs_assets, health, introspection, ratelimit
 from app.api import Api
 from app.config import ConfigError, disabled_plugins, load_config, require_production_settings
 from app.crypto import MasterKeyring
 from app.db import init_database, open_database
 from app.errors import register_error_handlers
+from app.keystore import Keystore
+from app.metrics import init_metrics
 from app.plugins import build_plugin_manager, merged_mapping
 from app.requestlog import configure_logging, init_request_log
 from app.roles import PERMISSIONS
@@ -39,6 +41,7 @@ class CtxCloud:
     database: peewee.Database
     storage: StorageBackend
     keyring: MasterKeyring
+    keystore: Keystore
     redis: redis.Redis | None
     api: Api | None = None
     permissions: dict[str, str] = field(default_factory=dict)
@@ -66,7 +69,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         blocked_plugins=blocked,
         database=open_database(app.config),
         storage=_open_storage(pm, app.config),
-        keyring=_open_keyring(app.config),
+        keyring=(keyring := _open_keyring(app.config)),
+        keystore=Keystore(keyring),
         redis=redis.Redis.from_url(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None,
     )
     app.extensions["ctxcloud"] = ext
@@ -76,9 +80,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
 
     init_request_log(app)
     init_database(app)
+    ratelimit.init_rate_limiting(app)
     ext.api = Api(app)
     register_error_handlers(app)
     _register_routes(app, ext)
+    init_metrics(app)
     ext.permissions = {
         "platform:admin": PERMISSIONS["platform:admin"],
         **merged_mapping(pm.hook.register_permissions(), "permission"),
@@ -141,7 +147,7 @@ def _check_route_permissions(app: flask.Flask, permissions: Mapping[str, str]) -
         view = app.view_functions[rule.endpoint]
         for method in rule.methods or ():
             policy = auth.route_policy(view, method)
-            if policy not in (None, "public") and policy not in permissions:
+            if policy not in (None, "public", auth.AUTHENTICATED) and policy not in permissions:
                 raise ConfigError(
                     f"route {rule.rule} ({method}) requires the unregistered permission {policy!r}"
                 )
@@ -168,7 +174,8 @@ def _health_checks(app: flask.Flask, ext: CtxCloud) -> dict[str, Callable[[], No
 
 
 def _register_commands(app: flask.Flask) -> None:
-    from app.cli import db_group
+    from app.cli import db_group, keys_group
 
     app.cli.add_command(db_group)
+    app.cli.add_command(keys_group)
     app.extensions["ctxcloud"].pm.hook.register_commands(cli=app.cli)

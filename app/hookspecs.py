@@ -140,6 +140,16 @@ def tenant_resolved(tenant: Any, actor: Actor) -> None:
     """
 
 
+@hookspec
+def tenant_deleting(tenant: Any) -> list[str] | None:
+    """A tenant is about to be deleted, inside the deleting transaction.
+
+    Delete this plugin's rows of the tenant; return the storage object keys to remove once
+    the deletion has committed (or None). Every plugin's implementation is called; the tenant
+    row itself goes last, and every cached credential of the tenant dies with it.
+    """
+
+
 @hookspec(firstresult=True)
 def handle_exception(exc: BaseException) -> Any:
     """Map an exception the core does not know to a ``ProblemError`` (or None to pass).
@@ -154,4 +164,16 @@ def audit_event(event: Mapping[str, Any]) -> None:
 
     ``event`` has ``type``, ``tenant_id``, ``actor``, ``request_id`` and event fields; it never
     holds a secret. Every plugin's implementation is called.
+    """
+
+
+# Projects ----------------------------------------------------------------------------------
+
+
+@hookspec
+def project_deleting(project: Any) -> list[str] | None:
+    """A project is about to be deleted, inside the deleting transaction.
+
+    Delete this plugin's rows of the project; return the storage object keys to remove once
+    the deletion has committed (so a rolled-back deletion never loses data).
     """

@@ -7,7 +7,6 @@ the live model classes, so a fresh database and an upgraded one end up the same.
 
 from __future__ import annotations
 
-import datetime
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 
 from app.config import ConfigError
+from app.db import utcnow
 
 HISTORY_TABLE = "ctxcloud_schema_migration"
 
@@ -104,7 +104,7 @@ def upgrade(db: peewee.Database, migrations: Iterable[Migration]) -> list[str]:
             if history.select().where(history.id == migration.id).exists():
                 continue
             migration.up(migrator, db)
-            history.create(id=migration.id, applied_at=datetime.datetime.now(datetime.UTC))
+            history.create(id=migration.id, applied_at=utcnow())
         done_now.append(migration.id)
     return done_now
 

@@ -4,8 +4,8 @@ Usage: python bench/crypto_raw.py [--mib 256] [--json]
 
 Compares raw AES-256-GCM (encrypt on 64 KiB and 1 MiB buffers, decrypt on 64 KiB) and
 SHA-256 with app.crypto's encrypt_stream / decrypt_stream over N MiB fed in 1 MiB chunks,
-so the overhead of the streaming layer (segmenting, nonces, generators) is visible. Each figure is the median of
-three runs, in MB/s (10**6 bytes per second).
+so the overhead of the streaming layer (segmenting, nonces, generators) is visible.
+Each figure is the median of three runs, in MB/s (10**6 bytes per second).
 """
 
 from __future__ import annotations

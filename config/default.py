@@ -24,6 +24,16 @@ ACTIVE_MASTER_KEY = None
 # HS256 secret for JWTs; generated into DATA_DIR in development.
 JWT_SECRET_KEY = None
 
+# Prefix of every key ctxcloud writes to Redis (rate limits, credential generations).
+REDIS_KEY_PREFIX = "ctxcloud:"
+
+# Rate limits ("N/second|minute|hour|day", several joined by ";"). The default applies per
+# credential (or per client address without one); a tenant's config `rate_limit` overrides it.
+RATE_LIMIT_ENABLED = True
+RATE_LIMIT_DEFAULT = "600/minute"
+# Attempts at POST /auth/token, counted per client address and, separately, per username.
+RATE_LIMIT_LOGIN = "10/minute"
+
 # Number of X-Forwarded-For hops set by trusted proxies (0: use the socket address).
 TRUSTED_PROXY_HOPS = 0
 # Largest JSON request body accepted (entry bodies are streamed and limited by quotas).

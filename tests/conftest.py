@@ -26,7 +26,12 @@ def stack_config(tmp_path_factory) -> dict:
 @pytest.fixture
 def app_config(stack_config, tmp_path) -> dict:
     """Per-test settings; tests add to this dict before asking for `app`."""
-    return {**stack_config, "ENV": "testing", "DATA_DIR": str(tmp_path / "data")}
+    return {
+        **stack_config,
+        **stack.per_test_config(),
+        "ENV": "testing",
+        "DATA_DIR": str(tmp_path / "data"),
+    }
 
 
 @pytest.fixture
@@ -36,6 +41,7 @@ def app(app_config):
     with application.app_context():
         stack.reset(application)
         upgrade(application.extensions["ctxcloud"].database, all_migrations())
+        application.extensions["ctxcloud"].database.close()
     yield application
     stack.close(application)
 

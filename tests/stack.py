@@ -1,14 +1,59 @@
-"""Which stack the tests run on: the embedded default, or PostgreSQL + Redis + S3 for real."""
+"""Which stack the tests run on: the embedded default, or PostgreSQL + Redis + S3 for real.
+
+`CTXCLOUD_TEST_STACK=production` points every app the tests build at the PostgreSQL and
+Redis servers on this machine (a fresh database and a dedicated Redis db index per run, both
+removed afterwards) and at an S3 server (moto over HTTP on a free loopback port, started
+here). Anything unreachable fails the run: the production tier never skips.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import flask
+import peewee
 
 STACK = os.environ.get("CTXCLOUD_TEST_STACK", "embedded")
+PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("CTXCLOUD_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS_DB_INDEX = int(os.environ.get("CTXCLOUD_TEST_REDIS_DB", "11"))
+
+is_production = STACK == "production"
+
+
+@contextmanager
+def _postgres_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"ctxcloud_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def _redis_db() -> Iterator[str]:
+    import redis
+
+    url = f"{REDIS_BASE_URL}/{REDIS_DB_INDEX}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 @contextmanager
@@ -17,15 +62,46 @@ def configured(tmp_path_factory) -> Iterator[dict]:
     if STACK == "embedded":
         yield {}
         return
-    raise RuntimeError(f"CTXCLOUD_TEST_STACK={STACK!r} is not supported yet")
+    if STACK != "production":
+        raise RuntimeError(f"CTXCLOUD_TEST_STACK={STACK!r}: use embedded or production")
+    from tests.support.s3server import aws_environment, moto_s3
+
+    with ExitStack() as stack:
+        database_url = stack.enter_context(_postgres_database())
+        redis_url = stack.enter_context(_redis_db())
+        s3 = stack.enter_context(moto_s3())
+        stack.enter_context(aws_environment(s3.env))
+        yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **s3.config()}
+
+
+def per_test_config() -> dict:
+    """Settings that keep tests apart on shared servers (a fresh S3 prefix per test)."""
+    if not is_production:
+        return {}
+    return {"S3_PREFIX": f"t-{secrets.token_hex(6)}/"}
 
 
 def reset(app: flask.Flask) -> None:
-    """Give the test an empty database (SQLite files are per test; shared servers need this)."""
+    """Give the test an empty database and cache (SQLite files are per test already)."""
+    ext = app.extensions["ctxcloud"]
+    if not is_production:
+        return
+    db = ext.database
+    tables = [t for t in db.get_tables() if t != "ctxcloud_schema_migration"]
+    if tables:
+        quoted = ", ".join(f'"{t}"' for t in tables)
+        db.execute_sql(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+    if ext.redis is not None:
+        ext.redis.flushdb()
 
 
 def close(app: flask.Flask) -> None:
     """Release the app's pooled connections so databases can be dropped."""
     ext = app.extensions["ctxcloud"]
-    ext.database.close_all()
+    db: peewee.Database = ext.database
+    if not db.is_closed():
+        db.close()
+    db.close_all()
     ext.storage.close()
+    if ext.redis is not None:
+        ext.redis.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.auth import route_policy
+from app.auth import AUTHENTICATED, route_policy
 
 # Routes served by flask-smorest itself (the spec and the docs page) are public by design.
 FRAMEWORK_PUBLIC = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui"}
@@ -17,7 +17,9 @@ def test_every_route_declares_a_permission_or_is_public(app):
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if route_policy(view, method) is None:
                 undeclared.append(f"{method} {rule.rule}")
-    assert not undeclared, f"routes without @requires or @public: {undeclared}"
+    assert not undeclared, (
+        f"routes without @requires, @requires_authentication or @public: {undeclared}"
+    )
 
 
 def test_declared_permissions_are_registered(app):
@@ -26,4 +28,4 @@ def test_declared_permissions_are_registered(app):
         view = app.view_functions[rule.endpoint]
         for method in rule.methods or ():
             policy = route_policy(view, method)
-            assert policy in (None, "public") or policy in permissions
+            assert policy in (None, "public", AUTHENTICATED) or policy in permissions

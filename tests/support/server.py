@@ -110,7 +110,7 @@ def _wait_ready(server: Server, path: str, timeout: float = 60) -> None:
         try:
             if requests.get(server.url + path, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or still booting
             pass
         time.sleep(0.1)
     raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{server.log()}")

@@ -1,0 +1,11 @@
+"""Opaque, prefixed resource ids: random, so they reveal no order, count or tenant."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+
+def new_id(prefix: str) -> str:
+    """`prefix_` + 20 lowercase base32 characters (100 random bits)."""
+    return f"{prefix}_" + base64.b32encode(secrets.token_bytes(15)).decode().lower()[:20]

@@ -1,0 +1,120 @@
+"""Encrypted objects: plaintext streams in, opaque ciphertext objects out, and back.
+
+Object keys are random (`o/<2 hex>/<32 hex>`): they reveal no tenant, project, path or
+content hash. Each object is encrypted under its tenant's data key with associated data
+binding tenant, project and object key, so an object moved or copied anywhere else fails
+to decrypt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import flask
+
+from app import crypto
+from app.errors import IntegrityFailure
+from app.keystore import current_keystore
+from app.storage import ObjectNotFound, StorageBackend
+
+log = logging.getLogger("ctxcloud.objects")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What was written: the object key and the plaintext's size and SHA-256."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+def new_object_key() -> str:
+    token = secrets.token_hex(16)
+    return f"o/{token[:2]}/{token}"
+
+
+def _aad(tenant_id: str, project_id: str, key: str) -> bytes:
+    return f"ctxcloud-object|{tenant_id}|{project_id}|{key}".encode()
+
+
+def storage() -> StorageBackend:
+    return flask.current_app.extensions["ctxcloud"].storage
+
+
+class _Measured:
+    """Pass chunks through while counting bytes and hashing them (the plaintext's identity)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            self._hash.update(chunk)
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+def store(tenant_id: str, project_id: str, chunks: Iterable[bytes]) -> StoredObject:
+    """Encrypt and store a plaintext stream; an exception from `chunks` leaves no object."""
+    key = new_object_key()
+    data_key = current_keystore().data_key(tenant_id)
+    measured = _Measured(chunks)
+    storage().put(key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key)))
+    return StoredObject(key=key, size=measured.size, sha256=measured.sha256)
+
+
+def read(
+    tenant_id: str, project_id: str, key: str, size: int, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """Plaintext bytes [start, end] of an object, authenticated; only the needed segments."""
+    data_key = current_keystore().data_key(tenant_id)
+    aad = _aad(tenant_id, project_id, key)
+    backend = storage()
+    last = size - 1 if end is None else end
+
+    def decrypted() -> Iterator[bytes]:
+        if size == 0 or (start == 0 and last == size - 1):
+            return crypto.decrypt_stream(data_key, backend.get(key), aad)
+        return crypto.decrypt_range(
+            data_key, lambda s, e: backend.get(key, s, e), size, start, last, aad
+        )
+
+    return _guarded(decrypted, key)
+
+
+def _guarded(open_chunks: Callable[[], Iterator[bytes]], key: str) -> Iterator[bytes]:
+    """Turn an authentication failure, or an object gone from storage, into a logged
+    integrity_error; the object is opened on the first chunk, so either happens there."""
+    try:
+        yield from open_chunks()
+    except crypto.IntegrityError as exc:
+        _log_integrity_error("stored object failed authentication", key)
+        raise IntegrityFailure("The stored entry failed its integrity check.") from exc
+    except ObjectNotFound as exc:
+        _log_integrity_error("stored object is missing", key)
+        raise IntegrityFailure("The stored entry failed its integrity check.") from exc
+
+
+def _log_integrity_error(reason: str, key: str) -> None:
+    log.error(f"integrity_error: {reason}", extra={"event": "integrity_error", "object_key": key})
+
+
+def delete_quietly(keys: Iterable[str]) -> None:
+    """Best-effort removal: a leftover object is unreferenced ciphertext, not data loss."""
+    backend = storage()
+    for key in keys:
+        try:
+            backend.delete(key)
+        except Exception:
+            log.warning("could not delete stored object", extra={"object_key": key}, exc_info=True)

@@ -1,0 +1,47 @@
+"""API keys: service credentials (``Authorization: Bearer ctx_...`` or ``X-API-Key``)."""
+
+from __future__ import annotations
+
+from app.hookspecs import hookimpl
+from plugins.auth_apikey.migrations import MIGRATIONS
+from plugins.auth_apikey.verify import presented_key, verify_api_key
+
+
+@hookimpl
+def config_defaults():
+    # Seconds between two writes of a key's last-used time.
+    return {"API_KEY_LAST_USED_INTERVAL": 60}
+
+
+@hookimpl
+def register_blueprints(app):
+    from plugins.auth_apikey.routes import blp
+
+    return [blp]
+
+
+@hookimpl
+def register_commands(cli):
+    from plugins.auth_apikey.cli import api_keys_group, platform_keys_group
+
+    cli.add_command(api_keys_group)
+    cli.add_command(platform_keys_group)
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS
+
+
+@hookimpl
+def authenticate(request):
+    """Claim requests carrying an API key; a bad key is 401 and never falls through."""
+    key = presented_key(request)
+    return None if key is None else verify_api_key(key)
+
+
+@hookimpl
+def tenant_deleting(tenant):
+    from plugins.auth_apikey.service import delete_tenant_keys
+
+    delete_tenant_keys(tenant.id)

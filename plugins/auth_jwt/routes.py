@@ -1,0 +1,76 @@
+"""/api/v1/auth/token, /refresh and /revoke: user logins as JWTs."""
+
+from __future__ import annotations
+
+import flask
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.auth import current_actor, public, requires_authentication
+from app.errors import Unauthorized
+from plugins.auth_jwt import service
+from plugins.auth_jwt.schemas import LoginSchema, TokenSchema
+from plugins.auth_jwt.verify import presented_token
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+BEARER_REFRESH = [{"bearerAuth": []}]
+
+blp = Blueprint(
+    "auth",
+    __name__,
+    url_prefix="/api/v1/auth",
+    description="Log in with a password; refresh and revoke the tokens.",
+)
+
+
+@blp.route("/token")
+class Token(MethodView):
+    @public
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
+    @blp.alt_response(401, response="Unauthorized")
+    @blp.alt_response(403, response="Forbidden", description="The tenant is suspended")
+    @blp.alt_response(422, response="ValidationError")
+    @blp.alt_response(429, response="RateLimited")
+    def post(self, data):
+        """Log in
+
+        One 401 for an unknown tenant, an unknown or disabled user and a wrong password.
+        Attempts are limited per client address and per username (429 with Retry-After).
+        """
+        return service.login(data["tenant"], data["username"], data["password"]), 200, NO_STORE
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.doc(security=BEARER_REFRESH)
+    @public
+    @blp.response(200, TokenSchema)
+    @blp.alt_response(401, response="Unauthorized")
+    @blp.alt_response(403, response="Forbidden", description="The tenant is suspended")
+    @blp.alt_response(429, response="RateLimited")
+    def post(self):
+        """Rotate tokens
+
+        Send the refresh token as `Authorization: Bearer`. Answers a new access token and a
+        new refresh token; the one sent is dead from now on. Sending a dead refresh token
+        again revokes every token of that login (401).
+        """
+        token = presented_token(flask.request)
+        if token is None:
+            raise Unauthorized()
+        return service.refresh(token), 200, NO_STORE
+
+
+@blp.route("/revoke")
+class Revoke(MethodView):
+    @requires_authentication
+    @blp.response(204)
+    @blp.alt_response(400, response="BadRequest", description="Not a user's access token")
+    def post(self):
+        """Log out
+
+        Revokes the login of the access token sent: it and its refresh token stop working
+        at once, on every server process.
+        """
+        service.revoke(current_actor())

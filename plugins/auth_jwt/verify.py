@@ -1,0 +1,78 @@
+"""Verifying an access token on each request: from memory, re-checked when its tenant changes.
+
+The first use of a token in a process decodes it and reads its login, user and tenant; later
+uses cost a dict lookup, an expiry check and one generation read (see
+plugins/tenants/revocation.py), so a revoked login, a disabled or deleted user, a changed
+role or a suspended tenant applies on the very next request, on every process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import flask
+
+from app.auth import Actor
+from app.errors import Unauthorized
+from app.roles import ROLE_PERMISSIONS
+from plugins.auth_jwt.models import TokenFamily
+from plugins.auth_jwt.tokens import ACCESS, decode
+from plugins.tenants.models import Tenant
+from plugins.tenants.revocation import CachedCredential, credentials, scope_of
+from plugins.users.models import User
+
+CACHE = "jwt"
+
+
+def presented_token(request: flask.Request) -> str | None:
+    """The bearer token of ``Authorization`` (API keys are claimed first), or None."""
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("Use Authorization: Bearer <token>.")
+    return value.strip()
+
+
+def _actor(claims: dict) -> Actor | None:
+    """The user behind a live login, with the role they hold now (None: refused)."""
+    family = TokenFamily.get_or_none(TokenFamily.id == claims["fid"])
+    if family is None or family.revoked_at is not None:
+        return None
+    if family.user_id != claims["sub"] or family.tenant_id != claims["tid"]:
+        return None
+    user = User.get_or_none(User.id == family.user_id)
+    tenant = Tenant.get_or_none(Tenant.id == family.tenant_id)
+    if user is None or tenant is None or user.tenant_id != tenant.id or user.disabled:
+        return None
+    if user.sessions_revoked_at is not None and user.sessions_revoked_at >= family.created_at:
+        return None
+    return Actor(
+        kind="user",
+        id=user.id,
+        tenant_id=tenant.id,
+        role=user.role,
+        permissions=ROLE_PERMISSIONS.get(user.role, frozenset()),
+        credential_id=family.id,
+        tenant=tenant,
+    )
+
+
+def _load(token: str, now: float) -> CachedCredential:
+    claims = decode(token, ACCESS)
+    scope = scope_of(claims["tid"])
+    creds = credentials()
+    generation = creds.generations.current(scope)  # before reading the database
+    return creds.cache(CACHE).put(
+        token, _actor(claims), scope, generation, now, expires_at=float(claims["exp"])
+    )
+
+
+def verify_access_token(token: str) -> Actor:
+    """The token's Actor; 401 when invalid, expired, or its login is no longer live."""
+    now = time.time()
+    entry = credentials().cache(CACHE).get(token, now) or _load(token, now)
+    if entry.actor is None or now >= entry.expires_at:
+        raise Unauthorized()
+    return entry.actor

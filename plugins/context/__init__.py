@@ -1,0 +1,32 @@
+"""Versioned context: entries, atomic commits and revisions, stored encrypted."""
+
+from __future__ import annotations
+
+from app.hookspecs import hookimpl
+from plugins.context.migrations import MIGRATIONS
+
+
+@hookimpl
+def config_defaults():
+    return {"MAX_ENTRY_BYTES": 5 * 1024**3}
+
+
+@hookimpl
+def register_blueprints(app):
+    from plugins.context.paths import EntryPathConverter
+    from plugins.context.routes import blp
+
+    app.url_map.converters["entry_path"] = EntryPathConverter
+    return [blp]
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS
+
+
+@hookimpl
+def project_deleting(project):
+    from plugins.context.service import delete_project_context
+
+    return delete_project_context(project)

@@ -1,0 +1,335 @@
+"""/api/v1/projects/{project}/context: manifest, entries, commits and revisions."""
+
+from __future__ import annotations
+
+import hashlib
+
+import flask
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.auth import current_actor, requires
+from app.errors import EntryTooLarge, NotFound
+from plugins.context import http, service
+from plugins.context.paths import validate_prefix
+from plugins.context.schemas import (
+    CommitSchema,
+    EntryQuerySchema,
+    EntrySchema,
+    ManifestQuerySchema,
+    ManifestSchema,
+    RevisionSchema,
+)
+from plugins.projects import service as projects
+
+blp = Blueprint(
+    "context",
+    __name__,
+    url_prefix="/api/v1/projects/<project>/context",
+    description="A project's versioned context: entries, commits and revisions.",
+)
+
+# API.md: page_size up to 1000 (flask-smorest's own default caps it at 100).
+MAX_PAGE_SIZE = 1000
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+ETAG_HEADER = {"schema": {"type": "string"}, "description": "The entry version's strong ETag"}
+ENTRY_HEADERS = {
+    "ETag": ETAG_HEADER,
+    "Content-Length": {"schema": {"type": "integer"}},
+    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Entry-Revision": {
+        "schema": {"type": "integer"},
+        "description": "Revision that wrote this version",
+    },
+    "Entry-SHA256": {"schema": {"type": "string"}, "description": "SHA-256 of the whole entry"},
+    "Entry-Metadata": {"schema": {"type": "string"}, "description": "The metadata, as JSON"},
+}
+CONDITIONAL_PARAMS = [
+    {
+        "in": "header",
+        "name": "If-Match",
+        "schema": {"type": "string"},
+        "description": "Write/delete only if the entry's ETag is one of these (or `*`: exists)",
+    },
+    {
+        "in": "header",
+        "name": "If-None-Match",
+        "schema": {"type": "string"},
+        "description": "`*`: create only (412 if it exists); a tag: 304 on reads",
+    },
+]
+PATH_PARAM = {
+    "in": "path",
+    "name": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Entry path (relative, '/'-separated, at most 1024 bytes)",
+    "example": "docs/adr/0001.md",
+}
+PROJECT_PARAM = {
+    "in": "path",
+    "name": "project",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Project id or slug",
+    "example": "handbook",
+}
+
+
+def manifest_etag(project_id: str, revision: int, query: dict) -> str:
+    fingerprint = f"{project_id}|{revision}|{sorted(query.items())}".encode()
+    return '"m' + hashlib.sha256(fingerprint).hexdigest()[:32] + '"'
+
+
+@blp.route("", parameters=[PROJECT_PARAM])
+class Manifest(MethodView):
+    @requires("context:read")
+    @blp.arguments(ManifestQuerySchema, location="query")
+    @blp.response(200, ManifestSchema, headers={"ETag": ETAG_HEADER})
+    @blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
+    @blp.alt_response(400, response="BadRequest")
+    @blp.alt_response(404, response="NotFound")
+    @blp.alt_response(422, response="ValidationError")
+    def get(self, query, project):
+        """Read the context manifest
+
+        Every live entry (path, size, sha256, type, metadata, revision) at the head or at
+        `revision`, optionally under `prefix`; with `include_content=true`, text entries are
+        inlined as `content` up to `max_bytes` in all, and each entry left out says why.
+        """
+        actor = current_actor()
+        found = projects.resolve(actor, project)
+        prefix = validate_prefix(query["prefix"])
+        revision = query.get("revision", found.revision)
+        etag = manifest_etag(found.id, revision, query)
+        if http.not_modified(etag):
+            return flask.Response(status=304, headers={"ETag": etag})
+        versions = service.manifest(found, query.get("revision"), prefix)
+        body = {
+            "project_id": found.id,
+            "revision": revision,
+            "entries": versions,
+            "total_size": sum(v.size for v in versions),
+        }
+        if query["include_content"]:
+            contents, omitted = service.inline_contents(
+                actor.tenant_id, found, versions, query["max_bytes"]
+            )
+            for version in versions:
+                if version.path in contents:
+                    version.content = contents[version.path]
+                else:
+                    version.content_omitted = omitted[version.path]
+            body["content_truncated"] = "budget" in omitted.values()
+        return body, 200, {"ETag": etag}
+
+
+@blp.route(
+    "/entries/<entry_path:path>", parameters=[PROJECT_PARAM, PATH_PARAM], merge_slashes=False
+)
+class EntryItem(MethodView):
+    @requires("context:read")
+    @blp.arguments(EntryQuerySchema, location="query")
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": "Range",
+                "schema": {"type": "string"},
+                "description": "One byte range, e.g. bytes=0-1023",
+            },
+            {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}},
+        ],
+        responses={
+            "200": {
+                "description": "The entry's bytes",
+                "headers": ENTRY_HEADERS,
+                "content": {"*/*": BINARY},
+            },
+            "206": {
+                "description": "The requested range",
+                "headers": {**ENTRY_HEADERS, "Content-Range": {"schema": {"type": "string"}}},
+                "content": {"*/*": BINARY},
+            },
+            "304": {"description": "Not modified"},
+            "400": {"$ref": "#/components/responses/BadRequest"},
+            "404": {"$ref": "#/components/responses/NotFound"},
+            "416": {"$ref": "#/components/responses/RangeNotSatisfiable"},
+            "422": {"$ref": "#/components/responses/ValidationError"},
+            "500": {"$ref": "#/components/responses/IntegrityError"},
+        },
+    )
+    def get(self, query, project, path):
+        """Read an entry
+
+        The bytes as stored, with `ETag`; `Range` (one range) gives 206, `If-None-Match` 304,
+        `revision` reads a past version. A stored object that fails its integrity check is never
+        served as if whole.
+        """
+        actor = current_actor()
+        version = _version(actor, project, path, query.get("revision"))
+        return http.entry_response(actor.tenant_id, version, head=False)
+
+    @requires("context:read")
+    @blp.arguments(EntryQuerySchema, location="query")
+    @blp.doc(
+        responses={
+            "200": {"description": "The entry's headers", "headers": ENTRY_HEADERS},
+            "304": {"description": "Not modified"},
+            "404": {"description": "No such entry"},
+        }
+    )
+    def head(self, query, project, path):
+        """Read an entry's headers
+
+        Same headers as GET (ETag, Content-Length, type, revision, metadata), no body.
+        """
+        actor = current_actor()
+        version = _version(actor, project, path, query.get("revision"))
+        return http.entry_response(actor.tenant_id, version, head=True)
+
+    @requires("context:write")
+    @blp.doc(
+        parameters=[
+            *CONDITIONAL_PARAMS,
+            {
+                "in": "header",
+                "name": "Content-SHA256",
+                "schema": {"type": "string"},
+                "description": "Hex SHA-256 of the body; a mismatch stores nothing (400)",
+            },
+            {
+                "in": "header",
+                "name": "Entry-Metadata",
+                "schema": {"type": "string"},
+                "description": "The entry's metadata as a JSON object (at most 8 KiB)",
+            },
+        ],
+        requestBody={
+            "required": True,
+            "content": {"*/*": BINARY},
+            "description": "The entry's bytes; Content-Type is kept",
+        },
+        responses={
+            "200": {
+                "description": "Replaced",
+                "headers": {"ETag": ETAG_HEADER},
+                "content": {"application/json": {"schema": EntrySchema}},
+            },
+            "201": {
+                "description": "Created",
+                "headers": {"ETag": ETAG_HEADER},
+                "content": {"application/json": {"schema": EntrySchema}},
+            },
+            "400": {"$ref": "#/components/responses/BadRequest"},
+            "404": {"$ref": "#/components/responses/NotFound"},
+            "412": {"$ref": "#/components/responses/PreconditionFailed"},
+            "413": {"$ref": "#/components/responses/EntryTooLarge"},
+            "422": {"$ref": "#/components/responses/ValidationError"},
+        },
+    )
+    def put(self, project, path):
+        """Write an entry
+
+        Streams the body to encrypted storage and records it as a new revision: 201 when the
+        path is new, 200 when it replaced a version. Honours `If-Match` and
+        `If-None-Match: *`; verifies `Content-SHA256`.
+        """
+        actor = current_actor()
+        path = http.entry_path(path)
+        content_type, metadata = http.content_type(), http.entry_metadata()
+        expected = http.expected_sha256()
+        write = service.EntryWrite(
+            path=path,
+            chunks=http.request_chunks(flask.current_app.config["MAX_ENTRY_BYTES"]),
+            content_type=content_type,
+            metadata=metadata,
+        )
+        version, created = service.put_entry(actor, project, write, http.preconditions(), expected)
+        return flask.Response(
+            flask.json.dumps(EntrySchema().dump(version)),
+            status=201 if created else 200,
+            mimetype="application/json",
+            headers={"ETag": version.etag},
+        )
+
+    @requires("context:write")
+    @blp.doc(parameters=CONDITIONAL_PARAMS[:1])
+    @blp.response(204, description="Deleted: a new revision records it")
+    @blp.alt_response(400, response="BadRequest")
+    @blp.alt_response(404, response="NotFound")
+    @blp.alt_response(412, response="PreconditionFailed")
+    def delete(self, project, path):
+        """Delete an entry
+
+        Records the deletion as a new revision (the entry stays readable at older revisions).
+        """
+        service.delete_entry(current_actor(), project, http.entry_path(path), http.preconditions())
+
+
+def _version(actor, project_ref: str, path: str, revision: int | None):
+    path = http.entry_path(path)
+    found = projects.resolve(actor, project_ref)
+    version = service.entry_at(found, path, revision)
+    if version is None:
+        raise NotFound("No such entry.")
+    return version
+
+
+@blp.route("/commits", parameters=[PROJECT_PARAM])
+class Commits(MethodView):
+    @requires("context:write")
+    @blp.arguments(CommitSchema)
+    @blp.response(201, RevisionSchema)
+    @blp.alt_response(404, response="NotFound")
+    @blp.alt_response(409, response="Conflict")
+    @blp.alt_response(413, response="EntryTooLarge")
+    @blp.alt_response(422, response="ValidationError")
+    def post(self, data, project):
+        """Commit several changes atomically
+
+        Every put and delete becomes one revision, or nothing changes. With `parent_revision`,
+        a head that moved since is a 409; deleting an absent entry is a 409.
+        """
+        writes = service.decode_commit_puts(data["put"])
+        limit = flask.current_app.config["MAX_ENTRY_BYTES"]
+        for write in writes:
+            if sum(len(c) for c in write.chunks) > limit:
+                raise EntryTooLarge(f"{write.path!r} is larger than {limit} bytes.")
+        return service.commit(
+            current_actor(),
+            project,
+            message=data["message"],
+            parent_revision=data.get("parent_revision"),
+            puts=writes,
+            deletes=data["delete"],
+        )
+
+
+@blp.route("/revisions", parameters=[PROJECT_PARAM])
+class Revisions(MethodView):
+    @requires("context:read")
+    @blp.response(200, RevisionSchema(many=True))
+    @blp.paginate(max_page_size=MAX_PAGE_SIZE)
+    @blp.alt_response(404, response="NotFound")
+    def get(self, project, pagination_parameters):
+        """List revisions
+
+        Newest first, with who made each, when, why, and which paths changed.
+        """
+        found = projects.resolve(current_actor(), project)
+        items, total = service.revisions(
+            found, pagination_parameters.page, pagination_parameters.page_size
+        )
+        pagination_parameters.item_count = total
+        return items
+
+
+@blp.route("/revisions/<int:number>", parameters=[PROJECT_PARAM])
+class RevisionItem(MethodView):
+    @requires("context:read")
+    @blp.response(200, RevisionSchema)
+    @blp.alt_response(404, response="NotFound")
+    def get(self, project, number):
+        """Read a revision"""
+        return service.revision_detail(projects.resolve(current_actor(), project), number)

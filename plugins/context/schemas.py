@@ -1,0 +1,166 @@
+"""Request and response shapes of the context API."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import validate
+
+from app.fields import Timestamp
+
+_EXAMPLE_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+class EntrySchema(ma.Schema):
+    path = ma.fields.String(metadata={"description": "Entry path", "example": "docs/adr/0001.md"})
+    size = ma.fields.Integer(metadata={"description": "Bytes", "example": 1234})
+    sha256 = ma.fields.String(
+        metadata={"description": "SHA-256 of the bytes (hex)", "example": _EXAMPLE_SHA}
+    )
+    content_type = ma.fields.String(metadata={"example": "text/markdown"})
+    metadata = ma.fields.Dict(
+        metadata={"description": "Entry metadata (JSON object)", "example": {"author": "ana"}}
+    )
+    revision = ma.fields.Integer(
+        metadata={"description": "Revision that wrote this version", "example": 7}
+    )
+    updated_at = Timestamp(attribute="created_at", metadata={"example": "2026-11-25T18:00:00.000Z"})
+    etag = ma.fields.String(
+        metadata={
+            "description": "The entry's ETag (also in the header)",
+            "example": '"r7-9f86d081884c7d65"',
+        }
+    )
+
+
+class ManifestEntrySchema(EntrySchema):
+    content = ma.fields.String(
+        metadata={
+            "description": "The text, when include_content=true and it fit the budget",
+            "example": "# Use PostgreSQL\n",
+        }
+    )
+    content_omitted = ma.fields.String(
+        metadata={
+            "description": "Why content is absent with include_content=true: not_text, budget or "
+            "not_utf8",
+            "example": "budget",
+        }
+    )
+
+
+class ManifestSchema(ma.Schema):
+    project_id = ma.fields.String(metadata={"example": "prj_k5v3q2m8x7c1n4b6z9aa"})
+    revision = ma.fields.Integer(
+        metadata={"description": "The revision this manifest shows", "example": 7}
+    )
+    entries = ma.fields.List(ma.fields.Nested(ManifestEntrySchema))
+    total_size = ma.fields.Integer(
+        metadata={"description": "Sum of the entries' sizes", "example": 1234}
+    )
+    content_truncated = ma.fields.Boolean(
+        metadata={
+            "description": "With include_content: true when some text entry was left out",
+            "example": False,
+        }
+    )
+
+
+class ManifestQuerySchema(ma.Schema):
+    revision = ma.fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "Show the context as it was at this revision (default: head)",
+            "example": 3,
+        },
+    )
+    prefix = ma.fields.String(
+        load_default="",
+        validate=validate.Length(max=1024),
+        metadata={"description": "Only entries whose path starts with this", "example": "docs/"},
+    )
+    include_content = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "Inline text entries as `content`, up to max_bytes in all"},
+    )
+    max_bytes = ma.fields.Integer(
+        load_default=1024 * 1024,
+        validate=validate.Range(min=0, max=16 * 1024 * 1024),
+        metadata={
+            "description": "Budget for inlined content (bytes, at most 16 MiB)",
+            "example": 65536,
+        },
+    )
+
+
+class EntryQuerySchema(ma.Schema):
+    revision = ma.fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "Read the entry as it was at this revision (default: head)",
+            "example": 3,
+        },
+    )
+
+
+class CommitPutSchema(ma.Schema):
+    path = ma.fields.String(required=True, metadata={"example": "docs/adr/0002.md"})
+    content = ma.fields.String(
+        metadata={
+            "description": "Text content (stored as UTF-8)",
+            "example": "# Use Redis for rate limits\n",
+        }
+    )
+    content_base64 = ma.fields.String(
+        metadata={"description": "Binary content, base64", "example": "AAECAw=="}
+    )
+    content_type = ma.fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "description": "Defaults to text/plain; charset=utf-8 for content, "
+            "application/octet-stream for content_base64",
+            "example": "text/markdown",
+        },
+    )
+    metadata = ma.fields.Dict(load_default=dict, metadata={"example": {"author": "ana"}})
+
+
+class CommitSchema(ma.Schema):
+    message = ma.fields.String(
+        load_default="",
+        validate=validate.Length(max=10000),
+        metadata={"example": "Record the Redis decision"},
+    )
+    parent_revision = ma.fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "The head this commit was made against; another head is a 409",
+            "example": 7,
+        },
+    )
+    put = ma.fields.List(
+        ma.fields.Nested(CommitPutSchema), load_default=list, validate=validate.Length(max=1000)
+    )
+    delete = ma.fields.List(
+        ma.fields.String(),
+        load_default=list,
+        validate=validate.Length(max=1000),
+        metadata={"example": ["docs/old.md"]},
+    )
+
+
+class ChangeSchema(ma.Schema):
+    path = ma.fields.String(metadata={"example": "docs/adr/0002.md"})
+    action = ma.fields.String(metadata={"description": "put or delete", "example": "put"})
+
+
+class RevisionSchema(ma.Schema):
+    revision = ma.fields.Integer(attribute="number", metadata={"example": 8})
+    created_at = Timestamp(metadata={"example": "2026-11-25T18:00:00.000Z"})
+    actor = ma.fields.String(
+        metadata={
+            "description": "Who made it (kind:id)",
+            "example": "user:usr_3k2j4h5g6f7d8s9a0q1w",
+        }
+    )
+    message = ma.fields.String(metadata={"example": "Record the Redis decision"})
+    changes = ma.fields.List(ma.fields.Nested(ChangeSchema))

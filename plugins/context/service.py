@@ -1,0 +1,391 @@
+"""Context rules: revisions raised by exactly one per change, conditional writes, atomic commits.
+
+Bytes are stored (encrypted) before the metadata transaction, and the transaction re-checks
+every precondition under the project's row lock; whatever fails after the bytes were stored
+deletes them again, so no entry, revision or object is left half-made.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from app import objects
+from app.auth import Actor
+from app.db import database, utcnow
+from app.errors import (
+    ChecksumMismatch,
+    Conflict,
+    InvalidPath,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from plugins.context.models import Entry, EntryVersion, Revision
+from plugins.context.paths import validate_path
+from plugins.projects import service as projects
+from plugins.projects.models import Project
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+TEXT_TYPES = {
+    "application/json",
+    "application/xml",
+    "application/yaml",
+    "application/x-yaml",
+    "application/toml",
+    "application/javascript",
+    "application/x-ndjson",
+}
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """If-Match / If-None-Match as parsed from the request (None: header absent)."""
+
+    if_match: tuple[str, ...] | None = None
+    if_none_match: tuple[str, ...] | None = None
+
+    def check(self, current: EntryVersion | None) -> None:
+        """412 unless the entry's current state satisfies both headers."""
+        if self.if_match is not None:
+            if current is None:
+                raise PreconditionFailed("The entry does not exist (If-Match).")
+            if "*" not in self.if_match and current.etag not in self.if_match:
+                raise PreconditionFailed("The entry changed since that ETag (If-Match).")
+        if self.if_none_match is not None and current is not None:
+            if "*" in self.if_none_match:
+                raise PreconditionFailed("The entry already exists (If-None-Match: *).")
+            if current.etag in self.if_none_match:
+                raise PreconditionFailed("The entry still has that ETag (If-None-Match).")
+
+
+@dataclass(frozen=True)
+class EntryWrite:
+    """One entry to store: path, bytes (as chunks), type and metadata."""
+
+    path: str
+    chunks: Iterable[bytes]
+    content_type: str = DEFAULT_CONTENT_TYPE
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def is_text(content_type: str) -> bool:
+    base = content_type.split(";", 1)[0].strip().lower()
+    return (
+        base.startswith("text/")
+        or base in TEXT_TYPES
+        or base.endswith("+json")
+        or base.endswith("+xml")
+    )
+
+
+# Reads -----------------------------------------------------------------------------------
+
+
+def head_entry(project: Project, path: str) -> EntryVersion | None:
+    row = (
+        Entry.select(Entry, EntryVersion)
+        .join(EntryVersion)
+        .where(Entry.project == project.id, Entry.path == path)
+        .first()
+    )
+    return row.version if row else None
+
+
+def entry_at(project: Project, path: str, revision: int | None = None) -> EntryVersion | None:
+    """The path's version at `revision` (head when None); None if absent or deleted then."""
+    if revision is None:
+        return head_entry(project, path)
+    check_revision(project, revision)
+    version = (
+        EntryVersion.select()
+        .where(
+            EntryVersion.project == project.id,
+            EntryVersion.path == path,
+            EntryVersion.revision <= revision,
+        )
+        .order_by(EntryVersion.revision.desc())
+        .first()
+    )
+    return None if version is None or version.deleted else version
+
+
+def check_revision(project: Project, revision: int) -> None:
+    if revision > project.revision:
+        raise NotFound(f"No revision {revision}: the head is {project.revision}.")
+
+
+def manifest(project: Project, revision: int | None, prefix: str) -> list[EntryVersion]:
+    """Live entries at `revision` (`project.revision` when None) whose path starts with `prefix`,
+    by path."""
+    if revision is None:
+        head = _with_prefix(
+            EntryVersion.select()
+            .join(Entry, on=(Entry.version == EntryVersion.id))
+            .where(Entry.project == project.id),
+            prefix,
+        )
+        versions = sorted(head, key=lambda version: version.path)
+        # The head rows are the state at `project.revision` only if no change landed since the
+        # project was read; otherwise answer for that revision, so the body matches its number
+        # (and the ETag made from it).
+        if _head_revision(project) == project.revision:
+            return versions
+        revision = project.revision
+    check_revision(project, revision)
+    latest = EntryVersion.alias()
+    newest = latest.select(peewee.fn.MAX(latest.revision)).where(
+        latest.project == EntryVersion.project,
+        latest.path == EntryVersion.path,
+        latest.revision <= revision,
+    )
+    query = EntryVersion.select().where(
+        EntryVersion.project == project.id,
+        EntryVersion.revision == newest,
+        EntryVersion.deleted == False,  # noqa: E712 (SQL, not Python)
+    )
+    return sorted(_with_prefix(query, prefix), key=lambda version: version.path)
+
+
+def _with_prefix(query: peewee.ModelSelect, prefix: str) -> peewee.ModelSelect:
+    if not prefix:
+        return query
+    return query.where(peewee.fn.SUBSTR(EntryVersion.path, 1, len(prefix)) == prefix)
+
+
+def _head_revision(project: Project) -> int:
+    """The project's head revision as committed now (the row may have been read earlier)."""
+    return Project.select(Project.revision).where(Project.id == project.id).scalar() or 0
+
+
+def inline_contents(
+    tenant_id: str, project: Project, versions: list[EntryVersion], budget: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Text contents that fit the budget, in path order; and why each other entry was left out."""
+    contents: dict[str, str] = {}
+    omitted: dict[str, str] = {}
+    for version in versions:
+        if not is_text(version.content_type):
+            omitted[version.path] = "not_text"
+            continue
+        if version.size > budget:
+            omitted[version.path] = "budget"
+            continue
+        data = b"".join(objects.read(tenant_id, project.id, version.object_key, version.size))
+        try:
+            contents[version.path] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            omitted[version.path] = "not_utf8"
+            continue
+        budget -= version.size
+    return contents, omitted
+
+
+def revisions(project: Project, page: int, page_size: int) -> tuple[list[Revision], int]:
+    query = Revision.select().where(Revision.project == project.id)
+    total = query.count()
+    items = list(query.order_by(Revision.number.desc()).paginate(page, page_size))
+    return items, total
+
+
+def revision_detail(project: Project, number: int) -> Revision:
+    found = (
+        Revision.select().where(Revision.project == project.id, Revision.number == number).first()
+    )
+    if found is None:
+        raise NotFound(f"No revision {number}.")
+    return found
+
+
+# Writes ----------------------------------------------------------------------------------
+
+
+def _new_revision(project: Project, actor: Actor, message: str, changes: list[dict]) -> int:
+    """Raise the head by one (the caller holds the project's row lock)."""
+    number = project.revision + 1
+    now = utcnow()
+    Project.update(revision=number, updated_at=now).where(Project.id == project.id).execute()
+    project.revision = number
+    Revision.create(
+        project=project.id,
+        number=number,
+        created_at=now,
+        actor=actor.log_name,
+        message=message,
+        changes=changes,
+    )
+    return number
+
+
+def _record_put(
+    project: Project, revision: int, write: EntryWrite, stored: objects.StoredObject
+) -> EntryVersion:
+    version = EntryVersion.create(
+        project=project.id,
+        path=write.path,
+        revision=revision,
+        object_key=stored.key,
+        size=stored.size,
+        sha256=stored.sha256,
+        content_type=write.content_type,
+        metadata=write.metadata,
+    )
+    updated = (
+        Entry.update(version=version.id)
+        .where(Entry.project == project.id, Entry.path == write.path)
+        .execute()
+    )
+    if not updated:
+        Entry.create(project=project.id, path=write.path, version=version.id)
+    return version
+
+
+def _record_delete(project: Project, revision: int, path: str) -> None:
+    EntryVersion.create(project=project.id, path=path, revision=revision, deleted=True)
+    Entry.delete().where(Entry.project == project.id, Entry.path == path).execute()
+
+
+def put_entry(
+    actor: Actor,
+    project_ref: str,
+    write: EntryWrite,
+    preconditions: Preconditions,
+    expected_sha256: str | None = None,
+) -> tuple[EntryVersion, bool]:
+    """Store one entry as a new revision; returns (version, created)."""
+    validate_path(write.path)
+    project = projects.resolve(actor, project_ref)
+    preconditions.check(head_entry(project, write.path))  # fail before the upload if we can
+    stored = objects.store(actor.tenant_id, project.id, write.chunks)
+    try:
+        if expected_sha256 is not None and stored.sha256 != expected_sha256:
+            raise ChecksumMismatch("The body's SHA-256 does not match Content-SHA256.")
+        with database.atomic():
+            project = projects.resolve(actor, project_ref, lock=True)
+            current = head_entry(project, write.path)
+            preconditions.check(current)
+            number = _new_revision(project, actor, "", [{"path": write.path, "action": "put"}])
+            version = _record_put(project, number, write, stored)
+    except BaseException:
+        objects.delete_quietly([stored.key])
+        raise
+    return version, current is None
+
+
+def delete_entry(actor: Actor, project_ref: str, path: str, preconditions: Preconditions) -> int:
+    """Delete one entry as a new revision; 404 if it does not exist."""
+    validate_path(path)
+    with database.atomic():
+        project = projects.resolve(actor, project_ref, lock=True)
+        current = head_entry(project, path)
+        if current is None:
+            raise NotFound("No such entry.")
+        preconditions.check(current)
+        number = _new_revision(project, actor, "", [{"path": path, "action": "delete"}])
+        _record_delete(project, number, path)
+    return number
+
+
+def decode_commit_puts(puts: list[dict[str, Any]]) -> list[EntryWrite]:
+    """Commit entries as EntryWrites; content is text (UTF-8) or base64 bytes, exactly one."""
+    errors: dict[str, Any] = {}
+    writes = []
+    for index, item in enumerate(puts):
+        has_text, has_b64 = "content" in item, "content_base64" in item
+        if has_text == has_b64:
+            errors[str(index)] = ["Give exactly one of content and content_base64."]
+            continue
+        if has_b64:
+            try:
+                data = base64.b64decode(item["content_base64"], validate=True)
+            except (binascii.Error, ValueError):
+                errors[str(index)] = ["content_base64 is not valid base64."]
+                continue
+        else:
+            data = item["content"].encode("utf-8")
+        default_type = "text/plain; charset=utf-8" if has_text else DEFAULT_CONTENT_TYPE
+        writes.append(
+            EntryWrite(
+                path=item["path"],
+                chunks=[data],
+                content_type=item.get("content_type") or default_type,
+                metadata=item.get("metadata") or {},
+            )
+        )
+    if errors:
+        raise ValidationFailed({"put": errors})
+    return writes
+
+
+def commit(
+    actor: Actor,
+    project_ref: str,
+    *,
+    message: str,
+    parent_revision: int | None,
+    puts: list[EntryWrite],
+    deletes: list[str],
+) -> Revision:
+    """Apply every put and delete as one revision, or nothing at all."""
+    paths = [write.path for write in puts] + list(deletes)
+    if not paths:
+        raise ValidationFailed({"put": ["Nothing to commit: give put and/or delete."]})
+    for path in paths:
+        try:
+            validate_path(path)
+        except InvalidPath as exc:
+            # The same answer as for an entry URL (API.md): 400 invalid_path, naming the path.
+            raise InvalidPath(f"{path!r}: {exc.detail}") from None
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise ValidationFailed(
+            {"paths": {p: ["The path appears more than once in this commit."] for p in duplicates}}
+        )
+    project = projects.resolve(actor, project_ref)
+    _check_parent(project, parent_revision)
+    stored: list[objects.StoredObject] = []
+    try:
+        for write in puts:
+            stored.append(objects.store(actor.tenant_id, project.id, write.chunks))
+        with database.atomic():
+            project = projects.resolve(actor, project_ref, lock=True)
+            _check_parent(project, parent_revision)
+            missing = [path for path in deletes if head_entry(project, path) is None]
+            if missing:
+                raise Conflict(f"Cannot delete {missing[0]!r}: no such entry.")
+            changes = [{"path": w.path, "action": "put"} for w in puts] + [
+                {"path": path, "action": "delete"} for path in deletes
+            ]
+            number = _new_revision(project, actor, message, changes)
+            for write, obj in zip(puts, stored, strict=True):
+                _record_put(project, number, write, obj)
+            for path in deletes:
+                _record_delete(project, number, path)
+            return Revision.get(Revision.project == project.id, Revision.number == number)
+    except BaseException:
+        objects.delete_quietly([obj.key for obj in stored])
+        raise
+
+
+def _check_parent(project: Project, parent_revision: int | None) -> None:
+    if parent_revision is not None and parent_revision != project.revision:
+        raise Conflict(f"parent_revision is {parent_revision} but the head is {project.revision}.")
+
+
+def delete_project_context(project: Project) -> list[str]:
+    """Remove every row of the project's context; return its object keys for deletion."""
+    keys = [
+        key
+        for (key,) in EntryVersion.select(EntryVersion.object_key)
+        .where(EntryVersion.project == project.id, EntryVersion.object_key.is_null(False))
+        .tuples()
+    ]
+    Entry.delete().where(Entry.project == project.id).execute()
+    EntryVersion.delete().where(EntryVersion.project == project.id).execute()
+    Revision.delete().where(Revision.project == project.id).execute()
+    return keys

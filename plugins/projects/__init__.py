@@ -1,0 +1,18 @@
+"""Projects: per-tenant containers of versioned context, addressed by id or slug."""
+
+from __future__ import annotations
+
+from app.hookspecs import hookimpl
+from plugins.projects.migrations import MIGRATIONS
+
+
+@hookimpl
+def register_blueprints(app):
+    from plugins.projects.routes import blp
+
+    return [blp]
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS

@@ -1,0 +1,103 @@
+"""Project rules: tenant scoping, id-or-slug lookup, key restrictions, deletion with context."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+import flask
+import peewee
+
+from app import objects
+from app.auth import Actor
+from app.db import database, for_update, utcnow
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.ids import new_id
+from plugins.projects.models import Project
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_METADATA_BYTES = 64 * 1024
+_slug_re = re.compile(SLUG_PATTERN)
+
+
+def slugify(name: str) -> str:
+    """A slug from a display name: ASCII, lowercase, hyphens; 'project' if nothing is left."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].strip("-")
+    return slug or "project"
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    """The limit applies to the JSON as stored (compact UTF-8), not to an escaped rendering."""
+    encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise ValidationFailed({"metadata": [f"At most {MAX_METADATA_BYTES} bytes of JSON."]})
+
+
+def resolve(actor: Actor, ref: str, *, lock: bool = False) -> Project:
+    """The actor's project by id or slug; anything else (other tenant, restricted key) is 404."""
+    query = Project.of_tenant(actor.tenant_id or "-")
+    field = Project.id if ref.startswith("prj_") else Project.slug
+    query = query.where(field == ref)
+    project = (for_update(query) if lock else query).first()
+    if project is None or not actor.may_access_project(project.id):
+        raise NotFound("No such project.")
+    return project
+
+
+def list_projects(actor: Actor, page: int, page_size: int) -> tuple[list[Project], int]:
+    query = Project.of_tenant(actor.tenant_id or "-")
+    if actor.project_ids is not None:
+        query = query.where(Project.id.in_(sorted(actor.project_ids)))
+    total = query.count()
+    items = list(query.order_by(Project.created_at, Project.id).paginate(page, page_size))
+    return items, total
+
+
+def create(actor: Actor, data: dict[str, Any]) -> Project:
+    _check_metadata(data["metadata"])
+    explicit = "slug" in data
+    base = data["slug"] if explicit else slugify(data["name"])
+    for attempt in range(1, 50):
+        slug = base if attempt == 1 else f"{base[:58]}-{attempt}"
+        try:
+            with database.atomic():
+                return Project.create(
+                    id=new_id("prj"),
+                    tenant_id=actor.tenant_id,
+                    slug=slug,
+                    name=data["name"],
+                    description=data["description"],
+                    metadata=data["metadata"],
+                )
+        except peewee.IntegrityError:
+            if explicit:
+                raise Conflict(f"A project with the slug {slug!r} exists.") from None
+    raise Conflict("Could not find a free slug; choose one.")
+
+
+def update(actor: Actor, ref: str, changes: dict[str, Any]) -> Project:
+    if "metadata" in changes:
+        _check_metadata(changes["metadata"])
+    try:
+        with database.atomic():
+            project = resolve(actor, ref, lock=True)
+            for field, value in changes.items():
+                setattr(project, field, value)
+            project.updated_at = utcnow()
+            project.save()
+    except peewee.IntegrityError:
+        raise Conflict(f"A project with the slug {changes.get('slug')!r} exists.") from None
+    return project
+
+
+def delete(actor: Actor, ref: str) -> None:
+    """Delete the project and its context; stored objects go after the commit."""
+    pm = flask.current_app.extensions["ctxcloud"].pm
+    with database.atomic():
+        project = resolve(actor, ref, lock=True)
+        keys = [key for result in pm.hook.project_deleting(project=project) for key in result or ()]
+        project.delete_instance()
+    objects.delete_quietly(keys)

@@ -1,0 +1,220 @@
+"""The S3 backend's settings: parsed and checked once, so a bad value stops the start-up.
+
+Every setting is read from the app config (``CTXCLOUD_S3_*`` in the environment), with the
+defaults below applied through the ``config_defaults`` hook. Errors name the environment
+variable, because that is what an operator sets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import ENV_PREFIX, ConfigError
+
+__all__ = [
+    "ADDRESSING_STYLES",
+    "DEFAULTS",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "SSE_MODES",
+    "S3Settings",
+]
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
+MAX_PART_SIZE = 5 * GiB  # S3's ceiling for a part and for a single PutObject
+MAX_PARTS = 10_000  # S3's ceiling on part numbers
+MAX_PREFIX_LENGTH = 512  # with a 512-character key, within S3's 1024-byte key limit
+
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+SSE_MODES = ("AES256", "aws:kms")  # None: the store's default (no SSE header sent)
+
+DEFAULTS: dict[str, Any] = {
+    "S3_BUCKET": None,
+    "S3_ENDPOINT_URL": None,
+    "S3_REGION": None,
+    "S3_PREFIX": "",
+    "S3_ADDRESSING_STYLE": "auto",
+    "S3_MULTIPART_THRESHOLD": 8 * MiB,
+    "S3_PART_SIZE": 8 * MiB,
+    "S3_MAX_ATTEMPTS": 3,
+    "S3_CONNECT_TIMEOUT": 5.0,
+    "S3_READ_TIMEOUT": 60.0,
+    "S3_SERVER_SIDE_ENCRYPTION": "none",
+    "S3_SSE_KMS_KEY_ID": None,
+}
+
+# Characters AWS calls safe in object key names; segments "." and ".." are refused separately.
+_PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]+")
+_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+
+
+def _var(name: str) -> str:
+    return f"{ENV_PREFIX}_{name}"
+
+
+def _optional_str(config: Mapping[str, Any], name: str) -> str | None:
+    value = config.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"{_var(name)} must be a string, not {type(value).__name__}")
+    text = str(value).strip()  # a bucket named "12345" arrives from the environment as an int
+    return text or None
+
+
+def _value(config: Mapping[str, Any], name: str) -> Any:
+    """The setting, or its default when unset or empty (CTXCLOUD_S3_PART_SIZE= means unset)."""
+    value = config.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULTS[name]
+    return value
+
+
+def _int(config: Mapping[str, Any], name: str) -> int:
+    value = _value(config, name)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{_var(name)} must be a whole number, not {value!r}")
+    return value
+
+
+def _seconds(config: Mapping[str, Any], name: str) -> float:
+    value = _value(config, name)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_var(name)} must be a number of seconds, not {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """Validated S3 backend settings; construct directly in code or with ``from_config``."""
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    prefix: str = ""
+    addressing_style: str = "auto"
+    multipart_threshold: int = 8 * MiB
+    part_size: int = 8 * MiB
+    max_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    server_side_encryption: str | None = None
+    sse_kms_key_id: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> S3Settings:
+        """Read the S3_* settings; raises ConfigError naming the CTXCLOUD_S3_* variable at fault."""
+        bucket = _optional_str(config, "S3_BUCKET")
+        if bucket is None:
+            raise ConfigError(
+                f"{_var('S3_BUCKET')} is required when {_var('STORAGE_BACKEND')}=s3 "
+                "(the bucket that holds the encrypted objects)"
+            )
+        sse = _optional_str(config, "S3_SERVER_SIDE_ENCRYPTION")
+        return cls(
+            bucket=bucket,
+            endpoint_url=_optional_str(config, "S3_ENDPOINT_URL"),
+            region=_optional_str(config, "S3_REGION"),
+            prefix=_optional_str(config, "S3_PREFIX") or "",
+            addressing_style=(_optional_str(config, "S3_ADDRESSING_STYLE") or "auto").lower(),
+            multipart_threshold=_int(config, "S3_MULTIPART_THRESHOLD"),
+            part_size=_int(config, "S3_PART_SIZE"),
+            max_attempts=_int(config, "S3_MAX_ATTEMPTS"),
+            connect_timeout=_seconds(config, "S3_CONNECT_TIMEOUT"),
+            read_timeout=_seconds(config, "S3_READ_TIMEOUT"),
+            server_side_encryption=None if sse is None or sse.lower() == "none" else sse,
+            sse_kms_key_id=_optional_str(config, "S3_SSE_KMS_KEY_ID"),
+        )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bucket, str) or not _BUCKET_RE.fullmatch(self.bucket):
+            raise ConfigError(f"{_var('S3_BUCKET')}={self.bucket!r} is not a bucket name")
+        if self.endpoint_url is not None and not re.match(r"https?://[^/\s]+", self.endpoint_url):
+            raise ConfigError(
+                f"{_var('S3_ENDPOINT_URL')} must be an http:// or https:// URL, "
+                f"e.g. https://minio.internal:9000"
+            )
+        object.__setattr__(self, "prefix", _normalise_prefix(self.prefix))
+        if self.addressing_style not in ADDRESSING_STYLES:
+            raise ConfigError(
+                f"{_var('S3_ADDRESSING_STYLE')} must be one of {', '.join(ADDRESSING_STYLES)}"
+            )
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise ConfigError(
+                f"{_var('S3_PART_SIZE')} must be between {MIN_PART_SIZE} (5 MiB, S3's minimum "
+                f"part) and {MAX_PART_SIZE} bytes, not {self.part_size}"
+            )
+        if not 0 <= self.multipart_threshold <= MAX_PART_SIZE:
+            raise ConfigError(
+                f"{_var('S3_MULTIPART_THRESHOLD')} must be between 0 and {MAX_PART_SIZE} bytes "
+                f"(the largest single PutObject), not {self.multipart_threshold}"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError(f"{_var('S3_MAX_ATTEMPTS')} must be at least 1 (1: no retries)")
+        for name, value in (
+            ("S3_CONNECT_TIMEOUT", self.connect_timeout),
+            ("S3_READ_TIMEOUT", self.read_timeout),
+        ):
+            if not value > 0:
+                raise ConfigError(f"{_var(name)} must be a positive number of seconds")
+        if self.server_side_encryption is not None:
+            canonical = {mode.lower(): mode for mode in SSE_MODES}
+            mode = canonical.get(self.server_side_encryption.lower())
+            if mode is None:
+                raise ConfigError(
+                    f"{_var('S3_SERVER_SIDE_ENCRYPTION')} must be none, AES256 or aws:kms, "
+                    f"not {self.server_side_encryption!r}"
+                )
+            object.__setattr__(self, "server_side_encryption", mode)
+        if self.sse_kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ConfigError(
+                f"{_var('S3_SSE_KMS_KEY_ID')} is set but {_var('S3_SERVER_SIDE_ENCRYPTION')} "
+                "is not aws:kms"
+            )
+
+    @property
+    def buffer_size(self) -> int:
+        """Bytes put() buffers: objects up to this go in one PUT, larger ones in parts.
+
+        A single PUT needs the whole object in hand, so the threshold is also a buffer;
+        a threshold below the part size gains nothing (a one-part multipart upload costs
+        three requests for the same bytes), so the larger of the two decides.
+        """
+        return max(self.multipart_threshold, self.part_size)
+
+    @property
+    def max_object_size(self) -> int:
+        """The largest object put() can store: 10,000 parts, the first one a whole buffer."""
+        return self.buffer_size + (MAX_PARTS - 1) * self.part_size
+
+
+def _normalise_prefix(prefix: str) -> str:
+    """Empty, or a safe "folder/" of the bucket; a missing trailing slash is added."""
+    if not prefix:
+        return ""
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(
+            f"{_var('S3_PREFIX')}={prefix!r} may hold only letters, digits and !_.*'()/-"
+        )
+    if not prefix.endswith("/"):
+        prefix += "/"
+    segments = prefix[:-1].split("/")
+    if prefix.startswith("/") or any(s in ("", ".", "..") for s in segments):
+        raise ConfigError(
+            f"{_var('S3_PREFIX')}={prefix!r} must be relative, with no empty, '.' or '..' part"
+        )
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise ConfigError(f"{_var('S3_PREFIX')} is longer than {MAX_PREFIX_LENGTH} characters")
+    return prefix

@@ -1,0 +1,50 @@
+"""Tenants: the tenant model and its API, whoami, and the credential revocation mechanism."""
+
+from __future__ import annotations
+
+from app.hookspecs import hookimpl
+from plugins.tenants.migrations import MIGRATIONS
+
+
+@hookimpl
+def config_defaults():
+    return {
+        # Seconds a process trusts a verified credential before re-reading it (revocations
+        # reach every process at once through the generation counters regardless).
+        "AUTH_CACHE_TTL": 30,
+        # Verified credentials kept per process and kind.
+        "AUTH_CACHE_MAX_ENTRIES": 10000,
+    }
+
+
+@hookimpl
+def register_blueprints(app):
+    from plugins.tenants.routes import own_tenant_blp, tenants_blp, whoami_blp
+
+    return [tenants_blp, own_tenant_blp, whoami_blp]
+
+
+@hookimpl
+def register_commands(cli):
+    from plugins.tenants.cli import tenants_group
+
+    cli.add_command(tenants_group)
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS
+
+
+@hookimpl
+def startup(app):
+    from plugins.tenants.revocation import init_credentials
+
+    init_credentials(app)
+
+
+@hookimpl
+def tenant_resolved(tenant, actor):
+    from plugins.tenants.service import refuse_suspended
+
+    refuse_suspended(tenant)

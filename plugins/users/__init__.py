@@ -1,0 +1,42 @@
+"""Users: people of a tenant with a role (viewer, member, admin, owner) and a password."""
+
+from __future__ import annotations
+
+from app.hookspecs import hookimpl
+from plugins.users.migrations import MIGRATIONS
+
+
+@hookimpl
+def config_defaults():
+    # argon2id costs (RFC 9106's second recommendation: 64 MiB, 3 passes, 4 lanes).
+    return {
+        "PASSWORD_HASH_TIME_COST": 3,
+        "PASSWORD_HASH_MEMORY_COST": 65536,
+        "PASSWORD_HASH_PARALLELISM": 4,
+    }
+
+
+@hookimpl
+def register_blueprints(app):
+    from plugins.users.routes import blp
+
+    return [blp]
+
+
+@hookimpl
+def register_commands(cli):
+    from plugins.users.cli import users_group
+
+    cli.add_command(users_group)
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS
+
+
+@hookimpl
+def tenant_deleting(tenant):
+    from plugins.users.service import delete_tenant_users
+
+    delete_tenant_users(tenant.id)

@@ -1,0 +1,171 @@
+"""docker-compose.yml and .env.example: the stack, its order of start, and every setting."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import ROOT
+
+pytestmark = pytest.mark.deploy
+
+SERVICES = {"app", "migrate", "postgres", "redis", "minio", "minio-init"}
+# Settings the service needs on this stack, each from .env.
+REQUIRED_APP_ENV = (
+    "CTXCLOUD_DATABASE_URL",
+    "CTXCLOUD_REDIS_URL",
+    "CTXCLOUD_STORAGE_BACKEND",
+    "CTXCLOUD_S3_ENDPOINT_URL",
+    "CTXCLOUD_S3_BUCKET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "CTXCLOUD_MASTER_KEYS",
+    "CTXCLOUD_JWT_SECRET_KEY",
+    "CTXCLOUD_API_KEY_PEPPER",
+)
+# Secrets the example must leave empty: no working secret is ever committed.
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "CTXCLOUD_MASTER_KEYS",
+    "CTXCLOUD_JWT_SECRET_KEY",
+    "CTXCLOUD_API_KEY_PEPPER",
+)
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    """.env.example as NAME -> raw value (compose's dotenv syntax: NAME=value, # comments)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate((ROOT / ".env.example").read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
+        assert match, f".env.example:{number}: not NAME=value: {line!r}"
+        name, value = match.groups()
+        assert name not in values, f".env.example defines {name} twice"
+        values[name] = value
+    return values
+
+
+def test_the_stack_has_every_service(services):
+    assert set(services) == SERVICES
+    assert services["postgres"]["image"] == "postgres:16"
+    assert services["redis"]["image"] == "redis:7"
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert services["minio-init"]["image"].startswith("minio/mc")
+
+
+def test_app_and_migrate_run_the_image_built_here(services):
+    for name in ("app", "migrate"):
+        assert services[name]["build"]["context"] == "."
+    assert services["app"]["image"] == services["migrate"]["image"]
+    assert services["migrate"]["command"] == ["ctxcloud", "db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    assert "command" not in services["app"], "the app runs the image's gunicorn CMD"
+
+
+def test_start_order_waits_for_health_and_one_shots(services):
+    app = services["app"]["depends_on"]
+    assert app["migrate"]["condition"] == "service_completed_successfully"
+    assert app["minio-init"]["condition"] == "service_completed_successfully"
+    assert app["postgres"]["condition"] == "service_healthy"
+    assert app["redis"]["condition"] == "service_healthy"
+    migrate = services["migrate"]["depends_on"]
+    assert migrate["postgres"]["condition"] == "service_healthy"
+    assert migrate["minio-init"]["condition"] == "service_completed_successfully"
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+def test_long_running_services_have_healthchecks(services):
+    for name in ("app", "postgres", "redis", "minio"):
+        check = services[name]["healthcheck"]
+        assert check["test"] and check["interval"] and check["retries"], name
+    assert "/api/v1/health/live" in " ".join(services["app"]["healthcheck"]["test"])
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+
+
+def test_minio_init_creates_the_bucket_and_a_scoped_key(services):
+    script = " ".join(services["minio-init"]["command"])
+    assert 'mc mb --ignore-existing "local/$$CTXCLOUD_S3_BUCKET"' in script
+    assert "mc admin user add" in script and "policy attach" in script
+
+
+def test_app_gets_every_required_setting_from_env(services):
+    env = services["app"]["environment"]
+    assert env["CTXCLOUD_ENV"] == "production"
+    for name in REQUIRED_APP_ENV:
+        assert name in env, name
+        match = REFERENCE.fullmatch(str(env[name]))
+        assert match and match.group(1) == name, f"{name} must come from .env as ${{{name}}}"
+    assert services["migrate"]["environment"] == {
+        k: v for k, v in env.items() if k in services["migrate"]["environment"]
+    }
+    for name in REQUIRED_APP_ENV:
+        assert name in services["migrate"]["environment"], name
+
+
+def test_secrets_must_be_set_or_compose_refuses(services):
+    env = services["app"]["environment"]
+    for name in ("CTXCLOUD_MASTER_KEYS", "CTXCLOUD_JWT_SECRET_KEY", "CTXCLOUD_API_KEY_PEPPER"):
+        assert REFERENCE.fullmatch(env[name]).group(2) == ":?", name
+
+
+def test_defaults_point_the_service_at_the_compose_stack(env_example, services):
+    env = services["app"]["environment"]
+    assert env_example["CTXCLOUD_STORAGE_BACKEND"] == "s3"
+    assert env_example["CTXCLOUD_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "@postgres:5432/" in env_example["CTXCLOUD_DATABASE_URL"]
+    assert "@redis:6379/" in env_example["CTXCLOUD_REDIS_URL"]
+    assert REFERENCE.fullmatch(env["CTXCLOUD_S3_ENDPOINT_URL"]).group(3) == "http://minio:9000"
+
+
+def test_every_referenced_variable_is_in_env_example(env_example):
+    text = (ROOT / "docker-compose.yml").read_text()
+    referenced = {m.group(1) for m in REFERENCE.finditer(text.replace("$$", ""))}
+    assert referenced, "the compose file takes its settings from .env"
+    missing = sorted(referenced - set(env_example))
+    assert not missing, f".env.example lacks {missing}"
+    # And .env.example's own references resolve to names defined above them.
+    seen: list[str] = []
+    for name, value in env_example.items():
+        for ref in REFERENCE.finditer(value):
+            assert ref.group(1) in seen, f"{name} refers to {ref.group(1)} before it is defined"
+        seen.append(name)
+
+
+def test_env_example_commits_no_secret(env_example):
+    for name in SECRETS:
+        assert env_example[name] == "", f"{name} must be empty in .env.example"
+
+
+def test_real_env_file_is_git_ignored():
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
+
+
+def test_app_container_is_hardened(services):
+    app = services["app"]
+    assert app["read_only"] is True
+    assert app["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in app["security_opt"]
+    assert "/tmp" in app["tmpfs"]
+    assert any(v.endswith(":/var/lib/ctxcloud") for v in app["volumes"])
+    assert app["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    # Metrics are published on loopback only.
+    assert any(p.startswith("127.0.0.1:") and p.endswith(":9100") for p in app["ports"])

@@ -1,0 +1,429 @@
+"""The Helm chart, linted and rendered by Helm's own code (helm-python-sdk), every manifest
+validated against the Kubernetes schemas (kubernetes-validate, strict: unknown fields fail)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.conftest import CHART
+
+pytestmark = pytest.mark.deploy
+
+# The newest Kubernetes whose schemas kubernetes-validate ships, and the oldest the chart
+# supports (Chart.yaml kubeVersion).
+LATEST_KUBE = kubernetes_validate.utils.latest_version()
+OLDEST_KUBE = "1.27.0"
+KUBE_VERSIONS = sorted({OLDEST_KUBE, LATEST_KUBE})
+PRODUCTION_VALUES = CHART / "values-production.example.yaml"
+RELEASE = "ctxcloud"
+WARNING = 2  # helm lint severities: 1 info, 2 warning, 3 error
+
+
+def render(values: dict | None = None, **options) -> dict[str, list[dict]]:
+    """Manifests by template file name (NOTES.txt left out), as parsed YAML documents."""
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values, name=RELEASE, namespace="ctxcloud", **options)
+    out: dict[str, list[dict]] = {}
+    for path, text in files.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs = [doc for doc in yaml.safe_load_all(text) if doc]
+        if docs:
+            out[Path(path).name] = docs
+    return out
+
+
+def notes(values: dict | None = None) -> str:
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values, name=RELEASE, namespace="ctxcloud")
+    return next(text for path, text in files.items() if path.endswith("NOTES.txt"))
+
+
+def objects(manifests: dict[str, list[dict]]) -> list[dict]:
+    return [doc for docs in manifests.values() for doc in docs]
+
+
+def one(manifests: dict[str, list[dict]], kind: str) -> dict:
+    found = [doc for doc in objects(manifests) if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def production_values() -> dict:
+    return yaml.safe_load(PRODUCTION_VALUES.read_text())
+
+
+def assert_valid(manifests: dict[str, list[dict]], version: str) -> list[str]:
+    validated = []
+    for doc in objects(manifests):
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} on {version}: {exc.message}")
+        validated.append(doc["kind"])
+    return validated
+
+
+# ---- lint ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", [None, PRODUCTION_VALUES], ids=["default", "production"])
+def test_helm_lint_strict_finds_no_warning_or_error(values_file):
+    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{LATEST_KUBE}")
+    assert report["total_charts_linted"] == 1
+    problems = [m for m in report["messages"] if m["severity"] >= WARNING]
+    assert not problems and not report["errors"], json.dumps(report, indent=2)
+
+
+def test_chart_metadata():
+    with helm.Chart.load(CHART) as chart:
+        meta = chart.metadata
+        assert chart.schema is not None
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "ctxcloud"
+    assert meta["type"] == "application"
+    from app.version import VERSION
+
+    assert meta["appVersion"] == VERSION
+
+
+# ---- render + validate -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_default_values_render_valid_manifests(version):
+    manifests = render()
+    kinds = sorted(assert_valid(manifests, version))
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Job",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_production_example_renders_valid_manifests(version):
+    manifests = render(production_values())
+    kinds = sorted(assert_valid(manifests, version))
+    # existingSecret: the chart renders no Secret of its own.
+    assert "Secret" not in kinds
+    for kind in ("Deployment", "HorizontalPodAutoscaler", "Ingress", "Job", "PodDisruptionBudget"):
+        assert kind in kinds
+    assert kinds.count("Service") == 2  # the API and the metrics Service
+
+
+def test_every_option_on_renders_valid_manifests():
+    values = {
+        "replicaCount": 2,
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"team": "ctx"},
+        "podLabels": {"tier": "api"},
+        "serviceAccount": {"annotations": {"example.com/role": "r"}},
+        "service": {"type": "LoadBalancer", "annotations": {"a": "b"}},
+        "metrics": {"service": {"enabled": True, "annotations": {"c": "d"}}},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "tls": [{"secretName": "tls", "hosts": ["ctxcloud.example.com"]}],
+        },
+        "config": {
+            "s3": {
+                "bucket": "b",
+                "endpointUrl": "https://s3.example.com",
+                "region": "r",
+                "prefix": "p/",
+                "addressingStyle": "path",
+            },
+            "activeMasterKey": "k2",
+            "disabledPlugins": "audit_log",
+            "extraEnv": {"CTXCLOUD_MAX_JSON_BYTES": "1048576"},
+        },
+        "gunicorn": {"workers": 3, "accessLog": True},
+        "secrets": {
+            "masterKeys": '{"k1": "' + base64.b64encode(b"k" * 32).decode() + '"}',
+            "jwtSecretKey": "jwt",
+            "apiKeyPepper": "pepper",
+            "databaseUrl": "postgresql://u:p@db:5432/ctxcloud",
+            "redisUrl": "redis://redis:6379/0",
+            "awsAccessKeyId": "AKIA",
+            "awsSecretAccessKey": "secret",
+        },
+        "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "k", "operator": "Exists"}]}
+                    ]
+                }
+            }
+        },
+        "priorityClassName": "high",
+        "extraEnv": [{"name": "TZ", "value": "UTC"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "more"}}],
+    }
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    deployment = one(manifests, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ctxcloud@sha256:" + "a" * 64
+    config = one(manifests, "ConfigMap")["data"]
+    assert config["GUNICORN_WORKERS"] == "3"
+    assert config["GUNICORN_ACCESSLOG"] == "-"
+    assert config["CTXCLOUD_MAX_JSON_BYTES"] == "1048576"
+    assert config["CTXCLOUD_S3_ADDRESSING_STYLE"] == "path"
+    secret = one(manifests, "Secret")["data"]
+    assert base64.b64decode(secret["CTXCLOUD_JWT_SECRET_KEY"]) == b"jwt"
+    assert set(secret) == {
+        "CTXCLOUD_MASTER_KEYS",
+        "CTXCLOUD_JWT_SECRET_KEY",
+        "CTXCLOUD_API_KEY_PEPPER",
+        "CTXCLOUD_DATABASE_URL",
+        "CTXCLOUD_REDIS_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    hpa = one(manifests, "HorizontalPodAutoscaler")
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu", "memory"]
+
+
+def _probe(container: dict, name: str) -> dict:
+    return container[name]["httpGet"]
+
+
+def assert_hardened(pod_spec: dict, container: dict) -> None:
+    pod = pod_spec["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    ctx = container["securityContext"]
+    assert ctx["runAsNonRoot"] is True
+    assert ctx["runAsUser"] == 10001
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/var/lib/ctxcloud"}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    for name in mounts.values():
+        assert "emptyDir" in volumes[name]
+
+
+def test_three_replicas_render_deployment_hpa_pdb_and_migration_job():
+    manifests = render({"replicaCount": 3, "autoscaling": {"enabled": True}})
+    kinds = assert_valid(manifests, LATEST_KUBE)
+    for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"):
+        assert kind in kinds
+
+    deployment = one(manifests, "Deployment")
+    # The HPA owns the replica count: a Deployment value would reset it on every upgrade.
+    assert "replicas" not in deployment["spec"]
+    hpa = one(manifests, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["minReplicas"] == 3
+    assert hpa["spec"]["maxReplicas"] >= 3
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    assert _probe(container, "livenessProbe") == {"path": "/api/v1/health/live", "port": "http"}
+    assert _probe(container, "readinessProbe") == {"path": "/api/v1/health/ready", "port": "http"}
+    assert _probe(container, "startupProbe")["path"] == "/api/v1/health/live"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert_hardened(pod_spec, container)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+
+    pdb = one(manifests, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+    job = one(manifests, "Job")
+    hooks = job["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
+    job_pod = job["spec"]["template"]["spec"]
+    (migrate,) = job_pod["containers"]
+    assert migrate["args"] == ["ctxcloud", "db", "upgrade"]
+    assert job_pod["restartPolicy"] == "Never"
+    assert migrate["image"] == container["image"]
+    # The same environment as the service.
+    assert migrate["envFrom"] == container["envFrom"]
+    assert_hardened(job_pod, migrate)
+
+
+def test_replica_count_sets_the_deployment_without_autoscaling():
+    manifests = render({"replicaCount": 3})
+    assert one(manifests, "Deployment")["spec"]["replicas"] == 3
+    assert "HorizontalPodAutoscaler" not in [d["kind"] for d in objects(manifests)]
+    assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_single_replica_gets_no_disruption_budget():
+    kinds = [d["kind"] for d in objects(render({"replicaCount": 1}))]
+    assert "PodDisruptionBudget" not in kinds
+
+
+def test_migration_job_reads_config_and_secret_created_before_it():
+    manifests = render()
+    job_weight = int(one(manifests, "Job")["metadata"]["annotations"]["helm.sh/hook-weight"])
+    for kind in ("ConfigMap", "Secret"):
+        annotations = one(manifests, kind)["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(annotations["helm.sh/hook-weight"]) < job_weight
+
+
+def test_without_migrations_config_and_secret_are_ordinary_resources():
+    manifests = render({"migrations": {"enabled": False}})
+    assert "Job" not in [d["kind"] for d in objects(manifests)]
+    for kind in ("ConfigMap", "Secret"):
+        assert "annotations" not in one(manifests, kind)["metadata"]
+    assert "run `ctxcloud db upgrade` yourself" in notes({"migrations": {"enabled": False}})
+
+
+def test_migration_pod_is_never_selected_by_the_service_or_pdb():
+    manifests = render()
+    selector = one(manifests, "Service")["spec"]["selector"]
+    job_labels = one(manifests, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not all(job_labels.get(k) == v for k, v in selector.items())
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in selector.items())
+
+
+def test_config_change_rolls_the_pods():
+    def checksums(values):
+        deployment = one(render(values), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"]
+
+    base = checksums(None)
+    assert (
+        checksums({"config": {"logLevel": "DEBUG"}})["checksum/config"] != base["checksum/config"]
+    )
+    assert (
+        checksums({"secrets": {"jwtSecretKey": "new"}})["checksum/secret"]
+        != base["checksum/secret"]
+    )
+
+
+def test_existing_secret_replaces_the_charts_secret():
+    manifests = render({"secrets": {"existingSecret": "vault-synced", "jwtSecretKey": "ignored"}})
+    kinds = [d["kind"] for d in objects(manifests)]
+    assert "Secret" not in kinds
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "vault-synced"}} in container["envFrom"]
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/secret" not in annotations
+    assert "ignored" not in json.dumps(objects(manifests))
+
+
+def test_secret_values_never_appear_in_plain_text():
+    secret_value = "s3cr3t-jwt-value"
+    manifests = render({"secrets": {"jwtSecretKey": secret_value}})
+    assert secret_value not in json.dumps(objects(manifests))
+
+
+def test_config_map_carries_settings_and_no_secret():
+    data = one(render(production_values()), "ConfigMap")["data"]
+    assert data["CTXCLOUD_ENV"] == "production"
+    assert data["CTXCLOUD_STORAGE_BACKEND"] == "s3"
+    assert data["CTXCLOUD_S3_BUCKET"] == "ctxcloud-prod-objects"
+    assert data["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "1"
+    assert data["GUNICORN_BIND"] == "0.0.0.0:8000"
+    assert data["METRICS_PORT"] == "9100"
+    assert "GUNICORN_WORKERS" not in data  # null: derived from the CPU limit
+    for name in data:
+        assert not re.search(r"SECRET|PEPPER|MASTER_KEYS|PASSWORD|DATABASE_URL", name), name
+    assert all(isinstance(value, str) for value in data.values())
+
+
+def test_metrics_off_removes_the_listener():
+    manifests = render({"metrics": {"enabled": False}})
+    assert one(manifests, "ConfigMap")["data"]["METRICS_PORT"] == "0"
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["http"]
+
+
+def test_notes_warn_about_missing_secrets():
+    assert "CTXCLOUD_MASTER_KEYS" in notes()
+    assert "WARNING" not in notes({"secrets": {"existingSecret": "managed"}})
+
+
+# ---- values.yaml and values.schema.json ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCont": 3},
+        {"image": {"tga": "1.0"}},
+        {"secrets": {"existingSecrets": "x"}},
+        {"autoscaling": {"enable": True}},
+        {"gunicorn": {"workers": 0}},
+        {"config": {"logLevel": "LOUD"}},
+        {"service": {"type": "Cluster"}},
+    ],
+)
+def test_schema_rejects_typos_and_bad_values(values):
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema(values)
+        with pytest.raises(helm.HelmError):
+            chart.render(values, name=RELEASE)
+
+
+def test_schema_accepts_the_defaults_and_the_production_example():
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(None)
+        chart.validate_schema(production_values())
+        chart.validate_schema(copy.deepcopy(chart.values))
+
+
+def test_every_values_key_is_commented():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        if not re.match(r"^\s*(- )?[A-Za-z][\w.-]*:", line):
+            continue
+        previous = next((p for p in reversed(lines[:number]) if p.strip()), "")
+        if not previous.lstrip().startswith("#") and " # " not in line:
+            undocumented.append(f"values.yaml:{number + 1}: {line.strip()}")
+    assert not undocumented, "\n".join(undocumented)
+
+
+def test_every_values_key_is_in_the_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict, spec: dict, path: str) -> None:
+        for key, value in node.items():
+            props = spec.get("properties", {})
+            assert key in props, f"{path}{key} is not in values.schema.json"
+            if isinstance(value, dict) and props[key].get("properties"):
+                walk(value, props[key], f"{path}{key}.")
+
+    walk(values, schema, "")

@@ -1,0 +1,270 @@
+"""Revocation, refresh reuse and rate limits across processes: 2 gunicorn servers of 2 workers.
+
+The production shape: PostgreSQL and Redis shared by every process (a fresh database and
+Redis db 14, both removed afterwards). Then the embedded default: two servers sharing one
+data directory (SQLite, memory-mapped credential generations) and no Redis. Data is made in
+this process through the services, against the same database and Redis; a request is sent
+on a new connection each time, so both workers of a server take turns.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+import requests
+
+from app import create_app
+from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user
+from tests.support.server import Server, cli, gunicorn
+
+pytestmark = [pytest.mark.server, pytest.mark.integration]
+
+PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CTXCLOUD_TEST_AUTH_REDIS", "redis://127.0.0.1:6379/14")
+WHOAMI = "/api/v1/auth/whoami"
+
+
+@dataclass
+class Deployment:
+    app: object  # an app of this process on the same database, Redis and data directory
+    a: Server
+    b: Server
+
+    def client_address(self) -> str:
+        """A fresh client address (one trusted proxy hop), so each test has its own budgets."""
+        return f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+
+
+def secrets_env() -> dict[str, str]:
+    master = base64.b64encode(secrets.token_bytes(32)).decode()
+    return {
+        "CTXCLOUD_ENV": "testing",
+        "CTXCLOUD_MASTER_KEYS": json.dumps({"k1": master}),
+        "CTXCLOUD_JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "CTXCLOUD_API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "CTXCLOUD_TRUSTED_PROXY_HOPS": "1",
+        "CTXCLOUD_RATE_LIMIT_DEFAULT": "1000/hour",
+        "CTXCLOUD_RATE_LIMIT_LOGIN": "5/hour",
+    }
+
+
+def app_config(env: dict[str, str]) -> dict:
+    """The servers' settings, as create_app takes them."""
+    config = {key.removeprefix("CTXCLOUD_"): value for key, value in env.items()}
+    config["MASTER_KEYS"] = json.loads(config["MASTER_KEYS"])
+    config["TRUSTED_PROXY_HOPS"] = 1
+    return config
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"ctxcloud_test_auth_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def deployment(env: dict[str, str], logs: Path) -> Iterator[Deployment]:
+    migrated = cli(env, "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    app = create_app(app_config(env))
+    try:
+        with gunicorn(env, logs, workers=2) as a, gunicorn(env, logs, workers=2) as b:
+            yield Deployment(app, a, b)
+    finally:
+        ext = app.extensions["ctxcloud"]
+        ext.database.close_all()
+        if ext.redis is not None:
+            ext.redis.close()
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory) -> Iterator[Deployment]:
+    """PostgreSQL + Redis shared by two servers."""
+    root = tmp_path_factory.mktemp("auth-production")
+    flusher = redis.Redis.from_url(REDIS_URL)
+    flusher.flushdb()
+    try:
+        with postgres_database() as database_url:
+            env = {
+                **secrets_env(),
+                "CTXCLOUD_DATABASE_URL": database_url,
+                "CTXCLOUD_REDIS_URL": REDIS_URL,
+                "CTXCLOUD_DATA_DIR": str(root / "data"),
+            }
+            with deployment(env, root / "logs") as deployed:
+                yield deployed
+    finally:
+        flusher.flushdb()
+        flusher.close()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> Iterator[Deployment]:
+    """The embedded default: one data directory (SQLite, generations file), no Redis."""
+    root = tmp_path_factory.mktemp("auth-embedded")
+    env = {**secrets_env(), "CTXCLOUD_DATA_DIR": str(root / "data")}
+    with deployment(env, root / "logs") as deployed:
+        yield deployed
+
+
+def get(server: Server, path: str, headers: dict, address: str) -> requests.Response:
+    """One request on a new connection (so the server's workers take turns)."""
+    return requests.get(
+        server.url + path, headers={**headers, "X-Forwarded-For": address}, timeout=30
+    )
+
+
+def post(server: Server, path: str, address: str, **kwargs) -> requests.Response:
+    headers = {**kwargs.pop("headers", {}), "X-Forwarded-For": address}
+    return requests.post(server.url + path, headers=headers, timeout=30, **kwargs)
+
+
+def statuses(server: Server, headers: dict, address: str, count: int = 8) -> list[int]:
+    return [get(server, WHOAMI, headers, address).status_code for _ in range(count)]
+
+
+def log_in(deployed: Deployment, server: Server, tenant, username: str, password: str, address):
+    response = post(
+        server,
+        "/api/v1/auth/token",
+        address,
+        json={"tenant": tenant.slug, "username": username, "password": password},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(params=["production", "embedded"])
+def deployed(request) -> Deployment:
+    return request.getfixturevalue(request.param)
+
+
+def test_a_revoked_login_is_refused_by_every_process_at_once(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    _, password = make_user(deployed.app, tenant, "member", "mia")
+    tokens = log_in(deployed, deployed.a, tenant, "mia", password, address)
+    access = bearer(tokens["access_token"])
+    assert statuses(deployed.b, access, address) == [200] * 8  # cached by B's workers
+    assert statuses(deployed.a, access, address, 2) == [200] * 2
+
+    assert post(deployed.a, "/api/v1/auth/revoke", address, headers=access).status_code == 204
+
+    assert statuses(deployed.b, access, address) == [401] * 8
+    assert statuses(deployed.a, access, address) == [401] * 8
+    refreshed = post(
+        deployed.b, "/api/v1/auth/refresh", address, headers=bearer(tokens["refresh_token"])
+    )
+    assert refreshed.status_code == 401
+
+
+def test_a_revoked_api_key_is_refused_by_every_process_at_once(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    _, owner = make_api_key(deployed.app, tenant)
+    key, secret = make_api_key(deployed.app, tenant, scopes=["projects:read"])
+    for headers in (bearer(secret), {"X-API-Key": secret}):
+        assert statuses(deployed.b, headers, address, 4) == [200] * 4
+    revoked = requests.delete(
+        f"{deployed.a.url}/api/v1/api-keys/{key.id}",
+        headers={**bearer(owner), "X-Forwarded-For": address},
+        timeout=30,
+    )
+    assert revoked.status_code == 204
+    for headers in (bearer(secret), {"X-API-Key": secret}):
+        assert statuses(deployed.b, headers, address, 4) == [401] * 4
+        assert statuses(deployed.a, headers, address, 4) == [401] * 4
+
+
+def test_refresh_reuse_on_another_process_revokes_the_whole_login(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    _, password = make_user(deployed.app, tenant, "viewer", "vic")
+    first = log_in(deployed, deployed.a, tenant, "vic", password, address)
+    rotated = post(
+        deployed.a, "/api/v1/auth/refresh", address, headers=bearer(first["refresh_token"])
+    )
+    assert rotated.status_code == 200
+    second = rotated.json()
+    assert statuses(deployed.b, bearer(second["access_token"]), address) == [200] * 8
+
+    replay = post(
+        deployed.b, "/api/v1/auth/refresh", address, headers=bearer(first["refresh_token"])
+    )
+    assert replay.status_code == 401
+    assert replay.headers["Content-Type"] == "application/problem+json"
+
+    for server in (deployed.a, deployed.b):
+        assert statuses(server, bearer(second["access_token"]), address) == [401] * 8
+    newest = post(
+        deployed.a, "/api/v1/auth/refresh", address, headers=bearer(second["refresh_token"])
+    )
+    assert newest.status_code == 401
+
+
+def test_suspending_a_tenant_applies_on_every_process_at_once(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    _, secret = make_api_key(deployed.app, tenant, scopes=["projects:read"])
+    _, platform = make_platform_key(deployed.app)
+    assert statuses(deployed.b, bearer(secret), address, 4) == [200] * 4
+    suspended = requests.patch(
+        f"{deployed.a.url}/api/v1/tenants/{tenant.id}",
+        json={"status": "suspended"},
+        headers={**bearer(platform), "X-Forwarded-For": address},
+        timeout=30,
+    )
+    assert suspended.status_code == 200
+    assert statuses(deployed.b, bearer(secret), address, 4) == [403] * 4
+
+
+def test_the_rate_limit_holds_across_servers_and_workers(production):
+    deployed = production
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app, config={"rate_limit": "10/hour"})
+    _, secret = make_api_key(deployed.app, tenant, scopes=["projects:read"])
+    answers = statuses(deployed.a, bearer(secret), address, 6)
+    answers += statuses(deployed.b, bearer(secret), address, 6)
+    assert answers == [200] * 10 + [429] * 2
+    refused = get(deployed.a, WHOAMI, bearer(secret), address)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit-Limit"] == "10"
+
+
+def test_password_guessing_is_limited_per_username_across_servers(production):
+    deployed = production
+    tenant = make_tenant(deployed.app)
+    _, password = make_user(deployed.app, tenant, "viewer", "target")
+
+    def attempt(server: Server, guess: str) -> int:
+        return post(
+            server,
+            "/api/v1/auth/token",
+            deployed.client_address(),  # a new address each time: only the username counts
+            json={"tenant": tenant.slug, "username": "target", "password": guess},
+        ).status_code
+
+    answers = [attempt(server, "not the password") for server in [deployed.a, deployed.b] * 2]
+    answers.append(attempt(deployed.a, "still not it"))
+    assert answers == [401] * 5
+    assert attempt(deployed.b, password) == 429
