@@ -19,6 +19,7 @@ import flask
 from app import crypto
 from app.errors import IntegrityFailure
 from app.keystore import current_keystore
+from app.metrics import count_storage_bytes
 from app.storage import ObjectNotFound, StorageBackend
 
 log = logging.getLogger("ctxcloud.objects")
@@ -70,7 +71,10 @@ def store(tenant_id: str, project_id: str, chunks: Iterable[bytes]) -> StoredObj
     key = new_object_key()
     data_key = current_keystore().data_key(tenant_id)
     measured = _Measured(chunks)
-    storage().put(key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key)))
+    written = storage().put(
+        key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
+    )
+    count_storage_bytes("in", written)
     return StoredObject(key=key, size=measured.size, sha256=measured.sha256)
 
 
@@ -83,14 +87,35 @@ def read(
     backend = storage()
     last = size - 1 if end is None else end
 
+    def fetch(first: int = 0, final: int | None = None) -> Iterator[bytes]:
+        for chunk in backend.get(key, first, final):
+            count_storage_bytes("out", len(chunk))
+            yield chunk
+
     def decrypted() -> Iterator[bytes]:
         if size == 0 or (start == 0 and last == size - 1):
-            return crypto.decrypt_stream(data_key, backend.get(key), aad)
-        return crypto.decrypt_range(
-            data_key, lambda s, e: backend.get(key, s, e), size, start, last, aad
-        )
+            return crypto.decrypt_stream(data_key, fetch(), aad)
+        return crypto.decrypt_range(data_key, fetch, size, start, last, aad)
 
-    return _guarded(decrypted, key)
+    return _coalesced(_guarded(decrypted, key))
+
+
+# Responses go out in about 1 MiB writes instead of one per 64 KiB segment: fewer syscalls and
+# generator steps per byte, at the cost of one copy.
+RESPONSE_CHUNK = 1024 * 1024
+
+
+def _coalesced(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= RESPONSE_CHUNK:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _guarded(open_chunks: Callable[[], Iterator[bytes]], key: str) -> Iterator[bytes]:

@@ -1,12 +1,13 @@
 """Rate limits per credential (or client address): the tenant's limit, else the default.
 
-Counters live in Redis when ``REDIS_URL`` is set, so every process and host shares them,
-and in process memory otherwise. Built on ``limits``, the engine of flask-limiter, used
-directly: flask-limiter's per-request dispatch (limit resolution, exemption scopes, request
-context bookkeeping) cost more than the counting itself, and every limit here is one
-app-wide budget per caller. A request costs one counter hit and one window read; limit
-strings are parsed once; the caller is authenticated once (the route reuses it); health
-probes and the API docs skip the limiter entirely.
+Counters live in Redis when ``REDIS_URL`` is set (limits' Redis storage and fixed-window
+strategy), so every process and host shares them, and in process memory otherwise. This
+uses ``limits``, the engine of flask-limiter, directly: flask-limiter's per-request dispatch
+(limit resolution, exemption scopes, request context bookkeeping) and limits' timer-driven
+memory storage cost more than the counting itself, and every limit here is one app-wide
+budget per caller. A request costs one counter hit and one window read; limit strings are
+parsed once; the caller is authenticated once (the route reuses it); health probes and the
+API docs skip the limiter entirely.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +36,46 @@ UNLIMITED_BLUEPRINTS = frozenset({"health", "api-docs", "docs_assets"})
 _UNKNOWN = object()
 
 
+class ProcessWindows:
+    """Fixed windows in this process's memory, for running without Redis.
+
+    A dict under a lock: cheaper than limits' memory storage, which starts a timer thread to
+    expire its counters. Windows end by themselves; ended ones are dropped as the dict grows.
+    """
+
+    MAX_WINDOWS = 100_000
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple, list] = {}
+        self.lock = threading.Lock()
+
+    def hit(self, item: RateLimitItem, *identity: str) -> bool:
+        now = time.time()
+        key = (item.amount, item.get_expiry(), identity)
+        with self.lock:
+            window = self.windows.get(key)
+            if window is None or window[0] <= now:
+                if len(self.windows) >= self.MAX_WINDOWS:
+                    self.windows = {k: w for k, w in self.windows.items() if w[0] > now}
+                window = self.windows[key] = [now + item.get_expiry(), 0]
+            if window[1] >= item.amount:
+                return False
+            window[1] += 1
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *identity: str) -> tuple[float, int]:
+        now = time.time()
+        window = self.windows.get((item.amount, item.get_expiry(), identity))
+        if window is None or window[0] <= now:
+            return now + item.get_expiry(), item.amount
+        return window[0], item.amount - window[1]
+
+
 @dataclass(frozen=True)
 class RateLimits:
     """The app's limiter (never a module global): counting strategy, key prefix, default."""
 
-    strategy: FixedWindowRateLimiter
+    strategy: FixedWindowRateLimiter | ProcessWindows
     key_prefix: str
     default: str
 
@@ -146,9 +183,11 @@ def init_rate_limiting(app: flask.Flask) -> None:
             ) from None
     if not config["RATE_LIMIT_ENABLED"]:
         return
-    storage = storage_from_string(config["REDIS_URL"] or "memory://")
+    redis_url = config["REDIS_URL"]
     app.extensions[EXTENSION] = RateLimits(
-        strategy=FixedWindowRateLimiter(storage),
+        strategy=FixedWindowRateLimiter(storage_from_string(redis_url))
+        if redis_url
+        else ProcessWindows(),
         key_prefix=f"{config['REDIS_KEY_PREFIX']}rl",
         default=str(config["RATE_LIMIT_DEFAULT"]),
     )

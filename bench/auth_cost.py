@@ -6,8 +6,10 @@ Usage: python bench/auth_cost.py [--requests 3000] [--runs 7] [--redis redis://1
 Through the Flask test client (no network, no server): a trivial route that answers
 {"ok": true}, once `@public` and once `@requires("projects:read")`, called with no
 credential, an API key (`Authorization: Bearer ctx_...` and `X-API-Key`) and a JWT access
-token. The difference to the public route is the cost of authentication and authorisation.
-Then the raw verify functions alone, in one request context. Rate limiting is measured on
+token. The difference to the public route is the cost of authentication and authorisation
+(noisy: it is the difference of two larger figures). Then, inside one request context, the
+exact work a guarded route adds (the `authenticate` and `tenant_resolved` hooks, the
+`permission_allowed` veto rule) and the raw verify functions alone. Rate limiting is measured on
 and off (it is its own cost, paid by public routes too). Each figure is the median of --runs
 runs, in microseconds per request. With --redis, the generation counters and rate limits
 live in that Redis database (flushed before and after), as in a multi-process deployment.
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flask
 
 from app import create_app
-from app.auth import public, requires
+from app.auth import authorize, public, requires
 from app.cli import all_migrations
 from app.migrations import upgrade
 from plugins.auth_apikey.verify import verify_api_key
@@ -72,58 +75,96 @@ def build_app(data_dir: str, rate_limiting: bool, redis_url: str | None) -> flas
     return app
 
 
-def per_call_us(call: Callable[[], object], count: int, runs: int) -> float:
-    """Median over `runs` of the mean time of `count` calls, in microseconds."""
-    for _ in range(min(count, 200)):
-        call()  # warm caches and code paths
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        for _ in range(count):
-            call()
-        timings.append((time.perf_counter() - started) / count * 1e6)
-    return statistics.median(timings)
+def timed_us(call: Callable[[], object], count: int) -> float:
+    """Mean time of `count` calls, in microseconds."""
+    started = time.perf_counter()
+    for _ in range(count):
+        call()
+    return (time.perf_counter() - started) / count * 1e6
 
 
-def measure(rate_limiting: bool, count: int, runs: int, redis_url: str | None) -> dict:
-    with tempfile.TemporaryDirectory() as data_dir:
-        app = build_app(data_dir, rate_limiting, redis_url)
-        tenant = make_tenant(app, "bench")
-        _, password = make_user(app, tenant, "viewer", "reader")
-        _, key = make_api_key(app, tenant, scopes=["projects:read"])
-        client = app.test_client()
-        token = login(client, tenant, "reader", password)["access_token"]
+def scenarios(app: flask.Flask) -> dict[str, tuple[Callable[[], object], Callable]]:
+    """Each scenario as (call, context to time it in); the credentials are made here."""
+    tenant = make_tenant(app, "bench")
+    _, password = make_user(app, tenant, "viewer", "reader")
+    _, key = make_api_key(app, tenant, scopes=["projects:read"])
+    client = app.test_client()
+    token = login(client, tenant, "reader", password)["access_token"]
 
-        def get(path: str, headers: dict | None = None) -> Callable[[], object]:
-            def call():
-                response = client.get(path, headers=headers)
-                assert response.status_code == 200, response.get_data(as_text=True)
+    def get(path: str, headers: dict | None = None) -> Callable[[], object]:
+        def call():
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, response.get_data(as_text=True)
 
-            return call
+        return call
 
-        figures = {
-            "public route, no credential": per_call_us(get("/bench/public"), count, runs),
-            "guarded route, API key (Bearer)": per_call_us(
-                get("/bench/guarded", bearer(key)), count, runs
-            ),
-            "guarded route, API key (X-API-Key)": per_call_us(
-                get("/bench/guarded", {"X-API-Key": key}), count, runs
-            ),
-            "guarded route, JWT": per_call_us(get("/bench/guarded", bearer(token)), count, runs),
+    # The raw verify functions run in one request context; client calls push their own.
+    def in_request(headers: dict | None = None):
+        return lambda: app.test_request_context("/bench/guarded", headers=headers)
+
+    def pipeline():
+        """What a guarded route pays: authenticate (hooks included), then authorise."""
+        flask.g.pop("actor", None)
+        authorize("projects:read")
+
+    return {
+        "public route, no credential": (get("/bench/public"), nullcontext),
+        "guarded route, API key (Bearer)": (get("/bench/guarded", bearer(key)), nullcontext),
+        "guarded route, API key (X-API-Key)": (
+            get("/bench/guarded", {"X-API-Key": key}),
+            nullcontext,
+        ),
+        "guarded route, JWT": (get("/bench/guarded", bearer(token)), nullcontext),
+        "authenticate+authorize, API key": (pipeline, in_request(bearer(key))),
+        "authenticate+authorize, JWT": (pipeline, in_request(bearer(token))),
+        "raw verify_api_key": (lambda: verify_api_key(key), in_request()),
+        "raw verify_access_token": (lambda: verify_access_token(token), in_request()),
+    }
+
+
+def measure(count: int, runs: int, redis_url: str | None) -> dict[str, dict[str, float]]:
+    """Every scenario of both modes once per run (interleaved, so drift hits all alike)."""
+    with tempfile.TemporaryDirectory() as on_dir, tempfile.TemporaryDirectory() as off_dir:
+        apps = {
+            "rate limiting on": build_app(on_dir, True, redis_url),
+            "rate limiting off": build_app(off_dir, False, redis_url),
         }
-        with app.test_request_context("/bench/guarded"):
-            figures["raw verify_api_key"] = per_call_us(lambda: verify_api_key(key), count, runs)
-            figures["raw verify_access_token"] = per_call_us(
-                lambda: verify_access_token(token), count, runs
+        calls = {mode: scenarios(app) for mode, app in apps.items()}
+        for mode_calls in calls.values():
+            for call, context in mode_calls.values():
+                with context():
+                    timed_us(call, min(count, 200))  # warm caches and code paths
+        samples: dict[str, dict[str, list[float]]] = {
+            mode: {name: [] for name in mode_calls} for mode, mode_calls in calls.items()
+        }
+        for _ in range(runs):
+            for mode, mode_calls in calls.items():
+                for name, (call, context) in mode_calls.items():
+                    with context():
+                        samples[mode][name].append(timed_us(call, count))
+        for app in apps.values():
+            ext = app.extensions["ctxcloud"]
+            if ext.redis is not None:
+                ext.redis.flushdb()
+            ext.database.close_all()
+    results = {}
+    for mode, by_name in samples.items():
+        figures = {name: statistics.median(values) for name, values in by_name.items()}
+        public = by_name["public route, no credential"]
+        for label, name in (
+            ("auth cost, API key (Bearer)", "guarded route, API key (Bearer)"),
+            ("auth cost, JWT", "guarded route, JWT"),
+        ):
+            figures[label] = statistics.median(
+                guarded - base for guarded, base in zip(by_name[name], public, strict=True)
             )
-        ext = app.extensions["ctxcloud"]
-        if ext.redis is not None:
-            ext.redis.flushdb()
-        ext.database.close_all()
-    base = figures["public route, no credential"]
-    figures["auth cost, API key (Bearer)"] = figures["guarded route, API key (Bearer)"] - base
-    figures["auth cost, JWT"] = figures["guarded route, JWT"] - base
-    return figures
+        results[mode] = figures
+    off_public = samples["rate limiting off"]["public route, no credential"]
+    on_public = samples["rate limiting on"]["public route, no credential"]
+    results["rate limiting on"]["rate limit cost (public route)"] = statistics.median(
+        on - off for on, off in zip(on_public, off_public, strict=True)
+    )
+    return results
 
 
 def main() -> None:
@@ -135,8 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {
         "store": "redis" if args.redis else "in-process (memory-mapped generations)",
-        "rate limiting on": measure(True, args.requests, args.runs, args.redis),
-        "rate limiting off": measure(False, args.requests, args.runs, args.redis),
+        **measure(args.requests, args.runs, args.redis),
     }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -146,6 +186,7 @@ def main() -> None:
         print(f"\n{mode}:")
         for name, value in results[mode].items():
             print(f"  {name:38s} {value:8.1f} us")
+    print("\n(auth cost = guarded route minus public route, median of the per-run differences)")
 
 
 if __name__ == "__main__":

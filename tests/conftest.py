@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+# prometheus_client picks its value class once, at import, from PROMETHEUS_MULTIPROC_DIR:
+# import it now, before any test sets that variable, so in-process apps keep plain metrics.
+import prometheus_client  # noqa: F401
 import pytest
 
 from app import create_app

@@ -8,7 +8,6 @@ secret (nothing to guess), and a database leak without the pepper verifies nothi
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -32,4 +31,4 @@ def key_prefix(key: str) -> str | None:
 
 
 def key_hash(pepper: bytes, key: str) -> str:
-    return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, key.encode(), "sha256").hex()

@@ -12,6 +12,7 @@ import datetime
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 
 import flask
 
@@ -22,16 +23,18 @@ from plugins.auth_apikey.keys import key_hash, key_prefix
 from plugins.auth_apikey.models import ApiKey
 from plugins.auth_apikey.service import pepper
 from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import CachedCredential, credentials, scope_of
+from plugins.tenants.revocation import CachedCredential, CredentialCache, credentials, scope_of
 
 log = logging.getLogger("ctxcloud.auth")
 CACHE = "api_key"
+EXTENSION = "ctxcloud.api_key_verifier"
 
 
 def presented_key(request: flask.Request) -> str | None:
     """The API key the request carries (``X-API-Key`` or ``Bearer ctx_...``), or None."""
-    header = request.headers.get("X-API-Key")
-    authorization = request.headers.get("Authorization")
+    environ = request.environ  # read directly: this runs on every request
+    header = environ.get("HTTP_X_API_KEY")
+    authorization = environ.get("HTTP_AUTHORIZATION")
     if header is not None:
         if authorization is not None:
             raise Unauthorized("Send one credential: Authorization or X-API-Key, not both.")
@@ -49,15 +52,36 @@ def _epoch(moment: datetime.datetime | None) -> float | None:
     return None if moment is None else moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def _load(key: str, digest: str, now: float) -> CachedCredential:
+@dataclass
+class Verifier:
+    """What verifying a key needs, resolved once per app instead of on every request."""
+
+    pepper: bytes
+    last_used_interval: float
+    cache: CredentialCache
+
+
+def verifier() -> Verifier:
+    extensions = flask.current_app.extensions
+    found = extensions.get(EXTENSION)
+    if found is None:
+        config = flask.current_app.config
+        found = extensions[EXTENSION] = Verifier(
+            pepper=pepper(),
+            last_used_interval=float(config["API_KEY_LAST_USED_INTERVAL"]),
+            cache=credentials().cache(CACHE),
+        )
+    return found
+
+
+def _load(key: str, digest: str, now: float, cache: CredentialCache) -> CachedCredential:
     """Read the key (and its tenant) after reading the generation it will be cached under."""
     prefix = key_prefix(key)
     owner = ApiKey.select(ApiKey.tenant_id).where(ApiKey.prefix == prefix).first()
     if owner is None:
         raise Unauthorized()
-    creds = credentials()
     scope = scope_of(owner.tenant_id)
-    generation = creds.generations.current(scope)
+    generation = cache.generations.current(scope)
     row = ApiKey.get_or_none(ApiKey.prefix == prefix)
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized()  # a wrong secret for a real prefix is not cached
@@ -74,16 +98,13 @@ def _load(key: str, digest: str, now: float) -> CachedCredential:
             credential_id=row.id,
             tenant=tenant,
         )
-    entry = creds.cache(CACHE).put(
-        digest, actor, scope, generation, now, expires_at=_epoch(row.expires_at)
-    )
+    entry = cache.put(digest, actor, scope, generation, now, expires_at=_epoch(row.expires_at))
     entry.last_used_written = _epoch(row.last_used_at) or 0.0
     return entry
 
 
-def _record_use(entry: CachedCredential, now: float) -> None:
+def _record_use(entry: CachedCredential, now: float, interval: float) -> None:
     """Write the last-used time at most once per interval per key, never failing the request."""
-    interval = float(flask.current_app.config["API_KEY_LAST_USED_INTERVAL"])
     entry.last_used_written = now
     moment = utcnow()
     try:
@@ -100,11 +121,12 @@ def verify_api_key(key: str) -> Actor:
     """The key's Actor; 401 (one answer for all) when malformed, unknown, revoked or expired."""
     if key_prefix(key) is None:
         raise Unauthorized()
-    digest = key_hash(pepper(), key)
+    state = verifier()
+    digest = key_hash(state.pepper, key)
     now = time.time()
-    entry = credentials().cache(CACHE).get(digest, now) or _load(key, digest, now)
+    entry = state.cache.get(digest, now) or _load(key, digest, now, state.cache)
     if entry.actor is None or (entry.expires_at is not None and now >= entry.expires_at):
         raise Unauthorized()
-    if now - entry.last_used_written >= flask.current_app.config["API_KEY_LAST_USED_INTERVAL"]:
-        _record_use(entry, now)
+    if now - entry.last_used_written >= state.last_used_interval:
+        _record_use(entry, now, state.last_used_interval)
     return entry.actor

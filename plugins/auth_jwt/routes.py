@@ -13,7 +13,7 @@ from plugins.auth_jwt.schemas import LoginSchema, TokenSchema
 from plugins.auth_jwt.verify import presented_token
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-BEARER_REFRESH = [{"bearerAuth": []}]
+BEARER_TOKEN = [{"bearerAuth": []}]
 
 blp = Blueprint(
     "auth",
@@ -43,7 +43,7 @@ class Token(MethodView):
 
 @blp.route("/refresh")
 class Refresh(MethodView):
-    @blp.doc(security=BEARER_REFRESH)
+    @blp.doc(security=BEARER_TOKEN)
     @public
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, response="Unauthorized")
@@ -64,6 +64,7 @@ class Refresh(MethodView):
 
 @blp.route("/revoke")
 class Revoke(MethodView):
+    @blp.doc(security=BEARER_TOKEN)
     @requires_authentication
     @blp.response(204)
     @blp.alt_response(400, response="BadRequest", description="Not a user's access token")

@@ -18,7 +18,12 @@ from app.roles import ROLE_PERMISSIONS
 from plugins.auth_jwt.models import TokenFamily
 from plugins.auth_jwt.tokens import ACCESS, decode
 from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import CachedCredential, credentials, scope_of
+from plugins.tenants.revocation import (
+    CachedCredential,
+    CredentialCache,
+    credentials,
+    scope_of,
+)
 from plugins.users.models import User
 
 CACHE = "jwt"
@@ -26,7 +31,7 @@ CACHE = "jwt"
 
 def presented_token(request: flask.Request) -> str | None:
     """The bearer token of ``Authorization`` (API keys are claimed first), or None."""
-    authorization = request.headers.get("Authorization")
+    authorization = request.environ.get("HTTP_AUTHORIZATION")
     if authorization is None:
         return None
     scheme, _, value = authorization.partition(" ")
@@ -59,20 +64,18 @@ def _actor(claims: dict) -> Actor | None:
     )
 
 
-def _load(token: str, now: float) -> CachedCredential:
+def _load(token: str, now: float, cache: CredentialCache) -> CachedCredential:
     claims = decode(token, ACCESS)
     scope = scope_of(claims["tid"])
-    creds = credentials()
-    generation = creds.generations.current(scope)  # before reading the database
-    return creds.cache(CACHE).put(
-        token, _actor(claims), scope, generation, now, expires_at=float(claims["exp"])
-    )
+    generation = cache.generations.current(scope)  # before reading the database
+    return cache.put(token, _actor(claims), scope, generation, now, float(claims["exp"]))
 
 
 def verify_access_token(token: str) -> Actor:
     """The token's Actor; 401 when invalid, expired, or its login is no longer live."""
     now = time.time()
-    entry = credentials().cache(CACHE).get(token, now) or _load(token, now)
+    cache = credentials().cache(CACHE)
+    entry = cache.get(token, now) or _load(token, now, cache)
     if entry.actor is None or now >= entry.expires_at:
         raise Unauthorized()
     return entry.actor

@@ -8,7 +8,15 @@ from plugins.context.migrations import MIGRATIONS
 
 @hookimpl
 def config_defaults():
-    return {"MAX_ENTRY_BYTES": 5 * 1024**3}
+    # REVISIONS_KEPT: None keeps every revision; N keeps the last N readable (context prune).
+    return {"MAX_ENTRY_BYTES": 5 * 1024**3, "REVISIONS_KEPT": None}
+
+
+@hookimpl
+def register_commands(cli):
+    from plugins.context.cli import context_group
+
+    cli.add_command(context_group)
 
 
 @hookimpl

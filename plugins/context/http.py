@@ -213,7 +213,7 @@ def entry_response(tenant_id: str, version: EntryVersion, *, head: bool) -> flas
         start,
         end if span is not None else None,
     )
-    first = next(chunks, b"")  # authenticates the first segment before any byte is sent
+    first = next(chunks, b"")  # authenticates the first piece (1 MiB) before any byte is sent
     return flask.Response(
         chain([first], chunks), status=status, headers=headers, direct_passthrough=True
     )

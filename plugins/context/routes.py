@@ -281,6 +281,7 @@ class Commits(MethodView):
     @requires("context:write")
     @blp.arguments(CommitSchema)
     @blp.response(201, RevisionSchema)
+    @blp.alt_response(400, response="BadRequest")
     @blp.alt_response(404, response="NotFound")
     @blp.alt_response(409, response="Conflict")
     @blp.alt_response(413, response="EntryTooLarge")
@@ -289,7 +290,8 @@ class Commits(MethodView):
         """Commit several changes atomically
 
         Every put and delete becomes one revision, or nothing changes. With `parent_revision`,
-        a head that moved since is a 409; deleting an absent entry is a 409.
+        a head that moved since is a 409; deleting an absent entry is a 409; an invalid path is
+        a 400 `invalid_path`, as in entry URLs.
         """
         writes = service.decode_commit_puts(data["put"])
         limit = flask.current_app.config["MAX_ENTRY_BYTES"]

@@ -118,6 +118,10 @@ def entry_at(project: Project, path: str, revision: int | None = None) -> EntryV
 def check_revision(project: Project, revision: int) -> None:
     if revision > project.revision:
         raise NotFound(f"No revision {revision}: the head is {project.revision}.")
+    if revision < project.history_starts_at:
+        raise NotFound(
+            f"Revision {revision} was pruned: history starts at {project.history_starts_at}."
+        )
 
 
 def manifest(project: Project, revision: int | None, prefix: str) -> list[EntryVersion]:

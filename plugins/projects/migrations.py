@@ -27,4 +27,15 @@ def _initial(migrator, db) -> None:
     db.create_tables([Project])
 
 
-MIGRATIONS = [Migration("projects.0001_initial", _initial)]
+def _history_start(migrator, db) -> None:
+    migrator.migrate(
+        migrator.add_column("project", "history_starts_at", peewee.BigIntegerField(default=0))
+    )
+
+
+MIGRATIONS = [
+    Migration("projects.0001_initial", _initial),
+    Migration(
+        "projects.0002_history_starts_at", _history_start, depends_on=("projects.0001_initial",)
+    ),
+]

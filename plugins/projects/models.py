@@ -17,6 +17,8 @@ class Project(BaseModel):
     # Head revision of the project's context: raised by exactly one per change, in the
     # transaction that makes the change (the row is locked while it is raised).
     revision = peewee.BigIntegerField(default=0)
+    # Revisions before this one were pruned (revisions_kept): they can no longer be read.
+    history_starts_at = peewee.BigIntegerField(default=0)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 

@@ -33,6 +33,13 @@ class ProjectSchema(ma.Schema):
         dump_only=True,
         metadata={"description": "Head revision of the project's context", "example": 12},
     )
+    history_starts_at = ma.fields.Integer(
+        dump_only=True,
+        metadata={
+            "description": "Oldest revision still readable (older ones were pruned)",
+            "example": 0,
+        },
+    )
     created_at = Timestamp(dump_only=True, metadata={"example": "2026-11-25T18:00:00.000Z"})
     updated_at = Timestamp(dump_only=True, metadata={"example": "2026-11-25T18:00:00.000Z"})
 

@@ -57,7 +57,7 @@ class RedisGenerations:
         except redis.RedisError as exc:
             # Fail closed: without the counter a revoked credential could pass.
             raise errors.Unavailable("The credential store is unavailable.") from exc
-        return 0
+        return int(value or 0)
 
     def bump(self, scope: str) -> None:
         try:
@@ -94,7 +94,7 @@ class FileGenerations:
         return (zlib.crc32(scope.encode()) % self.SLOTS) * 8
 
     def current(self, scope: str) -> int:
-        return 0
+        return struct.unpack_from("<Q", self.map, self._offset(scope))[0]
 
     def bump(self, scope: str) -> None:
         offset = self._offset(scope)

@@ -51,6 +51,7 @@ def test_login_answers_both_tokens_with_the_documented_claims(app, client, tenan
     assert access["role"] == "admin" and access["type"] == "access"
     assert access["iss"] == "ctxcloud" and access["aud"] == "ctxcloud-api"
     assert access["exp"] - access["iat"] == 900 and access["jti"]
+    assert "csrf" not in access  # no cookies, no double-submit claim
     assert refresh["type"] == "refresh" and refresh["fid"] == access["fid"]
     assert refresh["exp"] - refresh["iat"] == 30 * 24 * 3600
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
@@ -76,6 +77,14 @@ def test_lifetimes_come_from_config(app_config, stack_config):
     assert body["expires_in"] == 60
     refresh = claims_of(body["refresh_token"])
     assert refresh["exp"] - refresh["iat"] == 3600
+
+
+def test_each_app_signs_with_its_own_secret(app_config, tokens):
+    from app import create_app
+
+    other = create_app({**app_config, "JWT_SECRET_KEY": "another secret " * 4})
+    response = other.test_client().get(WHOAMI, headers=bearer(tokens["access_token"]))
+    assert_problem(response, 401, "unauthorized")
 
 
 def test_every_failed_login_gets_the_same_401(app, client, tenant, other_tenant, alice):

@@ -17,6 +17,7 @@ import pytest
 from app import create_app
 from app.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE, ciphertext_size
 from app.errors import IntegrityFailure
+from app.objects import RESPONSE_CHUNK
 from tests import stack
 from tests.api.test_core import assert_problem
 from tests.support.context import (
@@ -35,8 +36,11 @@ from tests.support.factories import bearer, make_api_key, make_tenant
 
 STRIDE = SEGMENT_SIZE + TAG_SIZE
 SMALL = b"a small entry that fits one segment\n" * 10
-# Four full segments and a partial fifth.
-LARGE = random.Random(7).randbytes(4 * SEGMENT_SIZE + 1000)
+# Responses are sent in RESPONSE_CHUNK pieces, each authenticated before it goes out: LARGE
+# spans more than one piece (FULL full segments and a partial last one).
+FIRST_PIECE_SEGMENTS = RESPONSE_CHUNK // SEGMENT_SIZE
+FULL = FIRST_PIECE_SEGMENTS + 4
+LARGE = random.Random(7).randbytes(FULL * SEGMENT_SIZE + 1000)
 
 
 def new_master_key() -> str:
@@ -90,7 +94,7 @@ def assert_refused_before_any_byte(response, plaintext: bytes, caplog) -> None:
 
 
 def assert_never_complete(response, plaintext: bytes, caplog) -> None:
-    """Headers went out (the fault lies beyond the first segment), but the body never completes:
+    """Headers went out (the fault lies beyond the first piece), but the body never completes:
     iterating it fails, or it is shorter than Content-Length; and the fault is logged."""
     assert response.status_code in (200, 206)
     declared = int(response.headers["Content-Length"])
@@ -175,27 +179,31 @@ def test_fault_in_the_first_segment_of_a_large_entry_is_500(
 @pytest.mark.parametrize(
     "change",
     [
-        flip(HEADER_SIZE + 2 * STRIDE + 7),
+        flip(HEADER_SIZE + (FULL - 2) * STRIDE + 7),
         flip(-1),
-        lambda data: data[: HEADER_SIZE + 4 * STRIDE],  # the final segment dropped
-        lambda data: data[: HEADER_SIZE + 4 * STRIDE + 100],  # cut inside the final segment
-        lambda data: data[: HEADER_SIZE + 2 * STRIDE],  # only the first two segments kept
+        lambda data: data[: HEADER_SIZE + FULL * STRIDE],  # the final segment dropped
+        lambda data: data[: HEADER_SIZE + FULL * STRIDE + 100],  # cut inside the final segment
+        lambda data: data[: HEADER_SIZE + (FULL - 2) * STRIDE],  # the last three segments cut
         lambda data: data + b"\x00" * 50,  # trailing garbage
         lambda data: (
-            data[: segment(1).start]
-            + data[segment(2)]
-            + data[segment(1)]
-            + data[segment(3).start :]
-        ),  # two middle segments swapped
-        lambda data: data[: segment(2).start] + data[segment(3).start :],  # one dropped
-        lambda data: data[: segment(2).start] + data[segment(1)] + data[segment(2).start :],
+            data[: segment(FULL - 3).start]
+            + data[segment(FULL - 2)]
+            + data[segment(FULL - 3)]
+            + data[segment(FULL - 1).start :]
+        ),  # two later segments swapped
+        lambda data: data[: segment(FULL - 2).start] + data[segment(FULL - 1).start :],
+        lambda data: (
+            data[: segment(FULL - 2).start]
+            + data[segment(FULL - 3)]
+            + data[segment(FULL - 2).start :]
+        ),
     ],
     ids=[
-        "flip-third-segment",
+        "flip-later-segment",
         "flip-final-tag",
         "drop-final-segment",
         "cut-final-segment",
-        "keep-first-two-segments",
+        "cut-last-three-segments",
         "trailing-garbage",
         "swap-middle-segments",
         "drop-middle-segment",
@@ -211,6 +219,16 @@ def test_fault_in_a_later_segment_never_completes_the_response(
         response = client.get(entry_url("vault", "big"), headers=auth)
         assert response.headers["Content-Length"] == str(len(LARGE))
         assert_never_complete(response, LARGE, caplog)
+
+
+def test_fault_inside_the_first_piece_is_refused_before_any_byte(
+    app, client, auth, project, caplog
+):
+    put(client, auth, "big", LARGE)
+    rewrite(object_of(app, project, "big"), flip(HEADER_SIZE + 5 * STRIDE + 7))  # segment 5
+    with caplog.at_level(logging.ERROR, logger="ctxcloud"):
+        response = client.get(entry_url("vault", "big"), headers=auth)
+    assert_refused_before_any_byte(response, LARGE, caplog)
 
 
 def test_range_reads_only_authenticate_the_segments_they_need(app, client, auth, project, caplog):
@@ -234,13 +252,20 @@ def test_range_reads_only_authenticate_the_segments_they_need(app, client, auth,
             headers={**auth, "Range": f"bytes={3 * SEGMENT_SIZE + 5}-{3 * SEGMENT_SIZE + 50}"},
         )
         assert_refused_before_any_byte(response, LARGE[3 * SEGMENT_SIZE + 5 :], caplog)
-    # A range that reaches the damaged segment later never completes.
+    # So does one reaching it within the first piece sent.
     with caplog.at_level(logging.ERROR, logger="ctxcloud"):
         response = client.get(
             entry_url("vault", "big"),
             headers={**auth, "Range": f"bytes={2 * SEGMENT_SIZE}-{3 * SEGMENT_SIZE + 10}"},
         )
-        assert_never_complete(response, LARGE[2 * SEGMENT_SIZE : 3 * SEGMENT_SIZE + 11], caplog)
+        assert_refused_before_any_byte(response, LARGE[2 * SEGMENT_SIZE :], caplog)
+    # A range reaching a damaged segment beyond its first piece never completes.
+    rewrite(object_of(app, project, "big"), flip(-1))  # the final segment's tag
+    with caplog.at_level(logging.ERROR, logger="ctxcloud"):
+        response = client.get(
+            entry_url("vault", "big"), headers={**auth, "Range": f"bytes={4 * SEGMENT_SIZE}-"}
+        )
+        assert_never_complete(response, LARGE[4 * SEGMENT_SIZE :], caplog)
 
 
 def test_objects_swapped_between_entries_fail(app, client, auth, project, caplog):

@@ -17,7 +17,7 @@ from tests.support.context import (
     put_entry,
     stored_keys,
 )
-from tests.support.factories import bearer, make_api_key
+from tests.support.factories import bearer, login, make_api_key, make_user
 
 PROJECTS = f"{API}/projects"
 
@@ -388,6 +388,17 @@ def test_viewer_key_reads_but_cannot_write(app, client, auth, tenant):
     ):
         assert_problem(response, 403, "forbidden")
     assert client.get(project_url("p"), headers=auth).get_json()["revision"] == 1
+
+    # A user with the viewer role, logged in: the same.
+    user, password = make_user(app, tenant, role="viewer")
+    token = login(client, tenant, user.username, password)["access_token"]
+    assert client.get(entry_url("p", "a"), headers=bearer(token)).data == b"1"
+    assert_problem(
+        client.put(entry_url("p", "b"), data=b"2", headers=bearer(token)), 403, "forbidden"
+    )
+    assert_problem(
+        client.post(PROJECTS, json={"name": "n"}, headers=bearer(token)), 403, "forbidden"
+    )
 
     # A member-like key writes context but cannot manage projects.
     member = bearer(

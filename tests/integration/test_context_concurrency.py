@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from app.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE
+from app.objects import RESPONSE_CHUNK
 from tests.integration.served import Served, served
 from tests.support.context import context_url, entry_url, project_url, sha256
 
@@ -214,7 +215,8 @@ def test_client_disconnecting_mid_upload_leaves_nothing(server, project, framing
 
 
 def test_tampering_found_mid_download_aborts_the_connection(server, project):
-    data = bytes(range(256)) * (3 * SEGMENT_SIZE // 256) + b"tail"
+    # Bigger than the first piece a response sends (checked before the headers go out).
+    data = bytes(range(256)) * ((RESPONSE_CHUNK + 3 * SEGMENT_SIZE) // 256) + b"tail"
     put = requests.put(server.url + entry_url(project, "big"), data=data, headers=server.headers)
     assert put.status_code == 201
     ((key,),) = server.query(
@@ -224,7 +226,8 @@ def test_tampering_found_mid_download_aborts_the_connection(server, project):
     )
     stored = server.objects_dir / key
     ciphertext = bytearray(stored.read_bytes())
-    ciphertext[HEADER_SIZE + 2 * (SEGMENT_SIZE + TAG_SIZE) + 3] ^= 1  # third segment
+    later = RESPONSE_CHUNK // SEGMENT_SIZE + 1  # a segment beyond the first piece
+    ciphertext[HEADER_SIZE + later * (SEGMENT_SIZE + TAG_SIZE) + 3] ^= 1
     stored.write_bytes(bytes(ciphertext))
 
     response = requests.get(
