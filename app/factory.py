@@ -74,6 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         redis=redis.Redis.from_url(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None,
     )
     app.extensions["ctxcloud"] = ext
+    # Every request body is bounded; routes that stream entries raise their own limit.
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_JSON_BYTES"])
     if app.config["TRUSTED_PROXY_HOPS"]:
         hops = int(app.config["TRUSTED_PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -1,13 +1,15 @@
 """Rate limits per credential (or client address): the tenant's limit, else the default.
 
-Counters live in Redis when ``REDIS_URL`` is set (limits' Redis storage and fixed-window
-strategy), so every process and host shares them, and in process memory otherwise. This
-uses ``limits``, the engine of flask-limiter, directly: flask-limiter's per-request dispatch
-(limit resolution, exemption scopes, request context bookkeeping) and limits' timer-driven
-memory storage cost more than the counting itself, and every limit here is one app-wide
-budget per caller. A request costs one counter hit and one window read; limit strings are
-parsed once; the caller is authenticated once (the route reuses it); health probes and the
-API docs skip the limiter entirely.
+Fixed windows, counted in Redis when ``REDIS_URL`` is set (every process and host shares
+them) and in process memory otherwise. A hit is one Redis round trip (SET NX + INCR + PTTL
+in one transaction) that answers both "allowed?" and the RateLimit-* headers; limit strings
+are parsed once (``limits``, flask-limiter's engine); the caller is authenticated once (the
+route reuses it); health probes and the API docs skip the limiter entirely.
+
+flask-limiter itself is not used: its per-request dispatch (limit resolution, exemption
+scopes, request-context bookkeeping, a second storage read for the headers) and limits'
+timer-driven memory storage cost more than the counting, and every limit here is one
+app-wide budget per caller.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import flask
+import redis
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 
 from app import errors
 from app.auth import current_actor
@@ -36,71 +37,96 @@ UNLIMITED_BLUEPRINTS = frozenset({"health", "api-docs", "docs_assets"})
 _UNKNOWN = object()
 
 
-class ProcessWindows:
-    """Fixed windows in this process's memory, for running without Redis.
+@dataclass(frozen=True)
+class Window:
+    """One hit's outcome: allowed or not, what is left, and when the window ends (epoch)."""
 
-    A dict under a lock: cheaper than limits' memory storage, which starts a timer thread to
-    expire its counters. Windows end by themselves; ended ones are dropped as the dict grows.
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: float
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(max(1, math.ceil(self.reset_at - time.time()))),
+        }
+
+
+class Counters(Protocol):
+    def hit(self, item: RateLimitItem, key: str) -> Window: ...
+
+
+class ProcessCounters:
+    """Windows in this process's memory (no Redis): a dict under a lock, no timer thread.
+
+    Ended windows restart on their next hit and are dropped when the dict grows large.
     """
 
     MAX_WINDOWS = 100_000
 
     def __init__(self) -> None:
-        self.windows: dict[tuple, list] = {}
+        self.windows: dict[str, list[float]] = {}
         self.lock = threading.Lock()
 
-    def hit(self, item: RateLimitItem, *identity: str) -> bool:
+    def hit(self, item: RateLimitItem, key: str) -> Window:
         now = time.time()
-        key = (item.amount, item.get_expiry(), identity)
         with self.lock:
             window = self.windows.get(key)
             if window is None or window[0] <= now:
                 if len(self.windows) >= self.MAX_WINDOWS:
                     self.windows = {k: w for k, w in self.windows.items() if w[0] > now}
                 window = self.windows[key] = [now + item.get_expiry(), 0]
-            if window[1] >= item.amount:
-                return False
             window[1] += 1
-            return True
+            count, reset_at = window[1], window[0]
+        return Window(count <= item.amount, item.amount, max(0, item.amount - count), reset_at)
 
-    def get_window_stats(self, item: RateLimitItem, *identity: str) -> tuple[float, int]:
-        now = time.time()
-        window = self.windows.get((item.amount, item.get_expiry(), identity))
-        if window is None or window[0] <= now:
-            return now + item.get_expiry(), item.amount
-        return window[0], item.amount - window[1]
+
+class RedisCounters:
+    """Windows in Redis, shared by every process: one round trip per hit."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def hit(self, item: RateLimitItem, key: str) -> Window:
+        expiry = item.get_expiry()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(key, 0, ex=expiry, nx=True)
+        pipe.incr(key)
+        pipe.pttl(key)
+        _, count, ttl_ms = pipe.execute()
+        reset_at = time.time() + (ttl_ms / 1000 if ttl_ms > 0 else expiry)
+        return Window(count <= item.amount, item.amount, max(0, item.amount - count), reset_at)
 
 
 @dataclass(frozen=True)
 class RateLimits:
-    """The app's limiter (never a module global): counting strategy, key prefix, default."""
+    """The app's limiter (never a module global): its counters, key prefix and default."""
 
-    strategy: FixedWindowRateLimiter | ProcessWindows
+    counters: Counters
     key_prefix: str
     default: str
 
-    def hit(self, limit: str, *identity: str) -> None:
-        """Spend one unit of each of `limit`'s windows for `identity`; 429 when one is spent.
+    def hit(self, limit: str, *identity: str) -> Window:
+        """Spend one unit of each of `limit`'s windows; 429 when one is spent.
 
-        The first window's state is kept on ``g`` for the RateLimit-* response headers.
+        Returns the first window's state (kept on ``g`` for the RateLimit-* headers).
         """
-        items = parse_limit(limit)
-        for item in items:
-            if not self.strategy.hit(item, self.key_prefix, *identity):
-                headers = self.headers(item, identity)
+        name = ":".join(identity)
+        first = None
+        for item in parse_limit(limit):
+            key = f"{self.key_prefix}{item.amount}/{item.get_expiry()}:{name}"
+            window = self.counters.hit(item, key)
+            first = first or window
+            if not window.allowed:
+                headers = window.headers()
                 headers["Retry-After"] = headers["RateLimit-Reset"]
                 raise errors.RateLimited(
                     f"Rate limit exceeded: {item}. Retry later.", headers=headers
                 )
-        flask.g.rate_limit = (items[0], identity)
-
-    def headers(self, item: RateLimitItem, identity: tuple[str, ...]) -> dict[str, str]:
-        reset_time, remaining = self.strategy.get_window_stats(item, self.key_prefix, *identity)
-        return {
-            "RateLimit-Limit": str(item.amount),
-            "RateLimit-Remaining": str(max(0, remaining)),
-            "RateLimit-Reset": str(max(1, math.ceil(reset_time - time.time()))),
-        }
+        assert first is not None
+        return first
 
 
 @functools.lru_cache(maxsize=1024)
@@ -142,22 +168,17 @@ def _limit_request() -> None:
     limits: RateLimits = flask.current_app.extensions[EXTENSION]
     actor = _caller()
     if actor is None:
-        limits.hit(limits.default, f"addr:{request.remote_addr or '-'}")
+        window = limits.hit(limits.default, "addr", request.remote_addr or "-")
     else:
-        limits.hit(_limit_of(actor, limits.default), actor.log_name)
+        window = limits.hit(_limit_of(actor, limits.default), actor.log_name)
+    flask.g.rate_limit_window = window
 
 
 def _add_headers(response: flask.Response) -> flask.Response:
     """RateLimit-Limit, -Remaining and -Reset (seconds) for the budget this request spent."""
-    spent = flask.g.get("rate_limit")
-    if spent is None or "RateLimit-Limit" in response.headers:
-        return response
-    try:
-        headers = flask.current_app.extensions[EXTENSION].headers(*spent)
-    except Exception:
-        log.warning("rate limit window unavailable", exc_info=True)
-        return response
-    response.headers.update(headers)
+    window = flask.g.get("rate_limit_window")
+    if window is not None and "RateLimit-Limit" not in response.headers:
+        response.headers.update(window.headers())
     return response
 
 
@@ -183,12 +204,10 @@ def init_rate_limiting(app: flask.Flask) -> None:
             ) from None
     if not config["RATE_LIMIT_ENABLED"]:
         return
-    redis_url = config["REDIS_URL"]
+    client = app.extensions["ctxcloud"].redis
     app.extensions[EXTENSION] = RateLimits(
-        strategy=FixedWindowRateLimiter(storage_from_string(redis_url))
-        if redis_url
-        else ProcessWindows(),
-        key_prefix=f"{config['REDIS_KEY_PREFIX']}rl",
+        counters=RedisCounters(client) if client is not None else ProcessCounters(),
+        key_prefix=f"{config['REDIS_KEY_PREFIX']}rl:",
         default=str(config["RATE_LIMIT_DEFAULT"]),
     )
     app.before_request(_limit_request)

@@ -42,18 +42,36 @@ def require_wrk() -> str:
     return found
 
 
-def wrk(url: str, connections: int, duration: float, headers: dict[str, str],
-        method: str = "GET", body_bytes: int = 0) -> dict[str, float]:
+def wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    headers: dict[str, str],
+    method: str = "GET",
+    body_bytes: int = 0,
+) -> dict[str, float]:
     """One wrk run; returns its JSON summary."""
     threads = max(1, min(2, connections))
-    command = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-               "--timeout", "10s", "-s", str(WRK_SCRIPT)]
+    command = [
+        require_wrk(),
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+    ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     command.append(url)
     env = {**os.environ, "WRK_METHOD": method, "WRK_BODY_BYTES": str(body_bytes)}
-    output = subprocess.run(command, capture_output=True, text=True, env=env, check=True,
-                            timeout=duration + 60).stdout
+    output = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=True, timeout=duration + 60
+    ).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
     return json.loads(line.removeprefix("WRK_JSON "))
 
@@ -64,8 +82,11 @@ def repeated(runs: int, measure) -> dict[str, object]:
     summary: dict[str, object] = {}
     for key in ("rps", "p50_ms", "p99_ms"):
         values = [s[key] for s in samples]
-        summary[key] = {"median": round(statistics.median(values), 2),
-                        "min": round(min(values), 2), "max": round(max(values), 2)}
+        summary[key] = {
+            "median": round(statistics.median(values), 2),
+            "min": round(min(values), 2),
+            "max": round(max(values), 2),
+        }
     summary["non_2xx"] = sum(s["non_2xx"] for s in samples)
     summary["socket_errors"] = sum(s["socket_errors"] for s in samples)
     return summary
@@ -88,26 +109,61 @@ class Service:
 
         run("db", "upgrade")
         run("tenants", "create", "bench", "--json")
-        self.key = json.loads(run("api-keys", "create", "--tenant", "bench", "--name", "bench",
-                                  "--scopes", SCOPES, "--json"))["key"]
+        self.key = json.loads(
+            run(
+                "api-keys",
+                "create",
+                "--tenant",
+                "bench",
+                "--name",
+                "bench",
+                "--scopes",
+                SCOPES,
+                "--json",
+            )
+        )["key"]
         self.password = "bench-password-" + os.urandom(8).hex()
-        run("users", "create", "--tenant", "bench", "--username", "bench", "--role", "owner",
-            "--password-stdin", "--json", stdin=self.password + "\n")
+        run(
+            "users",
+            "create",
+            "--tenant",
+            "bench",
+            "--username",
+            "bench",
+            "--role",
+            "owner",
+            "--password-stdin",
+            "--json",
+            stdin=self.password + "\n",
+        )
 
     def seed(self, url: str) -> None:
         auth = {"Authorization": f"Bearer {self.key}"}
-        response = requests.post(f"{url}/api/v1/projects", json={"name": "bench"},
-                                 headers=auth, timeout=30)
+        response = requests.post(
+            f"{url}/api/v1/projects", json={"name": "bench"}, headers=auth, timeout=30
+        )
         response.raise_for_status()
-        entries = [{"path": f"docs/note-{i:02d}.md", "content": f"# Note {i}\n" + "x" * 200}
-                   for i in range(20)]
-        requests.post(f"{url}/api/v1/projects/bench/context/commits",
-                      json={"message": "seed", "put": entries}, headers=auth,
-                      timeout=30).raise_for_status()
-        requests.put(f"{url}/api/v1/projects/bench/context/entries/small.txt",
-                     data=b"s" * 4096, headers=auth, timeout=30).raise_for_status()
-        token = requests.post(f"{url}/api/v1/auth/token", json={
-            "tenant": "bench", "username": "bench", "password": self.password}, timeout=30)
+        entries = [
+            {"path": f"docs/note-{i:02d}.md", "content": f"# Note {i}\n" + "x" * 200}
+            for i in range(20)
+        ]
+        requests.post(
+            f"{url}/api/v1/projects/bench/context/commits",
+            json={"message": "seed", "put": entries},
+            headers=auth,
+            timeout=30,
+        ).raise_for_status()
+        requests.put(
+            f"{url}/api/v1/projects/bench/context/entries/small.txt",
+            data=b"s" * 4096,
+            headers=auth,
+            timeout=30,
+        ).raise_for_status()
+        token = requests.post(
+            f"{url}/api/v1/auth/token",
+            json={"tenant": "bench", "username": "bench", "password": self.password},
+            timeout=30,
+        )
         token.raise_for_status()
         self.jwt = token.json()["access_token"]
 
@@ -123,8 +179,9 @@ def service_env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     }
 
 
-def scenarios(url: str, service: Service, connections: list[int], duration: float,
-              runs: int) -> dict[str, object]:
+def scenarios(
+    url: str, service: Service, connections: list[int], duration: float, runs: int
+) -> dict[str, object]:
     key = {"Authorization": f"Bearer {service.key}"}
     jwt = {"Authorization": f"Bearer {service.jwt}"}
     manifest = f"{url}/api/v1/projects/bench/context"
@@ -135,16 +192,19 @@ def scenarios(url: str, service: Service, connections: list[int], duration: floa
         found[f"manifest_jwt_c{c}"] = repeated(runs, lambda c=c: wrk(manifest, c, duration, jwt))
     found["small_get_c16"] = repeated(runs, lambda: wrk(small, 16, duration, key))
     found["small_put_c16"] = repeated(
-        runs, lambda: wrk(small, 16, duration, key, method="PUT", body_bytes=4096))
+        runs, lambda: wrk(small, 16, duration, key, method="PUT", body_bytes=4096)
+    )
     return found
 
 
-def ceiling(work: Path, connections: list[int], duration: float, runs: int,
-            workers: int = 2) -> dict[str, object]:
+def ceiling(
+    work: Path, connections: list[int], duration: float, runs: int, workers: int = 2
+) -> dict[str, object]:
     with gunicorn({}, work / "logs", workers=workers, app="bench.bare_app:app") as bare:
-        return {f"ceiling_c{c}": repeated(runs, lambda c=c: wrk(f"{bare.url}/hello", c, duration,
-                                                               {}))
-                for c in connections}
+        return {
+            f"ceiling_c{c}": repeated(runs, lambda c=c: wrk(f"{bare.url}/hello", c, duration, {}))
+            for c in connections
+        }
 
 
 def ratio(results: dict, name: str, base: str) -> float | None:
@@ -156,10 +216,17 @@ def ratio(results: dict, name: str, base: str) -> float | None:
 def run(args: argparse.Namespace) -> dict[str, object]:
     connections = [16, 64]
     results: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "settings": {"duration_s": args.duration, "runs": args.runs, "gunicorn_workers": 2,
-                     "gunicorn_threads": int(os.environ.get("GUNICORN_THREADS", 8))},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "gunicorn_workers": 2,
+            "gunicorn_threads": int(os.environ.get("GUNICORN_THREADS", 8)),
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     figures: dict[str, object] = {}
@@ -172,27 +239,43 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             embedded.seed(server.url)
             figures.update(scenarios(server.url, embedded, connections, args.duration, args.runs))
         with gunicorn(embedded.env, work / "logs", workers=1) as server:
-            figures["manifest_apikey_c64_1worker"] = repeated(args.runs, lambda: wrk(
-                f"{server.url}/api/v1/projects/bench/context", 64, args.duration,
-                {"Authorization": f"Bearer {embedded.key}"}))
+            figures["manifest_apikey_c64_1worker"] = repeated(
+                args.runs,
+                lambda: wrk(
+                    f"{server.url}/api/v1/projects/bench/context",
+                    64,
+                    args.duration,
+                    {"Authorization": f"Bearer {embedded.key}"},
+                ),
+            )
         if args.production:
             figures.update(production(work, args))
     results["figures"] = figures
     results["ratios"] = {
-        **{f"manifest_apikey_c{c}_vs_ceiling": ratio(figures, f"manifest_apikey_c{c}",
-                                                     f"ceiling_c{c}") for c in connections},
-        **{f"manifest_jwt_c{c}_vs_ceiling": ratio(figures, f"manifest_jwt_c{c}",
-                                                  f"ceiling_c{c}") for c in connections},
+        **{
+            f"manifest_apikey_c{c}_vs_ceiling": ratio(
+                figures, f"manifest_apikey_c{c}", f"ceiling_c{c}"
+            )
+            for c in connections
+        },
+        **{
+            f"manifest_jwt_c{c}_vs_ceiling": ratio(figures, f"manifest_jwt_c{c}", f"ceiling_c{c}")
+            for c in connections
+        },
         "small_get_c16_vs_ceiling": ratio(figures, "small_get_c16", "ceiling_c16"),
         "small_put_c16_vs_ceiling": ratio(figures, "small_put_c16", "ceiling_c16"),
         "production_manifest_apikey_c64_vs_ceiling": ratio(
-            figures, "production_manifest_apikey_c64", "ceiling_c64"),
-        "production_small_get_c16_vs_ceiling": ratio(figures, "production_small_get_c16",
-                                                     "ceiling_c16"),
-        "production_small_put_c16_vs_ceiling": ratio(figures, "production_small_put_c16",
-                                                     "ceiling_c16"),
-        "scaling_2_vs_1_worker": ratio(figures, "manifest_apikey_c64",
-                                       "manifest_apikey_c64_1worker"),
+            figures, "production_manifest_apikey_c64", "ceiling_c64"
+        ),
+        "production_small_get_c16_vs_ceiling": ratio(
+            figures, "production_small_get_c16", "ceiling_c16"
+        ),
+        "production_small_put_c16_vs_ceiling": ratio(
+            figures, "production_small_put_c16", "ceiling_c16"
+        ),
+        "scaling_2_vs_1_worker": ratio(
+            figures, "manifest_apikey_c64", "manifest_apikey_c64_1worker"
+        ),
     }
     if args.streaming:
         from bench import streaming
@@ -211,19 +294,25 @@ def production(work: Path, args: argparse.Namespace) -> dict[str, object]:
         database_url = stack.enter_context(_postgres_database())
         redis_url = stack.enter_context(_redis_db())
         s3 = stack.enter_context(moto_s3())
-        env = service_env(work / "production", {
-            "CTXCLOUD_DATABASE_URL": database_url,
-            "CTXCLOUD_REDIS_URL": redis_url,
-            **{f"CTXCLOUD_{name}": str(value) for name, value in s3.config().items()},
-            **s3.env,
-        })
+        env = service_env(
+            work / "production",
+            {
+                "CTXCLOUD_DATABASE_URL": database_url,
+                "CTXCLOUD_REDIS_URL": redis_url,
+                **{f"CTXCLOUD_{name}": str(value) for name, value in s3.config().items()},
+                **s3.env,
+            },
+        )
         service = Service(env)
         service.provision()
         with gunicorn(env, work / "logs") as server:
             service.seed(server.url)
             found = scenarios(server.url, service, [64], args.duration, args.runs)
-    return {f"production_{name}": value for name, value in found.items()
-            if not name.startswith("manifest_jwt")}
+    return {
+        f"production_{name}": value
+        for name, value in found.items()
+        if not name.startswith("manifest_jwt")
+    }
 
 
 def markdown(results: dict) -> str:
@@ -247,17 +336,25 @@ def markdown(results: dict) -> str:
             f"{value['non_2xx']} |"
         )
     lines += ["", "| ratio | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in results["ratios"].items()
-              if value is not None]
+    lines += [
+        f"| {name} | {value} |" for name, value in results["ratios"].items() if value is not None
+    ]
     if "streaming" in results:
         stream = results["streaming"]
-        lines += ["", f"## Streaming one {stream['mib']} MiB entry", "",
-                  "| figure | median | min | max |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Streaming one {stream['mib']} MiB entry",
+            "",
+            "| figure | median | min | max |",
+            "|---|---|---|---|",
+        ]
         for name, value in stream.items():
             if isinstance(value, dict):
                 lines.append(f"| {name} | {value['median']} | {value['min']} | {value['max']} |")
-        lines += [f"| upload_ratio_to_bare | {stream['upload_ratio_to_bare']} | | |",
-                  f"| download_ratio_to_bare | {stream['download_ratio_to_bare']} | | |"]
+        lines += [
+            f"| upload_ratio_to_bare | {stream['upload_ratio_to_bare']} | | |",
+            f"| download_ratio_to_bare | {stream['download_ratio_to_bare']} | | |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -268,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--no-production", dest="production", action="store_false")
     parser.add_argument("--no-streaming", dest="streaming", action="store_false")
-    parser.add_argument("--quick", action="store_true",
-                        help="seconds, not minutes: 1 run of 1 s, 8 MiB streaming (smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="seconds, not minutes: 1 run of 1 s, 8 MiB streaming (smoke test)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     if args.quick:

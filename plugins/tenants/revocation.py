@@ -151,9 +151,6 @@ class CredentialCache:
         self.entries[key] = entry
         return entry
 
-    def discard(self, key: str) -> None:
-        self.entries.pop(key, None)
-
 
 @dataclass
 class Credentials:

@@ -125,12 +125,13 @@ def update_user(
     actor: Actor | None, tenant_id: str, user_id: str, changes: Mapping[str, Any]
 ) -> User:
     """Change role, disabled flag or password; logins end when disabled or the password changes."""
+    username = get_user(tenant_id, user_id).username
+    _validate(username=username, password=changes.get("password"), role=changes.get("role"))
+    # Hash before locking: argon2id takes tens of milliseconds by design.
+    new_hash = passwords().hash(changes["password"]) if "password" in changes else None
     with database.atomic():
         user = get_user(tenant_id, user_id, lock=True)
         _may_manage(actor, user)
-        _validate(
-            username=user.username, password=changes.get("password"), role=changes.get("role")
-        )
         role = changes.get("role", user.role)
         disabled = changes.get("disabled", user.disabled)
         _may_grant(actor, role)
@@ -143,8 +144,8 @@ def update_user(
             events.append(("user_disabled" if disabled else "user_enabled", {}))
         if (disabled and not user.disabled) or "password" in changes:
             user.sessions_revoked_at = utcnow()
-        if "password" in changes:
-            user.password_hash = passwords().hash(changes["password"])
+        if new_hash is not None:
+            user.password_hash = new_hash
             events.append(("user_password_changed", {}))
         user.role, user.disabled, user.updated_at = role, disabled, utcnow()
         user.save()

@@ -1,4 +1,4 @@
-"""The `ctxcloud` console script, run as operators run it: a subprocess with CTXCLOUD_* variables."""
+"""The `ctxcloud` console script, run as operators do: a subprocess with CTXCLOUD_* set."""
 
 from __future__ import annotations
 

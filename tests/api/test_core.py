@@ -152,3 +152,13 @@ def test_plugins_endpoint_needs_a_credential(client):
 @pytest.mark.parametrize("path", ["/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready"])
 def test_health_needs_no_credential(client, path):
     assert client.get(path).status_code == 200
+
+
+def test_oversized_json_body_is_refused_before_it_is_read(app, client):
+    app.config["MAX_JSON_BYTES"] = app.config["MAX_CONTENT_LENGTH"] = 1024
+    response = client.post(
+        "/api/v1/auth/token",
+        data=b'{"tenant": "' + b"x" * 4096 + b'"}',
+        content_type="application/json",
+    )
+    assert_problem(response, 413, "payload_too_large")

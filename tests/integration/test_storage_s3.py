@@ -26,9 +26,6 @@ from tests.support.s3server import S3Server, aws_environment, moto_s3
 
 pytestmark = pytest.mark.integration
 
-# The session-scoped fixture lives in tests.support.s3server; bind it here until the suite's
-# shared fixtures register it (then this line can go).
-s3_server = s3server.s3_server
 
 MiB = 1024 * 1024
 # Small enough to observe multipart with a 12 MiB object; moto enforces S3's 5 MiB minimum.

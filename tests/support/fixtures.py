@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.factories import make_api_key, make_platform_key, make_tenant
+from tests.support.s3server import s3_server  # noqa: F401 (a shared moto S3 server)
 
 
 @pytest.fixture
