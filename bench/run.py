@@ -287,12 +287,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 def production(work: Path, args: argparse.Namespace) -> dict[str, object]:
     """Scenarios 2-3 on PostgreSQL + Redis + S3 (moto over HTTP)."""
-    from tests.stack import _postgres_database, _redis_db
+    from tests.stack import postgres_database, redis_db
     from tests.support.s3server import moto_s3
 
     with ExitStack() as stack:
-        database_url = stack.enter_context(_postgres_database())
-        redis_url = stack.enter_context(_redis_db())
+        database_url = stack.enter_context(postgres_database())
+        redis_url = stack.enter_context(redis_db())
         s3 = stack.enter_context(moto_s3())
         env = service_env(
             work / "production",

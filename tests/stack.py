@@ -25,7 +25,7 @@ is_production = STACK == "production"
 
 
 @contextmanager
-def _postgres_database() -> Iterator[str]:
+def postgres_database() -> Iterator[str]:
     import psycopg
 
     name = f"ctxcloud_test_{secrets.token_hex(4)}"
@@ -43,7 +43,7 @@ def _postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def _redis_db() -> Iterator[str]:
+def redis_db() -> Iterator[str]:
     import redis
 
     url = f"{REDIS_BASE_URL}/{REDIS_DB_INDEX}"
@@ -67,8 +67,8 @@ def configured(tmp_path_factory) -> Iterator[dict]:
     from tests.support.s3server import aws_environment, moto_s3
 
     with ExitStack() as stack:
-        database_url = stack.enter_context(_postgres_database())
-        redis_url = stack.enter_context(_redis_db())
+        database_url = stack.enter_context(postgres_database())
+        redis_url = stack.enter_context(redis_db())
         s3 = stack.enter_context(moto_s3())
         stack.enter_context(aws_environment(s3.env))
         yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **s3.config()}

@@ -6,15 +6,21 @@ import json
 
 import pytest
 
+from tests import stack
 from tests.support.server import cli
 
 
 @pytest.fixture
 def env(stack_config, tmp_path):
+    """The stack's settings as variables, with a database of its own (these tests migrate it)."""
     values = {"CTXCLOUD_ENV": "testing", "CTXCLOUD_DATA_DIR": str(tmp_path / "data")}
     for key, value in stack_config.items():
         values[f"CTXCLOUD_{key}"] = str(value)
-    return values
+    if not stack.is_production:
+        yield values
+        return
+    with stack.postgres_database() as url:
+        yield {**values, "CTXCLOUD_DATABASE_URL": url}
 
 
 def one_json_object(stdout: str) -> dict:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import random
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from app.objects import RESPONSE_CHUNK
 from tests import stack
 from tests.api.test_core import assert_problem
 from tests.support.context import (
+    StoredFile,
     context_url,
     create_project,
     entry_url,
@@ -62,11 +62,11 @@ def put(client, auth, path: str, data: bytes, slug: str = "vault") -> None:
     assert response.status_code in (200, 201), response.get_data(as_text=True)
 
 
-def object_of(app, project: dict, path: str) -> Path:
+def object_of(app, project: dict, path: str) -> StoredFile:
     return object_file(app, object_key_of(app, project["id"], path))
 
 
-def rewrite(file: Path, change) -> None:
+def rewrite(file: StoredFile, change) -> None:
     file.write_bytes(change(file.read_bytes()))
 
 
@@ -299,7 +299,7 @@ def test_object_of_another_project_fails(app, client, auth, project, caplog):
     same = b"identical plaintext in both projects\n" * 20
     put(client, auth, "a", same)
     put(client, auth, "a", same, slug="other")
-    shutil.copyfile(object_of(app, other, "a"), object_of(app, project, "a"))
+    object_of(app, project, "a").write_bytes(object_of(app, other, "a").read_bytes())
     with caplog.at_level(logging.ERROR, logger="ctxcloud"):
         response = client.get(entry_url("vault", "a"), headers=auth)
     assert_refused_before_any_byte(response, same, caplog)
@@ -314,7 +314,7 @@ def test_object_of_another_tenant_fails(app, client, auth, project, caplog):
     put(client, auth, "a", same)
     put(client, second_auth, "a", same)
     mine = object_of(app, project, "a")
-    shutil.copyfile(object_of(app, theirs, "a"), mine)
+    mine.write_bytes(object_of(app, theirs, "a").read_bytes())
     with caplog.at_level(logging.ERROR, logger="ctxcloud"):
         response = client.get(entry_url("vault", "a"), headers=auth)
     assert_refused_before_any_byte(response, same, caplog)
@@ -346,7 +346,9 @@ def test_integrity_error_body_reveals_nothing(app, client, auth, project, caplog
     with caplog.at_level(logging.ERROR, logger="ctxcloud"):
         response = client.get(entry_url("vault", "a"), headers=auth)
     text = response.get_data(as_text=True)
-    assert key not in text and str(storage(app).root) not in text and "Traceback" not in text
+    assert key not in text and "Traceback" not in text
+    root = getattr(storage(app), "root", None)
+    assert root is None or str(root) not in text
 
 
 # Master keys -----------------------------------------------------------------------------------
@@ -482,8 +484,8 @@ def test_object_names_and_bytes_reveal_nothing(app, app_config, client, tenant, 
     }
     for data in [*paths.values(), ("COMMITTED-PLAINTEXT " * 100).encode()]:
         forbidden |= {sha256(data), sha256(data)[:16], sha256(data)[:8]}
-    root = Path(storage(app).root)
-    names = [str(p.relative_to(root)) for p in root.rglob("*")]
+    root = getattr(storage(app), "root", None)  # local backend: every file name too
+    names = [str(p.relative_to(root)) for p in Path(root).rglob("*")] if root else []
     for name in [*keys, *names]:
         for secret in forbidden:
             assert secret.lower() not in name.lower(), (secret, name)
@@ -491,15 +493,11 @@ def test_object_names_and_bytes_reveal_nothing(app, app_config, client, tenant, 
     # No stored byte, in objects or anywhere else in the data directory (database included),
     # holds the entries' contents.
     data_dir = Path(app_config["DATA_DIR"])
-    for file in data_dir.rglob("*"):
-        if file.is_file():
-            content = file.read_bytes()
-            for needle in (
-                b"TOP-SECRET-PLAINTEXT",
-                b"hello plaintext world",
-                b"COMMITTED-PLAINTEXT",
-            ):
-                assert needle not in content, (needle, file)
+    contents = [file.read_bytes() for file in data_dir.rglob("*") if file.is_file()]
+    contents += [object_file(app, key).read_bytes() for key in keys]
+    for content in contents:
+        for needle in (b"TOP-SECRET-PLAINTEXT", b"hello plaintext world", b"COMMITTED-PLAINTEXT"):
+            assert needle not in content, needle
     # Each object is its plaintext's size plus the format's fixed overhead, nothing more.
     plaintexts = [*paths.values(), ("COMMITTED-PLAINTEXT " * 100).encode()]
     assert sorted(object_file(app, key).stat().st_size for key in keys) == sorted(

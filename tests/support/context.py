@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -63,14 +65,39 @@ def stored_keys(app: flask.Flask) -> set[str]:
 
 
 def temp_files(app: flask.Flask) -> list[str]:
-    """Upload leftovers in the local backend's temp area (empty unless an upload is running)."""
-    tmp = Path(storage(app).root) / ".tmp"
-    return sorted(os.listdir(tmp)) if tmp.is_dir() else []
+    """Upload leftovers: the local backend's temp files, or S3 multipart uploads in progress."""
+    backend = storage(app)
+    if hasattr(backend, "root"):
+        tmp = Path(backend.root) / ".tmp"
+        return sorted(os.listdir(tmp)) if tmp.is_dir() else []
+    uploads = backend.client.list_multipart_uploads(Bucket=backend.bucket, Prefix=backend.prefix)
+    return sorted(upload["Key"] for upload in uploads.get("Uploads", []))
 
 
-def object_file(app: flask.Flask, key: str) -> Path:
-    """Where the local backend keeps an object."""
-    return Path(storage(app).root) / key
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored object, read and rewritten through the backend (any backend), as an operator
+    with storage access could; the same calls as a pathlib.Path."""
+
+    app: flask.Flask
+    key: str
+
+    def read_bytes(self) -> bytes:
+        return b"".join(storage(self.app).get(self.key))
+
+    def write_bytes(self, data: bytes) -> None:
+        storage(self.app).put(self.key, [data])
+
+    def unlink(self) -> None:
+        storage(self.app).delete(self.key)
+
+    def stat(self) -> SimpleNamespace:
+        return SimpleNamespace(st_size=storage(self.app).head(self.key).size)
+
+
+def object_file(app: flask.Flask, key: str) -> StoredFile:
+    """The stored object `key`, to read or tamper with."""
+    return StoredFile(app, key)
 
 
 def object_keys_of(app: flask.Flask, project_id: str) -> set[str]:
