@@ -1,6 +1,6 @@
 """Streaming a big entry through the whole service, beside its baselines, in one run.
 
-Usage: python -m bench.streaming [--mib 1024] [--runs 3] [--json PATH]
+Usage: python -m bench.streaming [--mib 1024] [--runs 3] [--json PATH] [--s3]
 
 Measured on this machine in the same run, each the median (min-max) of --runs:
 - ctxcloud PUT and GET of one entry of --mib MiB through gunicorn (local backend, encrypted),
@@ -193,25 +193,8 @@ def provision(env: dict[str, str]) -> str:
     return json.loads(result.stdout)["key"]
 
 
-def run(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
-    size = mib * MIB
-    results: dict[str, object] = {"mib": mib, "runs": runs}
-    results.update(raw_crypto(min(mib, 256), runs))
-    results.update(raw_disk(work_dir, mib, runs))
-
-    with gunicorn({}, work_dir / "logs", workers=1, threads=4, app="bench.bare_app:app") as bare:
-        ups = [
-            measured_transfer(bare, lambda: upload(bare.url, "/sink", size, {}))
-            for _ in range(runs)
-        ]
-        downs = [
-            measured_transfer(bare, lambda: download(bare.url, f"/source?bytes={size}", size, {}))
-            for _ in range(runs)
-        ]
-    results["bare_upload_mb_s"] = median_range([r for r, _ in ups])
-    results["bare_download_mb_s"] = median_range([r for r, _ in downs])
-
-    env = service_env(work_dir / "data")
+def service_transfers(env: dict[str, str], work_dir: Path, size: int, runs: int):
+    """PUT then GET one entry of `size` bytes `runs` times through gunicorn (1 worker)."""
     key = provision(env)
     auth = {"Authorization": f"Bearer {key}"}
     with gunicorn(env, work_dir / "logs", workers=1, threads=4) as server:
@@ -234,6 +217,76 @@ def run(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
             measured_transfer(server, lambda: download(server.url, path, size, auth))
             for _ in range(runs)
         ]
+    return ups, downs
+
+
+def run_s3(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
+    """The service on S3 (moto over HTTP) through gunicorn, beside boto3 alone on the same
+    server moving the same bytes: the ratio is what the service costs over the SDK."""
+    import boto3
+
+    from tests.support.s3server import aws_environment, moto_s3
+
+    size = mib * MIB
+    payload = BLOCK * mib
+    results: dict[str, object] = {"mib": mib, "runs": runs}
+    with moto_s3() as s3, aws_environment(s3.env):
+        client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
+
+        def boto_put() -> float:
+            started = time.perf_counter()
+            client.put_object(Bucket=s3.bucket, Key="baseline.bin", Body=payload)
+            return size / (time.perf_counter() - started) / 1e6
+
+        def boto_get() -> float:
+            started = time.perf_counter()
+            body = client.get_object(Bucket=s3.bucket, Key="baseline.bin")["Body"]
+            received = sum(len(chunk) for chunk in body.iter_chunks(MIB))
+            if received != size:
+                raise RuntimeError("boto3 read the wrong size")
+            return size / (time.perf_counter() - started) / 1e6
+
+        results["boto3_put_mb_s"] = median_range([boto_put() for _ in range(runs)])
+        results["boto3_get_mb_s"] = median_range([boto_get() for _ in range(runs)])
+        client.delete_object(Bucket=s3.bucket, Key="baseline.bin")
+        env = {
+            **service_env(work_dir / "s3-data"),
+            **s3.env,
+            **{f"CTXCLOUD_{name}": str(value) for name, value in s3.config().items()},
+        }
+        ups, downs = service_transfers(env, work_dir, size, runs)
+    results["service_s3_upload_mb_s"] = median_range([r for r, _ in ups])
+    results["service_s3_download_mb_s"] = median_range([r for r, _ in downs])
+    results["service_s3_upload_rss_growth_mib"] = median_range([m for _, m in ups])
+    results["service_s3_download_rss_growth_mib"] = median_range([m for _, m in downs])
+    results["s3_upload_ratio_to_boto3"] = round(
+        results["service_s3_upload_mb_s"]["median"] / results["boto3_put_mb_s"]["median"], 3
+    )
+    results["s3_download_ratio_to_boto3"] = round(
+        results["service_s3_download_mb_s"]["median"] / results["boto3_get_mb_s"]["median"], 3
+    )
+    return results
+
+
+def run(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
+    size = mib * MIB
+    results: dict[str, object] = {"mib": mib, "runs": runs}
+    results.update(raw_crypto(min(mib, 256), runs))
+    results.update(raw_disk(work_dir, mib, runs))
+
+    with gunicorn({}, work_dir / "logs", workers=1, threads=4, app="bench.bare_app:app") as bare:
+        ups = [
+            measured_transfer(bare, lambda: upload(bare.url, "/sink", size, {}))
+            for _ in range(runs)
+        ]
+        downs = [
+            measured_transfer(bare, lambda: download(bare.url, f"/source?bytes={size}", size, {}))
+            for _ in range(runs)
+        ]
+    results["bare_upload_mb_s"] = median_range([r for r, _ in ups])
+    results["bare_download_mb_s"] = median_range([r for r, _ in downs])
+
+    ups, downs = service_transfers(service_env(work_dir / "data"), work_dir, size, runs)
     results["service_upload_mb_s"] = median_range([r for r, _ in ups])
     results["service_download_mb_s"] = median_range([r for r, _ in downs])
     results["service_upload_rss_growth_mib"] = median_range([m for _, m in ups])
@@ -252,9 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="the service on S3 (moto) beside boto3 alone, instead of local",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ctxcloud-bench-") as tmp:
-        results = run(args.mib, args.runs, Path(tmp))
+        results = (run_s3 if args.s3 else run)(args.mib, args.runs, Path(tmp))
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
