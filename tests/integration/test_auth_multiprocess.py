@@ -18,18 +18,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 import requests
 
 from app import create_app
+from tests.stack import postgres_database
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user
 from tests.support.server import Server, cli, gunicorn
 
 pytestmark = [pytest.mark.server, pytest.mark.integration]
 
-PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CTXCLOUD_TEST_AUTH_REDIS", "redis://127.0.0.1:6379/14")
 WHOAMI = "/api/v1/auth/whoami"
 
@@ -64,22 +63,6 @@ def app_config(env: dict[str, str]) -> dict:
     config["MASTER_KEYS"] = json.loads(config["MASTER_KEYS"])
     config["TRUSTED_PROXY_HOPS"] = 1
     return config
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"ctxcloud_test_auth_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @contextmanager

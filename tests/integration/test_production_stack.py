@@ -19,9 +19,9 @@ from tests.integration.test_auth_multiprocess import (
     REDIS_URL,
     Deployment,
     deployment,
-    postgres_database,
     secrets_env,
 )
+from tests.stack import postgres_database
 from tests.support.factories import bearer, make_api_key, make_tenant
 from tests.support.s3server import aws_environment, moto_s3
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import pytest
 import requests
 
 from tests.support.server import free_port
+from tests.support.server import stop as stop_process
 
 __all__ = ["DEFAULT_BUCKET", "S3_ENV", "S3Server", "aws_environment", "moto_s3", "s3_server"]
 
@@ -107,16 +107,8 @@ class S3Server:
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM moto's process group, SIGKILL if it lingers; S3 is down afterwards."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
+        if process is not None:
+            stop_process(process, timeout)
 
     def close(self) -> None:
         self.stop()
