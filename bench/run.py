@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
+from bench.streaming import provision  # noqa: E402
 from tests.support.server import cli, gunicorn  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "scenario.lua"
-SCOPES = "projects:read,projects:write,context:read,context:write"
 
 
 def require_wrk() -> str:
@@ -107,21 +107,7 @@ class Service:
                 raise RuntimeError(f"ctxcloud {' '.join(args)}: {result.stderr[-2000:]}")
             return result.stdout
 
-        run("db", "upgrade")
-        run("tenants", "create", "bench", "--json")
-        self.key = json.loads(
-            run(
-                "api-keys",
-                "create",
-                "--tenant",
-                "bench",
-                "--name",
-                "bench",
-                "--scopes",
-                SCOPES,
-                "--json",
-            )
-        )["key"]
+        self.key = provision(self.env)  # schema, tenant "bench", a full-scope API key
         self.password = "bench-password-" + os.urandom(8).hex()
         run(
             "users",
