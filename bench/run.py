@@ -59,7 +59,7 @@ def wrk(
         "-c",
         str(connections),
         "-d",
-        f"{duration}s",
+        f"{max(1, round(duration))}s",  # wrk takes whole seconds
         "--timeout",
         "10s",
         "-s",
