@@ -1,10 +1,13 @@
-"""Rate limits per credential (or client address): the tenant's limit, else the default.
+"""Rate limits per credential (or client address), and a tenant-wide ceiling.
 
-Fixed windows, counted in Redis when ``REDIS_URL`` is set (every process and host shares
-them) and in process memory otherwise. A hit is one Redis round trip (SET NX + INCR + PTTL
-in one transaction) that answers both "allowed?" and the RateLimit-* headers; limit strings
-are parsed once (``limits``, flask-limiter's engine); the caller is authenticated once (the
-route reuses it); health probes and the API docs skip the limiter entirely.
+A credential spends its tenant's `rate_limit` (else the service default); every request of
+a tenant also spends the tenant's window, which refuses past the tenant's
+`tenant_rate_limit` when one is set and otherwise only counts (the usage endpoint reports
+it). Fixed windows, counted in Redis when ``REDIS_URL`` is set (every process and host shares
+them) and in process memory otherwise. A request's hits are one Redis round trip (SET NX +
+INCR + PTTL per window, in one transaction) that answers both "allowed?" and the RateLimit-*
+headers; limit strings are parsed once (``limits``, flask-limiter's engine); the caller is
+authenticated once (the route reuses it); health probes and the API docs skip the limiter entirely.
 
 flask-limiter itself is not used: its per-request dispatch (limit resolution, exemption
 scopes, request-context bookkeeping, a second storage read for the headers) and limits'
@@ -35,6 +38,8 @@ EXTENSION = "ctxcloud.ratelimit"
 # Health probes and the API docs are never limited.
 UNLIMITED_BLUEPRINTS = frozenset({"health", "api-docs", "docs_assets"})
 _UNKNOWN = object()
+# The window a tenant's requests are counted in when it has no tenant-wide ceiling.
+TENANT_COUNT_WINDOW = "1/minute"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Window:
     limit: int
     remaining: int
     reset_at: float
+    count: int = 0
 
     def headers(self) -> dict[str, str]:
         return {
@@ -56,6 +62,10 @@ class Window:
 
 class Counters(Protocol):
     def hit(self, item: RateLimitItem, key: str) -> Window: ...
+
+    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]: ...
+
+    def peek(self, item: RateLimitItem, key: str) -> Window: ...
 
 
 class ProcessCounters:
@@ -80,7 +90,24 @@ class ProcessCounters:
                 window = self.windows[key] = [now + item.get_expiry(), 0]
             window[1] += 1
             count, reset_at = window[1], window[0]
-        return Window(count <= item.amount, item.amount, max(0, item.amount - count), reset_at)
+        return Window(
+            count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count
+        )
+
+    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
+        return [self.hit(item, key) for item, key in hits]
+
+    def peek(self, item: RateLimitItem, key: str) -> Window:
+        now = time.time()
+        with self.lock:
+            window = self.windows.get(key)
+            if window is None or window[0] <= now:
+                count, reset_at = 0, now + item.get_expiry()
+            else:
+                count, reset_at = int(window[1]), window[0]
+        return Window(
+            count < item.amount, item.amount, max(0, item.amount - count), reset_at, count
+        )
 
 
 class RedisCounters:
@@ -90,14 +117,46 @@ class RedisCounters:
         self.client = client
 
     def hit(self, item: RateLimitItem, key: str) -> Window:
-        expiry = item.get_expiry()
+        return self.hit_many([(item, key)])[0]
+
+    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(key, 0, ex=expiry, nx=True)
-        pipe.incr(key)
+        for item, key in hits:
+            pipe.set(key, 0, ex=item.get_expiry(), nx=True)
+            pipe.incr(key)
+            pipe.pttl(key)
+        replies = pipe.execute()
+        now = time.time()
+        windows = []
+        for index, (item, _) in enumerate(hits):
+            count, ttl_ms = replies[3 * index + 1], replies[3 * index + 2]
+            reset_at = now + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
+            windows.append(
+                Window(
+                    count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count
+                )
+            )
+        return windows
+
+    def peek(self, item: RateLimitItem, key: str) -> Window:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(key)
         pipe.pttl(key)
-        _, count, ttl_ms = pipe.execute()
-        reset_at = time.time() + (ttl_ms / 1000 if ttl_ms > 0 else expiry)
-        return Window(count <= item.amount, item.amount, max(0, item.amount - count), reset_at)
+        value, ttl_ms = pipe.execute()
+        count = int(value or 0)
+        reset_at = time.time() + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
+        return Window(
+            count < item.amount, item.amount, max(0, item.amount - count), reset_at, count
+        )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit spent under one identity; an unenforced budget only counts (usage reports it)."""
+
+    limit: str
+    identity: tuple[str, ...]
+    enforced: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,31 +167,57 @@ class RateLimits:
     key_prefix: str
     default: str
 
-    def hit(self, limit: str, *identity: str) -> Window:
-        """Spend one unit of each of `limit`'s windows; 429 when one is spent.
+    def _key(self, item: RateLimitItem, identity: tuple[str, ...]) -> str:
+        return f"{self.key_prefix}{item.amount}/{item.get_expiry()}:{':'.join(identity)}"
 
-        Returns the first window's state (kept on ``g`` for the RateLimit-* headers).
+    def spend(self, *budgets: Budget) -> Window | None:
+        """Spend one unit of every window of every budget at once; 429 when an enforced one is
+        spent.
+
+        Returns the enforced window with the least left (for the RateLimit-* headers).
         """
-        name = ":".join(identity)
-        first = None
-        for item in parse_limit(limit):
-            key = f"{self.key_prefix}{item.amount}/{item.get_expiry()}:{name}"
-            window = self.counters.hit(item, key)
-            first = first or window
+        hits, owners = [], []
+        for budget in budgets:
+            for item in parse_limit(budget.limit):
+                hits.append((item, self._key(item, budget.identity)))
+                owners.append(budget)
+        binding = None
+        for (item, _), window, budget in zip(
+            hits, self.counters.hit_many(hits), owners, strict=True
+        ):
+            if not budget.enforced:
+                continue
             if not window.allowed:
                 headers = window.headers()
                 headers["Retry-After"] = headers["RateLimit-Reset"]
                 raise errors.RateLimited(
                     f"Rate limit exceeded: {item}. Retry later.", headers=headers
                 )
-        assert first is not None
-        return first
+            if binding is None or window.remaining < binding.remaining:
+                binding = window
+        return binding
+
+    def hit(self, limit: str, *identity: str) -> Window | None:
+        return self.spend(Budget(limit, identity))
+
+    def peek(self, budget: Budget) -> Window:
+        """The budget's first window as it stands, without spending."""
+        item = parse_limit(budget.limit)[0]
+        return self.counters.peek(item, self._key(item, budget.identity))
 
 
 @functools.lru_cache(maxsize=1024)
 def parse_limit(text: str) -> tuple[RateLimitItem, ...]:
     """ "600/minute" (or "10/second;600/minute") as limit items; ValueError when malformed."""
     return tuple(parse_many(text))
+
+
+def is_limit(text: Any) -> bool:
+    """True for a well-formed limit string such as "600/minute"."""
+    try:
+        return isinstance(text, str) and bool(parse_limit(text))
+    except ValueError:
+        return False
 
 
 def _caller() -> Any:
@@ -147,21 +232,35 @@ def _caller() -> Any:
     return caller
 
 
-def _limit_of(actor: Any, default: str) -> str:
-    """The caller's tenant's `rate_limit` setting when it is a valid limit, else the default."""
+def _valid(text: str | None) -> str | None:
+    if text and not is_limit(text):
+        log.warning("ignoring a malformed tenant rate limit", extra={"rate_limit": text})
+        return None
+    return text or None
+
+
+def tenant_budget(tenant_id: str, ceiling: str | None) -> Budget:
+    """Every request of a tenant counts in this window; it refuses only past a ceiling."""
+    return Budget(ceiling or TENANT_COUNT_WINDOW, ("tenant", tenant_id), enforced=bool(ceiling))
+
+
+def budgets_of(actor: Any, default: str) -> list[Budget]:
+    """The credential's budget (its tenant's `rate_limit`, else the default) and the tenant's.
+
+    A tenant object offers ``rate_limits() -> (per_credential, tenant_wide)``.
+    """
     tenant = getattr(actor, "tenant", None)
-    text = (getattr(tenant, "config", None) or {}).get("rate_limit")
-    if text:
-        try:
-            parse_limit(text)
-            return text
-        except (TypeError, ValueError):
-            log.warning("ignoring a malformed tenant rate limit", extra={"rate_limit": text})
-    return default
+    per_credential, tenant_wide = (
+        tenant.rate_limits() if hasattr(tenant, "rate_limits") else (None, None)
+    )
+    budgets = [Budget(_valid(per_credential) or default, (actor.log_name,))]
+    if tenant is not None:
+        budgets.append(tenant_budget(tenant.id, _valid(tenant_wide)))
+    return budgets
 
 
 def _limit_request() -> None:
-    """Spend the caller's budget: the user's or API key's, else the client address's."""
+    """Spend the caller's budgets: the credential's and its tenant's, else the address's."""
     request = flask.request
     if request.blueprint in UNLIMITED_BLUEPRINTS or request.endpoint is None:
         return
@@ -170,8 +269,17 @@ def _limit_request() -> None:
     if actor is None:
         window = limits.hit(limits.default, "addr", request.remote_addr or "-")
     else:
-        window = limits.hit(_limit_of(actor, limits.default), actor.log_name)
+        window = limits.spend(*budgets_of(actor, limits.default))
     flask.g.rate_limit_window = window
+
+
+def tenant_requests(tenant: Any) -> Window | None:
+    """The tenant's current window (requests so far, its ceiling if any); None when disabled."""
+    limits: RateLimits | None = flask.current_app.extensions.get(EXTENSION)
+    if limits is None:
+        return None
+    _, tenant_wide = tenant.rate_limits()
+    return limits.peek(tenant_budget(tenant.id, _valid(tenant_wide)))
 
 
 def _add_headers(response: flask.Response) -> flask.Response:

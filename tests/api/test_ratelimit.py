@@ -61,8 +61,8 @@ def test_a_user_spends_one_budget_across_logins(app, client, tenant):
 
 
 def test_the_tenants_own_limit_wins(app, client):
-    generous = make_tenant(app, "generous", config={"rate_limit": "5/minute"})
-    broken = make_tenant(app, "broken", config={"rate_limit": "lots"})
+    generous = make_tenant(app, "generous", config={"quotas": {"rate_limit": "5/minute"}})
+    broken = make_tenant(app, "broken", config={"quotas": {"rate_limit": "lots"}})
     _, generous_key = make_api_key(app, generous)
     _, broken_key = make_api_key(app, broken)
     statuses = [client.get(WHOAMI, headers=bearer(generous_key)).status_code for _ in range(6)]

@@ -224,7 +224,7 @@ def test_suspending_a_tenant_applies_on_every_process_at_once(deployed):
 def test_the_rate_limit_holds_across_servers_and_workers(production):
     deployed = production
     address = deployed.client_address()
-    tenant = make_tenant(deployed.app, config={"rate_limit": "10/hour"})
+    tenant = make_tenant(deployed.app, config={"quotas": {"rate_limit": "10/hour"}})
     _, secret = make_api_key(deployed.app, tenant, scopes=["projects:read"])
     answers = statuses(deployed.a, bearer(secret), address, 6)
     answers += statuses(deployed.b, bearer(secret), address, 6)
