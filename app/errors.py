@@ -95,6 +95,10 @@ class EntryTooLarge(ProblemError):
     status, code = 413, "entry_too_large"
 
 
+class UnsupportedMediaType(ProblemError):
+    status, code = 415, "unsupported_media_type"
+
+
 class RangeNotSatisfiable(ProblemError):
     status, code = 416, "range_not_satisfiable"
 

@@ -142,11 +142,22 @@ def tenant_resolved(tenant: Any, actor: Actor) -> None:
 
 @hookspec
 def tenant_deleting(tenant: Any) -> list[str] | None:
-    """A tenant is about to be deleted, inside the deleting transaction.
+    """A tenant is being deleted: called inside the deleting transaction.
 
-    Delete this plugin's rows of the tenant; return the storage object keys to remove once
-    the deletion has committed (or None). Every plugin's implementation is called; the tenant
-    row itself goes last, and every cached credential of the tenant dies with it.
+    Delete this plugin's rows of the tenant; return the storage object keys it owned (or
+    None). The tenant's data key is already destroyed, so those objects are unreadable; they
+    are deleted before the transaction commits, and a failure rolls the rows back so that
+    deleting again (``ctxcloud tenants purge``) finds them. Every implementation is called;
+    the tenant row goes last.
+    """
+
+
+@hookspec
+def tenant_usage(tenant: Any) -> Mapping[str, int] | None:
+    """Exact counts of what this plugin holds for the tenant, e.g. ``{"projects": 3}``.
+
+    Read at the time of the call (never a cached estimate); the answers of every plugin are
+    merged into ``GET /api/v1/tenants/{id}/usage``.
     """
 
 

@@ -45,3 +45,10 @@ def tenant_deleting(tenant):
     from plugins.auth_apikey.service import delete_tenant_keys
 
     delete_tenant_keys(tenant.id)
+
+
+@hookimpl
+def tenant_usage(tenant):
+    from plugins.auth_apikey.service import usage
+
+    return usage(tenant.id)

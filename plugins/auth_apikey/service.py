@@ -15,6 +15,8 @@ from app.ids import new_id
 from app.roles import PLATFORM_PERMISSIONS
 from plugins.auth_apikey.keys import generate_key, key_hash
 from plugins.auth_apikey.models import ApiKey
+from plugins.tenants import quotas
+from plugins.tenants.models import Tenant
 from plugins.tenants.revocation import credentials_changed
 
 PLATFORM_SCOPE = "platform:admin"
@@ -44,12 +46,26 @@ def _check_creator(actor: Actor, scopes: set[str], project_ids: set[str] | None)
         raise Forbidden("This credential is restricted to some projects; so is any key it makes.")
 
 
+def live_keys(tenant_id: str) -> peewee.ModelSelect:
+    """The tenant's keys that still work: not revoked, not expired (what max_api_keys counts)."""
+    return ApiKey.of_tenant(tenant_id).where(
+        ApiKey.expires_at.is_null() | (ApiKey.expires_at > utcnow())
+    )
+
+
 def _insert(**fields) -> tuple[ApiKey, str]:
-    """Insert with a fresh prefix, retrying on the (astronomically rare) prefix collision."""
+    """Insert with a fresh prefix, retrying on the (astronomically rare) prefix collision.
+
+    A tenant's key counts against its max_api_keys quota, checked in the same transaction.
+    """
+    tenant_id = fields.get("tenant_id")
     for attempt in range(3):
         prefix, secret = generate_key()
         try:
             with database.atomic():
+                if tenant_id is not None:
+                    tenant = Tenant.get_by_id(tenant_id)
+                    quotas.check_count(tenant, "max_api_keys", live_keys(tenant_id).count)
                 key = ApiKey.create(
                     id=new_id("key"), prefix=prefix, key_hash=key_hash(pepper(), secret), **fields
                 )
@@ -144,3 +160,7 @@ def revoke_api_key(tenant_id: str, key_id: str) -> None:
 
 def delete_tenant_keys(tenant_id: str) -> None:
     ApiKey.delete().where(ApiKey.tenant_id == tenant_id).execute()
+
+
+def usage(tenant_id: str) -> dict[str, int]:
+    return {"api_keys": live_keys(tenant_id).count()}

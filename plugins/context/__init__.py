@@ -8,6 +8,7 @@ from plugins.context.migrations import MIGRATIONS
 
 @hookimpl
 def config_defaults():
+    # MAX_ENTRY_BYTES and REVISIONS_KEPT are the defaults of the tenant quotas of those names.
     # REVISIONS_KEPT: None keeps every revision; N keeps the last N readable (context prune).
     return {"MAX_ENTRY_BYTES": 5 * 1024**3, "REVISIONS_KEPT": None}
 
@@ -38,3 +39,10 @@ def project_deleting(project):
     from plugins.context.service import delete_project_context
 
     return delete_project_context(project)
+
+
+@hookimpl
+def tenant_usage(tenant):
+    from plugins.context.service import usage
+
+    return usage(tenant.id)

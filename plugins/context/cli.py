@@ -11,6 +11,7 @@ from flask.cli import with_appcontext
 
 from plugins.context.pruning import prune_project
 from plugins.projects.models import Project
+from plugins.tenants.models import Tenant
 
 
 @click.group("context")
@@ -18,26 +19,44 @@ def context_group() -> None:
     """Context maintenance commands."""
 
 
+def projects_to_prune(keep: int | None, project_id: str | None) -> list[tuple[str, int]]:
+    """(project id, revisions to keep): `keep` for all, else each tenant's revisions_kept."""
+    query = (
+        Project.select(Project.id, Tenant)
+        .join(Tenant, on=(Project.tenant_id == Tenant.id))
+        .order_by(Project.id)
+    )
+    if project_id:
+        query = query.where(Project.id == project_id)
+    plan = []
+    for project in query:
+        kept = keep or project.tenant.setting("revisions_kept")
+        if kept:
+            plan.append((project.id, int(kept)))
+    return plan
+
+
 @context_group.command("prune")
 @click.option(
-    "--keep", type=click.IntRange(min=1), help="Revisions to keep (default: REVISIONS_KEPT)."
+    "--keep",
+    type=click.IntRange(min=1),
+    help="Revisions to keep in every project (default: each tenant's revisions_kept).",
 )
 @click.option("--project", "project_id", help="Only this project id (default: every project).")
 @click.option("--every", type=click.IntRange(min=1), help="Repeat every N seconds until stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per pass.")
 @with_appcontext
 def prune(keep: int | None, project_id: str | None, every: int | None, as_json: bool) -> None:
-    """Delete versions (and their objects) that no kept revision can read."""
+    """Delete versions (and their objects) that no kept revision can read.
+
+    Without --keep each project keeps its tenant's revisions_kept (the tenant's setting within
+    the platform's quota, else CTXCLOUD_REVISIONS_KEPT); tenants that keep everything are
+    skipped.
+    """
     from app.cli import emit
 
-    keep = keep or flask.current_app.config.get("REVISIONS_KEPT")
-    if not keep:
-        raise click.UsageError("give --keep N or set CTXCLOUD_REVISIONS_KEPT")
     while True:
-        query = Project.select(Project.id).order_by(Project.id)
-        if project_id:
-            query = query.where(Project.id == project_id)
-        results = [prune_project(row.id, int(keep)) for row in query]
+        results = [prune_project(pid, kept) for pid, kept in projects_to_prune(keep, project_id)]
         flask.current_app.extensions["ctxcloud"].database.close()
         versions = sum(r.versions_deleted for r in results)
         emit(
@@ -49,7 +68,8 @@ def prune(keep: int | None, project_id: str | None, every: int | None, as_json: 
                 "results": [dataclasses.asdict(r) for r in results if r.versions_deleted],
             },
             as_json,
-            f"pruned {versions} version(s) in {len(results)} project(s), keeping {keep}",
+            f"pruned {versions} version(s) in {len(results)} project(s), keeping "
+            + (str(keep) if keep else "each tenant's revisions_kept"),
         )
         if not every:
             return

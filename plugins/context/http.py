@@ -99,8 +99,9 @@ def entry_metadata() -> dict[str, Any]:
     return value
 
 
-def content_type() -> str:
-    value = flask.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+def content_type(default: str | None = None) -> str:
+    """The request's Content-Type, else `default` (the tenant's setting)."""
+    value = flask.request.headers.get("Content-Type") or default or DEFAULT_CONTENT_TYPE
     if len(value) > 255 or _CONTROL.search(value):
         raise ValidationFailed({"Content-Type": ["At most 255 printable characters."]})
     return value

@@ -61,4 +61,23 @@ def _initial(migrator, db) -> None:
     db.create_tables([EntryVersion, Entry, Revision])
 
 
-MIGRATIONS = [Migration("context.0001_initial", _initial, depends_on=("projects.0001_initial",))]
+def _count_stored_bytes(migrator, db) -> None:
+    """Count the bytes already stored per tenant into the usage rows quota checks lock."""
+    db.execute_sql(
+        "INSERT INTO tenant_usage (tenant_id, storage_bytes) "
+        "SELECT p.tenant_id, SUM(v.size) FROM context_entry_version v "
+        "JOIN project p ON p.id = v.project_id WHERE v.object_key IS NOT NULL "
+        "GROUP BY p.tenant_id "
+        "ON CONFLICT (tenant_id) DO UPDATE SET storage_bytes = excluded.storage_bytes"
+    )
+
+
+MIGRATIONS = [
+    Migration("context.0001_initial", _initial, depends_on=("projects.0001_initial",)),
+    Migration(
+        "context.0002_count_stored_bytes",
+        _count_stored_bytes,
+        depends_on=("context.0001_initial", "tenants.0002_usage"),
+        description="Stored bytes per tenant, for max_storage_bytes",
+    ),
+]

@@ -1,5 +1,7 @@
 """revisions_kept: drop versions no kept revision can read, and their objects; never current ones.
 
+Their bytes stop counting against the tenant's storage quota in the same transaction.
+
 Keeping K revisions means every revision from head-K+1 (the cutoff) to the head stays readable.
 A version older than the cutoff is needed only if it is its path's state at the cutoff; every
 other older version (and a deletion marker that is the state at the cutoff) can go. The
@@ -14,6 +16,7 @@ from app import objects
 from app.db import database, for_update
 from plugins.context.models import EntryVersion
 from plugins.projects.models import Project
+from plugins.tenants import quotas
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,11 @@ def prunable_versions(project: Project, cutoff: int) -> list[EntryVersion]:
     """Versions at or before `cutoff` that no revision from `cutoff` on can read."""
     older = (
         EntryVersion.select(
-            EntryVersion.id, EntryVersion.path, EntryVersion.deleted, EntryVersion.object_key
+            EntryVersion.id,
+            EntryVersion.path,
+            EntryVersion.deleted,
+            EntryVersion.object_key,
+            EntryVersion.size,
         )
         .where(EntryVersion.project == project.id, EntryVersion.revision <= cutoff)
         .order_by(EntryVersion.path, EntryVersion.revision)
@@ -58,6 +65,7 @@ def prune_project(project_id: str, keep: int) -> PruneResult:
         ids = [v.id for v in doomed]
         for start in range(0, len(ids), 500):
             EntryVersion.delete().where(EntryVersion.id.in_(ids[start : start + 500])).execute()
+        quotas.release_storage(project.tenant_id, sum(v.size for v in doomed if v.object_key))
         if cutoff > project.history_starts_at:
             Project.update(history_starts_at=cutoff).where(Project.id == project.id).execute()
     objects.delete_quietly(keys)

@@ -225,6 +225,7 @@ class EntryItem(MethodView):
             "404": {"$ref": "#/components/responses/NotFound"},
             "412": {"$ref": "#/components/responses/PreconditionFailed"},
             "413": {"$ref": "#/components/responses/EntryTooLarge"},
+            "415": {"$ref": "#/components/responses/UnsupportedMediaType"},
             "422": {"$ref": "#/components/responses/ValidationError"},
         },
     )
@@ -233,17 +234,23 @@ class EntryItem(MethodView):
 
         Streams the body to encrypted storage and records it as a new revision: 201 when the
         path is new, 200 when it replaced a version. Honours `If-Match` and
-        `If-None-Match: *`; verifies `Content-SHA256`.
+        `If-None-Match: *`; verifies `Content-SHA256`. An entry past the tenant's
+        `max_entry_bytes` is a 413 (from `Content-Length` before the body is read, else while
+        streaming); bytes that would pass `max_storage_bytes` are a 403 `quota_exceeded`; a
+        type outside the tenant's `allowed_content_types` is a 415. Nothing is stored then.
         """
         actor = current_actor()
+        tenant = actor.tenant
         path = http.entry_path(path)
-        content_type, metadata = http.content_type(), http.entry_metadata()
-        expected = http.expected_sha256()
+        content_type = http.content_type(tenant.setting("default_content_type"))
+        service.check_content_type(tenant, content_type)
+        metadata, expected = http.entry_metadata(), http.expected_sha256()
         write = service.EntryWrite(
             path=path,
-            chunks=http.request_chunks(flask.current_app.config["MAX_ENTRY_BYTES"]),
+            chunks=http.request_chunks(service.entry_limit(tenant)),
             content_type=content_type,
             metadata=metadata,
+            size_hint=flask.request.content_length,
         )
         version, created = service.put_entry(actor, project, write, http.preconditions(), expected)
         return flask.Response(
@@ -285,18 +292,23 @@ class Commits(MethodView):
     @blp.alt_response(404, response="NotFound")
     @blp.alt_response(409, response="Conflict")
     @blp.alt_response(413, response="EntryTooLarge")
+    @blp.alt_response(415, response="UnsupportedMediaType")
     @blp.alt_response(422, response="ValidationError")
     def post(self, data, project):
         """Commit several changes atomically
 
         Every put and delete becomes one revision, or nothing changes. With `parent_revision`,
         a head that moved since is a 409; deleting an absent entry is a 409; an invalid path is
-        a 400 `invalid_path`, as in entry URLs.
+        a 400 `invalid_path`, as in entry URLs. Quotas apply as for single writes: 413 for an
+        entry past `max_entry_bytes`, 403 `quota_exceeded` when the puts together would pass
+        `max_storage_bytes`, 415 for a type the tenant does not allow.
         """
-        writes = service.decode_commit_puts(data["put"])
-        limit = flask.current_app.config["MAX_ENTRY_BYTES"]
+        tenant = current_actor().tenant
+        writes = service.decode_commit_puts(data["put"], tenant.setting("default_content_type"))
+        limit = service.entry_limit(tenant)
         for write in writes:
-            if sum(len(c) for c in write.chunks) > limit:
+            service.check_content_type(tenant, write.content_type)
+            if write.size_hint > limit:
                 raise EntryTooLarge(f"{write.path!r} is larger than {limit} bytes.")
         return service.commit(
             current_actor(),
@@ -333,5 +345,9 @@ class RevisionItem(MethodView):
     @blp.response(200, RevisionSchema)
     @blp.alt_response(404, response="NotFound")
     def get(self, project, number):
-        """Read a revision"""
+        """Read a revision
+
+        Who made it, when, with what message, and which paths it wrote or deleted. The
+        context as it was then is the manifest with `?revision=N`.
+        """
         return service.revision_detail(projects.resolve(current_actor(), project), number)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +24,15 @@ from app.errors import (
     InvalidPath,
     NotFound,
     PreconditionFailed,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from plugins.context.models import Entry, EntryVersion, Revision
 from plugins.context.paths import validate_path
 from plugins.projects import service as projects
 from plugins.projects.models import Project
+from plugins.tenants import config as tenant_config
+from plugins.tenants import quotas
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TEXT_TYPES = {
@@ -72,6 +75,43 @@ class EntryWrite:
     chunks: Iterable[bytes]
     content_type: str = DEFAULT_CONTENT_TYPE
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The size announced before the bytes arrive (Content-Length), to refuse early.
+    size_hint: int | None = None
+
+
+def entry_limit(tenant: Any) -> int:
+    """The largest entry the tenant may write (its max_entry_bytes quota)."""
+    limit = tenant.quota("max_entry_bytes") if tenant is not None else None
+    return quotas.UNLIMITED_BYTES if limit is None else limit
+
+
+def check_content_type(tenant: Any, content_type: str) -> None:
+    """415 unless the tenant's allowed_content_types admit `content_type`."""
+    if tenant is not None and not tenant_config.allows_content_type(tenant, content_type):
+        base = content_type.split(";", 1)[0].strip()
+        raise UnsupportedMediaType(
+            f"The tenant allows no entries of type {base!r}.",
+            allowed=tenant.setting("allowed_content_types"),
+        )
+
+
+def _space_for(tenant: Any, sizes: Iterable[int | None]) -> int | None:
+    """Bytes the tenant may still store (None: no quota); 403 now if a known size won't fit."""
+    space = quotas.storage_left(tenant)
+    wanted = sum(size for size in sizes if size is not None)
+    if space is not None and wanted > space:
+        raise quotas.no_space(tenant, wanted)
+    return space
+
+
+def _within(chunks: Iterable[bytes], tenant: Any, space: int) -> Iterator[bytes]:
+    """The chunks, stopping with 403 quota_exceeded as soon as they pass `space` bytes."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > space:
+            raise quotas.no_space(tenant, total)
+        yield chunk
 
 
 def is_text(content_type: str) -> bool:
@@ -265,7 +305,9 @@ def put_entry(
     validate_path(write.path)
     project = projects.resolve(actor, project_ref)
     preconditions.check(head_entry(project, write.path))  # fail before the upload if we can
-    stored = objects.store(actor.tenant_id, project.id, write.chunks)
+    space = _space_for(actor.tenant, [write.size_hint])
+    chunks = write.chunks if space is None else _within(write.chunks, actor.tenant, space)
+    stored = objects.store(actor.tenant_id, project.id, chunks)
     try:
         if expected_sha256 is not None and stored.sha256 != expected_sha256:
             raise ChecksumMismatch("The body's SHA-256 does not match Content-SHA256.")
@@ -273,6 +315,7 @@ def put_entry(
             project = projects.resolve(actor, project_ref, lock=True)
             current = head_entry(project, write.path)
             preconditions.check(current)
+            quotas.add_storage(actor.tenant, stored.size)
             number = _new_revision(project, actor, "", [{"path": write.path, "action": "put"}])
             version = _record_put(project, number, write, stored)
     except BaseException:
@@ -295,8 +338,13 @@ def delete_entry(actor: Actor, project_ref: str, path: str, preconditions: Preco
     return number
 
 
-def decode_commit_puts(puts: list[dict[str, Any]]) -> list[EntryWrite]:
-    """Commit entries as EntryWrites; content is text (UTF-8) or base64 bytes, exactly one."""
+def decode_commit_puts(
+    puts: list[dict[str, Any]], default_type: str = DEFAULT_CONTENT_TYPE
+) -> list[EntryWrite]:
+    """Commit entries as EntryWrites; content is text (UTF-8) or base64 bytes, exactly one.
+
+    Bytes without a content_type get `default_type` (the tenant's setting); text gets
+    text/plain."""
     errors: dict[str, Any] = {}
     writes = []
     for index, item in enumerate(puts):
@@ -312,13 +360,14 @@ def decode_commit_puts(puts: list[dict[str, Any]]) -> list[EntryWrite]:
                 continue
         else:
             data = item["content"].encode("utf-8")
-        default_type = "text/plain; charset=utf-8" if has_text else DEFAULT_CONTENT_TYPE
         writes.append(
             EntryWrite(
                 path=item["path"],
                 chunks=[data],
-                content_type=item.get("content_type") or default_type,
+                content_type=item.get("content_type")
+                or ("text/plain; charset=utf-8" if has_text else default_type),
                 metadata=item.get("metadata") or {},
+                size_hint=len(data),
             )
         )
     if errors:
@@ -352,6 +401,7 @@ def commit(
         )
     project = projects.resolve(actor, project_ref)
     _check_parent(project, parent_revision)
+    _space_for(actor.tenant, [write.size_hint for write in puts])
     stored: list[objects.StoredObject] = []
     try:
         for write in puts:
@@ -362,6 +412,7 @@ def commit(
             missing = [path for path in deletes if head_entry(project, path) is None]
             if missing:
                 raise Conflict(f"Cannot delete {missing[0]!r}: no such entry.")
+            quotas.add_storage(actor.tenant, sum(obj.size for obj in stored))
             changes = [{"path": w.path, "action": "put"} for w in puts] + [
                 {"path": path, "action": "delete"} for path in deletes
             ]
@@ -382,14 +433,26 @@ def _check_parent(project: Project, parent_revision: int | None) -> None:
 
 
 def delete_project_context(project: Project) -> list[str]:
-    """Remove every row of the project's context; return its object keys for deletion."""
-    keys = [
-        key
-        for (key,) in EntryVersion.select(EntryVersion.object_key)
+    """Remove every row of the project's context, freeing its bytes; return its object keys."""
+    stored = list(
+        EntryVersion.select(EntryVersion.object_key, EntryVersion.size)
         .where(EntryVersion.project == project.id, EntryVersion.object_key.is_null(False))
         .tuples()
-    ]
+    )
+    keys = [key for key, _ in stored]
+    quotas.release_storage(project.tenant_id, sum(size for _, size in stored))
     Entry.delete().where(Entry.project == project.id).execute()
     EntryVersion.delete().where(EntryVersion.project == project.id).execute()
     Revision.delete().where(Revision.project == project.id).execute()
     return keys
+
+
+def usage(tenant_id: str) -> dict[str, int]:
+    """Live entries of every project of the tenant."""
+    entries = (
+        Entry.select()
+        .join(Project, on=(Entry.project == Project.id))
+        .where(Project.tenant_id == tenant_id)
+        .count()
+    )
+    return {"entries": entries}

@@ -16,3 +16,17 @@ def register_blueprints(app):
 @hookimpl
 def database_migrations():
     return MIGRATIONS
+
+
+@hookimpl
+def tenant_deleting(tenant):
+    from plugins.projects.service import delete_tenant_projects
+
+    return delete_tenant_projects(tenant.id)
+
+
+@hookimpl
+def tenant_usage(tenant):
+    from plugins.projects.service import usage
+
+    return usage(tenant.id)

@@ -16,6 +16,7 @@ from app.db import database, for_update, utcnow
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from plugins.projects.models import Project
+from plugins.tenants import quotas
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_METADATA_BYTES = 64 * 1024
@@ -64,6 +65,9 @@ def create(actor: Actor, data: dict[str, Any]) -> Project:
         slug = base if attempt == 1 else f"{base[:58]}-{attempt}"
         try:
             with database.atomic():
+                quotas.check_count(
+                    actor.tenant, "max_projects", Project.of_tenant(actor.tenant_id).count
+                )
                 return Project.create(
                     id=new_id("prj"),
                     tenant_id=actor.tenant_id,
@@ -95,9 +99,27 @@ def update(actor: Actor, ref: str, changes: dict[str, Any]) -> Project:
 
 def delete(actor: Actor, ref: str) -> None:
     """Delete the project and its context; stored objects go after the commit."""
-    pm = flask.current_app.extensions["ctxcloud"].pm
     with database.atomic():
         project = resolve(actor, ref, lock=True)
-        keys = [key for result in pm.hook.project_deleting(project=project) for key in result or ()]
-        project.delete_instance()
+        keys = _delete_rows(project)
     objects.delete_quietly(keys)
+
+
+def _delete_rows(project: Project) -> list[str]:
+    """Every plugin's rows of the project (``project_deleting``), then the project; its keys."""
+    pm = flask.current_app.extensions["ctxcloud"].pm
+    keys = [key for result in pm.hook.project_deleting(project=project) for key in result or ()]
+    project.delete_instance()
+    return keys
+
+
+def delete_tenant_projects(tenant_id: str) -> list[str]:
+    """Every project of the tenant and its context (inside the tenant's deletion)."""
+    keys: list[str] = []
+    for project in for_update(Project.of_tenant(tenant_id).order_by(Project.id)):
+        keys.extend(_delete_rows(project))
+    return keys
+
+
+def usage(tenant_id: str) -> dict[str, int]:
+    return {"projects": Project.of_tenant(tenant_id).count()}

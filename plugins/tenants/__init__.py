@@ -14,6 +14,16 @@ def config_defaults():
         "AUTH_CACHE_TTL": 30,
         # Verified credentials kept per process and kind.
         "AUTH_CACHE_MAX_ENTRIES": 10000,
+        # Quotas every tenant gets unless its config overrides them (None: unlimited).
+        "MAX_PROJECTS": None,
+        "MAX_STORAGE_BYTES": None,
+        "MAX_USERS": None,
+        "MAX_API_KEYS": None,
+        # Requests per window of all a tenant's credentials together (None: no ceiling).
+        "RATE_LIMIT_TENANT": None,
+        # Settings every tenant gets unless its owner changes them.
+        "DEFAULT_CONTENT_TYPE": "application/octet-stream",
+        "ALLOWED_CONTENT_TYPES": None,
     }
 
 
@@ -38,8 +48,10 @@ def database_migrations():
 
 @hookimpl
 def startup(app):
+    from plugins.tenants.config import check_service_defaults
     from plugins.tenants.revocation import init_credentials
 
+    check_service_defaults(app.config)
     init_credentials(app)
 
 

@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 from app.cli import emit
 from app.errors import ProblemError
 from plugins.tenants import service
-from plugins.tenants.models import Tenant
+from plugins.tenants.models import DELETING, Tenant
 from plugins.tenants.schemas import TenantSchema
 
 
@@ -51,3 +51,24 @@ def create_tenant(slug: str, name: str | None, as_json: bool) -> None:
     with problems_as_click_errors():
         tenant = service.create_tenant(slug, name)
     emit(TenantSchema().dump(tenant), as_json, f"created tenant {tenant.slug} ({tenant.id})")
+
+
+@tenants_group.command("purge")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Confirm deleting a tenant that is not yet deleting.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def purge_tenant(slug: str, yes: bool, as_json: bool) -> None:
+    """Finish deleting a tenant (or delete one, with --yes): data key, rows, objects."""
+    tenant = tenant_from_slug(slug)
+    if tenant.status != DELETING and not yes:
+        raise click.UsageError(
+            f"tenant {slug!r} is {tenant.status}, not being deleted; add --yes to delete it"
+        )
+    with problems_as_click_errors():
+        service.delete_tenant(tenant)
+    emit(
+        {"id": tenant.id, "slug": tenant.slug, "deleted": True},
+        as_json,
+        f"deleted tenant {tenant.slug} ({tenant.id})",
+    )

@@ -24,4 +24,24 @@ def _initial(migrator, db) -> None:
     db.create_tables([Tenant])
 
 
-MIGRATIONS = [Migration("tenants.0001_initial", _initial)]
+def _usage(migrator, db) -> None:
+    class TenantUsage(peewee.Model):
+        tenant_id = peewee.CharField(primary_key=True, max_length=32)
+        storage_bytes = peewee.BigIntegerField(default=0)
+
+        class Meta:
+            database = db
+            table_name = "tenant_usage"
+
+    db.create_tables([TenantUsage])
+
+
+MIGRATIONS = [
+    Migration("tenants.0001_initial", _initial),
+    Migration(
+        "tenants.0002_usage",
+        _usage,
+        depends_on=("tenants.0001_initial",),
+        description="Stored bytes per tenant, the row quota checks lock",
+    ),
+]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.auth import Actor, current_actor, requires, requires_authentication
 from plugins.tenants import service
+from plugins.tenants.config import SettingsSchema, TenantConfigChangeSchema, TenantConfigSchema
 from plugins.tenants.schemas import (
+    OwnTenantSchema,
     TenantCreateSchema,
     TenantSchema,
     TenantUpdateSchema,
+    UsageSchema,
     WhoamiSchema,
 )
 
@@ -66,9 +71,10 @@ class Tenants(MethodView):
     def post(self, data):
         """Create a tenant
 
-        The slug is unique (409 when taken); its users give it to log in.
+        The slug is unique (409 when taken); its users give it to log in. `config` may set
+        quota and setting overrides at once (422 naming the field when one is invalid).
         """
-        return service.create_tenant(data["slug"], data.get("name"))
+        return service.create_tenant(data["slug"], data.get("name"), data.get("config"))
 
 
 @tenants_blp.route("/<tenant_id>", parameters=[TENANT_ID_PARAM])
@@ -84,37 +90,104 @@ class TenantItem(MethodView):
     @tenants_blp.arguments(TenantUpdateSchema)
     @tenants_blp.response(200, TenantSchema)
     @tenants_blp.alt_response(404, response="NotFound")
+    @tenants_blp.alt_response(409, response="Conflict")
     @tenants_blp.alt_response(422, response="ValidationError")
     def patch(self, changes, tenant_id):
         """Rename, suspend or reactivate a tenant
 
         Suspending refuses every credential of the tenant at once (403 `tenant_suspended`),
-        on every server process; reactivating lets them back in.
+        on every server process; its data is kept. Reactivating lets them back in. A tenant
+        being deleted cannot be changed (409).
         """
         return service.update_tenant(tenant_id, changes)
 
     @requires("platform:admin")
     @tenants_blp.response(204)
     @tenants_blp.alt_response(404, response="NotFound")
+    @tenants_blp.alt_response(503, response="Unavailable")
     def delete(self, tenant_id):
         """Delete a tenant and everything it owns
 
-        Users, API keys, logins and every plugin's data of the tenant are removed; its
-        credentials stop working at once.
+        The tenant's credentials are refused at once and its data key is destroyed first, so
+        every object it stored is unreadable from then on; then its rows and objects are
+        deleted. If that fails part-way (503), the tenant stays `deleting`: repeat the
+        DELETE, or run `ctxcloud tenants purge SLUG`, to finish.
         """
         service.delete_tenant(service.get_tenant(tenant_id))
+
+
+@tenants_blp.route("/<tenant_id>/config", parameters=[TENANT_ID_PARAM])
+class TenantConfig(MethodView):
+    @requires("platform:admin")
+    @tenants_blp.response(200, TenantConfigSchema)
+    @tenants_blp.alt_response(404, response="NotFound")
+    def get(self, tenant_id):
+        """Read a tenant's quotas and settings
+
+        Effective values (the tenant's overrides, else the service defaults; null quotas are
+        unlimited), and the overrides themselves.
+        """
+        return service.get_tenant(tenant_id).effective_config
+
+    @requires("platform:admin")
+    @tenants_blp.arguments(TenantConfigChangeSchema)
+    @tenants_blp.response(200, TenantConfigSchema)
+    @tenants_blp.alt_response(404, response="NotFound")
+    @tenants_blp.alt_response(409, response="Conflict")
+    @tenants_blp.alt_response(422, response="ValidationError")
+    def patch(self, changes, tenant_id):
+        """Change a tenant's quotas and settings
+
+        Only the fields given change; null returns a field to the service default. Every
+        server process applies the change on its next request. Lowering a quota below the
+        current usage keeps the data and refuses further growth.
+        """
+        return service.update_config(tenant_id, changes).effective_config
+
+
+@tenants_blp.route("/<tenant_id>/usage", parameters=[TENANT_ID_PARAM])
+class TenantUsage(MethodView):
+    @requires("platform:admin")
+    @tenants_blp.response(200, UsageSchema)
+    @tenants_blp.alt_response(404, response="NotFound")
+    def get(self, tenant_id):
+        """Read a tenant's usage
+
+        Exact counts read now: projects, live entries, stored bytes (every kept version),
+        users, unrevoked API keys, and requests in the tenant's current rate-limit window.
+        """
+        return service.usage(service.get_tenant(tenant_id))
 
 
 @own_tenant_blp.route("")
 class OwnTenant(MethodView):
     @requires("tenant:read")
-    @own_tenant_blp.response(200, TenantSchema)
+    @own_tenant_blp.response(200, OwnTenantSchema)
     def get(self):
-        """Read the caller's tenant
+        """Read the caller's tenant, its config and its usage
 
         The tenant always comes from the credential.
         """
-        return current_actor().tenant
+        tenant = copy.copy(current_actor().tenant)  # the credential cache's is shared
+        tenant.usage = service.usage(tenant)
+        return tenant
+
+
+@own_tenant_blp.route("/settings")
+class OwnTenantSettings(MethodView):
+    @requires("tenant:admin")
+    @own_tenant_blp.arguments(SettingsSchema)
+    @own_tenant_blp.response(200, TenantConfigSchema)
+    @own_tenant_blp.alt_response(422, response="ValidationError")
+    def patch(self, settings):
+        """Change the caller's tenant settings
+
+        `default_content_type`, `allowed_content_types` and `revisions_kept` (at most the
+        platform's `revisions_kept` quota); null returns a setting to the default. Quotas are
+        the platform's and cannot be changed here.
+        """
+        tenant = service.update_config(current_actor().tenant_id, {"settings": settings})
+        return tenant.effective_config
 
 
 def describe(actor: Actor) -> dict:

@@ -9,6 +9,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.fields import Timestamp
+from plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
 from plugins.tenants.models import STATUSES
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$"
@@ -40,13 +41,16 @@ class TenantSchema(ma.Schema):
     status = ma.fields.String(
         dump_only=True,
         metadata={
-            "description": "`active`, or `suspended` (every credential answers 403)",
+            "description": "`active`; `suspended` (every credential answers 403); `deleting` "
+            "(a deletion did not finish: DELETE again or `ctxcloud tenants purge`)",
             "example": "active",
         },
     )
-    config = ma.fields.Dict(
+    config = ma.fields.Nested(
+        TenantConfigSchema,
+        attribute="effective_config",
         dump_only=True,
-        metadata={"description": "Quotas and settings; empty: the service defaults", "example": {}},
+        metadata={"description": "Effective quotas and settings, and the tenant's own overrides"},
     )
     created_at = Timestamp(dump_only=True)
     updated_at = Timestamp(dump_only=True)
@@ -61,6 +65,13 @@ class TenantCreateSchema(ma.Schema):
     name = ma.fields.String(
         validate=validate.Length(min=1, max=200),
         metadata={"description": "Display name (defaults to the slug)", "example": "ACME"},
+    )
+    config = ma.fields.Nested(
+        TenantConfigChangeSchema,
+        metadata={
+            "description": "Quota and setting overrides (the service defaults apply otherwise)",
+            "example": {"quotas": {"max_projects": 20, "max_storage_bytes": 1073741824}},
+        },
     )
 
 
@@ -115,3 +126,42 @@ class WhoamiSchema(ma.Schema):
             "example": None,
         },
     )
+
+
+class RequestsSchema(ma.Schema):
+    count = ma.fields.Integer(
+        metadata={"description": "Requests of the tenant in the current window", "example": 42}
+    )
+    limit = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "The tenant-wide ceiling; null: none", "example": "6000/minute"},
+    )
+    reset = ma.fields.Integer(
+        metadata={"description": "Seconds until the window starts again", "example": 17}
+    )
+
+
+class UsageSchema(ma.Schema):
+    projects = ma.fields.Integer(metadata={"description": "Projects", "example": 3})
+    entries = ma.fields.Integer(
+        metadata={"description": "Live entries, every project", "example": 120}
+    )
+    storage_bytes = ma.fields.Integer(
+        metadata={
+            "description": "Bytes of every kept entry version (what max_storage_bytes limits)",
+            "example": 1048576,
+        }
+    )
+    users = ma.fields.Integer(metadata={"description": "Users", "example": 4})
+    api_keys = ma.fields.Integer(
+        metadata={"description": "Live API keys (not revoked or expired)", "example": 2}
+    )
+    requests = ma.fields.Nested(
+        RequestsSchema,
+        allow_none=True,
+        metadata={"description": "The tenant's current rate-limit window; null: limits are off"},
+    )
+
+
+class OwnTenantSchema(TenantSchema):
+    usage = ma.fields.Nested(UsageSchema, dump_only=True)

@@ -1,4 +1,4 @@
-"""Tenant rules: unique slugs, suspension, deletion of everything a tenant owns."""
+"""Tenant rules: unique slugs, config, usage, suspension, deletion of everything a tenant owns."""
 
 from __future__ import annotations
 
@@ -9,20 +9,26 @@ from typing import Any
 import flask
 import peewee
 
+from app import ratelimit
 from app.auth import emit_audit
-from app.db import database, utcnow
-from app.errors import Conflict, NotFound, TenantSuspended, ValidationFailed
+from app.db import database, for_update, utcnow
+from app.errors import Conflict, NotFound, TenantSuspended, Unauthorized, ValidationFailed
 from app.ids import new_id
-from app.objects import delete_quietly
-from plugins.tenants.models import ACTIVE, SUSPENDED, Tenant
+from app.keystore import current_keystore
+from app.objects import storage
+from plugins.tenants import config as tenant_config
+from plugins.tenants import quotas
+from plugins.tenants.models import ACTIVE, DELETING, SUSPENDED, Tenant
 from plugins.tenants.revocation import credentials_changed
 from plugins.tenants.schemas import SLUG_PATTERN
 
 _slug = re.compile(SLUG_PATTERN)
 
 
-def create_tenant(slug: str, name: str | None = None) -> Tenant:
-    """A new active tenant; a taken slug is a 409."""
+def create_tenant(
+    slug: str, name: str | None = None, config: Mapping[str, Any] | None = None
+) -> Tenant:
+    """A new active tenant with optional config overrides; a taken slug is a 409."""
     if not isinstance(slug, str) or not _slug.match(slug):
         raise ValidationFailed({"slug": ["2-63 lowercase letters, digits and inner hyphens."]})
     if name is not None and not 1 <= len(name) <= 200:
@@ -32,9 +38,11 @@ def create_tenant(slug: str, name: str | None = None) -> Tenant:
     try:
         with database.atomic():
             now = utcnow()
-            tenant = Tenant.create(
+            tenant = Tenant(
                 id=new_id("tnt"), slug=slug, name=name or slug, created_at=now, updated_at=now
             )
+            tenant.config = tenant_config.changed(tenant, config or {})
+            tenant.save(force_insert=True)
     except peewee.IntegrityError:
         raise Conflict(f"The tenant slug {slug!r} is taken.") from None
     emit_audit("tenant_created", tenant_id=tenant.id, slug=slug)
@@ -61,6 +69,7 @@ def tenant_by_slug(slug: str) -> Tenant | None:
 def update_tenant(tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
     """Rename, suspend or reactivate; every cached credential of the tenant is re-checked."""
     tenant = get_tenant(tenant_id)
+    refuse_deleting(tenant)
     before = tenant.status
     for field in ("name", "status"):
         if field in changes:
@@ -77,18 +86,79 @@ def update_tenant(tenant_id: str, changes: Mapping[str, Any]) -> Tenant:
     return tenant
 
 
-def delete_tenant(tenant: Tenant) -> None:
-    """Each plugin removes its rows (``tenant_deleting``), then the tenant; objects after commit."""
+def update_config(tenant_id: str, changes: Mapping[str, Mapping[str, Any]]) -> Tenant:
+    """Change quotas and/or settings; every process applies them on its next request."""
+    with database.atomic():
+        tenant = for_update(Tenant.select().where(Tenant.id == tenant_id)).first()
+        if tenant is None:
+            raise NotFound("No such tenant.")
+        refuse_deleting(tenant)
+        tenant.config = tenant_config.changed(tenant, changes)
+        tenant.updated_at = utcnow()
+        tenant.save()
+    credentials_changed(tenant.id)
+    emit_audit("tenant_config_changed", tenant_id=tenant.id, changes=dict(changes))
+    return tenant
+
+
+def usage(tenant: Tenant) -> dict[str, Any]:
+    """Exact counts, read now: every plugin's (``tenant_usage``), stored bytes, requests."""
     pm = flask.current_app.extensions["ctxcloud"].pm
+    counts: dict[str, Any] = {"projects": 0, "entries": 0, "users": 0, "api_keys": 0}
+    for result in pm.hook.tenant_usage(tenant=tenant):
+        counts.update(result or {})
+    counts["storage_bytes"] = quotas.storage_bytes(tenant.id)
+    window = ratelimit.tenant_requests(tenant)
+    counts["requests"] = (
+        None
+        if window is None
+        else {
+            "count": window.count,
+            "limit": tenant.quota("tenant_rate_limit"),
+            "reset": window.headers()["RateLimit-Reset"],
+        }
+    )
+    return counts
+
+
+def delete_tenant(tenant: Tenant) -> None:
+    """Delete the tenant and everything it owns; safe to repeat after an interruption.
+
+    1. The tenant is marked ``deleting`` (committed): every credential is refused from now on.
+    2. Its data key is destroyed (committed): every object it stored is unreadable from now
+       on, whatever a crash leaves behind (crypto-shredding).
+    3. One transaction: each plugin deletes its rows (``tenant_deleting``) and names its
+       objects; the objects are deleted; then the tenant row. A failure rolls it all back, and
+       running this again (``ctxcloud tenants purge``) carries on from step 3.
+    """
+    if tenant.status != DELETING:
+        Tenant.update(status=DELETING, updated_at=utcnow()).where(Tenant.id == tenant.id).execute()
+        tenant.status = DELETING
+        credentials_changed(tenant.id)
+        emit_audit("tenant_deleting", tenant_id=tenant.id, slug=tenant.slug)
+    current_keystore().destroy(tenant.id)
+    pm = flask.current_app.extensions["ctxcloud"].pm
+    backend = storage()
     with database.atomic():
         keys = [key for result in pm.hook.tenant_deleting(tenant=tenant) for key in result or ()]
+        for key in keys:
+            backend.delete(key)
+        quotas.forget(tenant.id)
         Tenant.delete().where(Tenant.id == tenant.id).execute()
     credentials_changed(tenant.id)
-    delete_quietly(keys)
-    emit_audit("tenant_deleted", tenant_id=tenant.id, slug=tenant.slug)
+    emit_audit("tenant_deleted", tenant_id=tenant.id, slug=tenant.slug, objects=len(keys))
+
+
+def refuse_deleting(tenant: Tenant) -> None:
+    if tenant.status == DELETING:
+        raise Conflict("This tenant is being deleted; DELETE it again to finish.")
 
 
 def refuse_suspended(tenant: Tenant | None) -> None:
-    """A suspended tenant's credentials are valid but refused: 403 tenant_suspended."""
-    if tenant is not None and tenant.status != ACTIVE:
-        raise TenantSuspended("This tenant is suspended.")
+    """A suspended tenant's credentials are valid but refused: 403 tenant_suspended; a tenant
+    being deleted has no valid credentials left: 401."""
+    if tenant is None or tenant.status == ACTIVE:
+        return
+    if tenant.status == DELETING:
+        raise Unauthorized()
+    raise TenantSuspended("This tenant is suspended.")

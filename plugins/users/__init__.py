@@ -40,3 +40,10 @@ def tenant_deleting(tenant):
     from plugins.users.service import delete_tenant_users
 
     delete_tenant_users(tenant.id)
+
+
+@hookimpl
+def tenant_usage(tenant):
+    from plugins.users.service import usage
+
+    return usage(tenant.id)

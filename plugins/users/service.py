@@ -19,6 +19,8 @@ from app.db import database, for_update, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.ids import new_id
 from app.roles import ROLE_PERMISSIONS, ROLES
+from plugins.tenants import quotas
+from plugins.tenants.models import Tenant
 from plugins.tenants.revocation import credentials_changed
 from plugins.users.models import User
 from plugins.users.passwords import passwords, policy_errors
@@ -86,6 +88,8 @@ def create_user(
     password_hash = passwords().hash(password)
     try:
         with database.atomic():
+            tenant = Tenant.get_by_id(tenant_id)
+            quotas.check_count(tenant, "max_users", User.of_tenant(tenant_id).count)
             now = utcnow()
             user = User.create(
                 created_at=now,
@@ -169,3 +173,7 @@ def delete_user(actor: Actor | None, tenant_id: str, user_id: str) -> None:
 
 def delete_tenant_users(tenant_id: str) -> None:
     User.delete().where(User.tenant_id == tenant_id).execute()
+
+
+def usage(tenant_id: str) -> dict[str, int]:
+    return {"users": User.of_tenant(tenant_id).count()}

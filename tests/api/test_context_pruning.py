@@ -77,10 +77,18 @@ def test_prune_is_idempotent_and_never_touches_current_entries(app, client, auth
     assert status == 200 and [e["path"] for e in body["entries"]] == ["only.md"]
 
 
-def test_prune_without_a_keep_setting_refuses(app):
-    result = app.test_cli_runner().invoke(args=["context", "prune"])
-    assert result.exit_code != 0
-    assert "REVISIONS_KEPT" in result.output
+def test_prune_without_any_keep_setting_keeps_everything(app, client, auth):
+    create_project(client, auth, slug="p")
+    for i in range(3):
+        put_entry(client, auth, "p", "x.md", f"v{i}".encode())
+    assert prune(app) == {
+        "keep": None,
+        "projects": 0,
+        "versions_deleted": 0,
+        "objects_deleted": 0,
+        "results": [],
+    }
+    assert manifest(client, auth, "p", 1)[0] == 200
 
 
 def test_revisions_kept_setting_is_the_default(app_config, client, auth, app):

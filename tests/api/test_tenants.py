@@ -26,7 +26,9 @@ def test_platform_admin_creates_reads_updates_and_lists_tenants(client, admin):
     body = created.get_json()
     assert re.fullmatch(r"tnt_[a-z2-7]{20}", body["id"])
     assert body["slug"] == "acme" and body["name"] == "ACME Corp"
-    assert body["status"] == "active" and body["config"] == {}
+    assert body["status"] == "active"
+    assert body["config"]["overrides"] == {"quotas": {}, "settings": {}}
+    assert body["config"]["quotas"]["max_projects"] is None  # the service default: unlimited
     assert body["created_at"].endswith("Z") and body["updated_at"].endswith("Z")
 
     assert client.get(f"{TENANTS}/{body['id']}", headers=admin).get_json() == body
@@ -204,7 +206,12 @@ def test_tenant_events_are_audited(app, client, admin, caplog):
         client.patch(f"{TENANTS}/{tenant_id}", json={"status": "suspended"}, headers=admin)
         client.delete(f"{TENANTS}/{tenant_id}", headers=admin)
     events = [r.audit for r in caplog.records if r.name == "ctxcloud.audit"]
-    assert [e["type"] for e in events] == ["tenant_created", "tenant_suspended", "tenant_deleted"]
+    assert [e["type"] for e in events] == [
+        "tenant_created",
+        "tenant_suspended",
+        "tenant_deleting",
+        "tenant_deleted",
+    ]
     assert all(e["tenant_id"] == tenant_id and e["actor"].startswith("api_key:") for e in events)
     assert all(e["request_id"] for e in events)
 
