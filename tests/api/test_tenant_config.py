@@ -296,3 +296,21 @@ def test_the_headers_show_the_tighter_of_the_two_budgets(app, client, admin, ten
     patch_config(client, admin, tenant, {"quotas": {"rate_limit": "3/minute"}})
     response = client.get("/api/v1/auth/whoami", headers=auth)
     assert response.headers["RateLimit-Limit"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("MAX_PROJECTS", -1),
+        ("MAX_STORAGE_BYTES", "lots"),
+        ("RATE_LIMIT_TENANT", "10/fortnight"),
+        ("ALLOWED_CONTENT_TYPES", "text/*"),
+        ("DEFAULT_CONTENT_TYPE", "nonsense"),
+    ],
+)
+def test_a_default_no_tenant_could_have_stops_the_start(app_config, setting, value):
+    from app import create_app
+    from app.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"CTXCLOUD_{setting}"):
+        create_app({**app_config, setting: value})
