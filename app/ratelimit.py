@@ -254,8 +254,8 @@ def budgets_of(actor: Any, default: str) -> list[Budget]:
         tenant.rate_limits() if hasattr(tenant, "rate_limits") else (None, None)
     )
     budgets = [Budget(_valid(per_credential) or default, (actor.log_name,))]
-    if tenant is not None:
-        budgets.append(tenant_budget(tenant.id, _valid(tenant_wide)))
+    if actor.tenant_id:
+        budgets.append(tenant_budget(actor.tenant_id, _valid(tenant_wide)))
     return budgets
 
 
