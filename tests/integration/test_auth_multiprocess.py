@@ -221,6 +221,31 @@ def test_suspending_a_tenant_applies_on_every_process_at_once(deployed):
     assert statuses(deployed.b, bearer(secret), address, 4) == [403] * 4
 
 
+def test_a_tenant_config_change_applies_on_every_process_at_once(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    _, secret = make_api_key(deployed.app, tenant)
+    _, platform = make_platform_key(deployed.app)
+    headers = {**bearer(secret), "X-Forwarded-For": address}
+    for _ in range(4):  # every worker of b has verified (and cached) the key
+        response = requests.get(f"{deployed.b.url}{WHOAMI}", headers=headers, timeout=30)
+        assert response.headers["RateLimit-Limit"] == "1000"
+    changed = requests.patch(
+        f"{deployed.a.url}/api/v1/tenants/{tenant.id}/config",
+        json={"quotas": {"rate_limit": "500/hour", "max_projects": 0}},
+        headers={**bearer(platform), "X-Forwarded-For": address},
+        timeout=30,
+    )
+    assert changed.status_code == 200
+    for _ in range(4):
+        response = requests.get(f"{deployed.b.url}{WHOAMI}", headers=headers, timeout=30)
+        assert response.headers["RateLimit-Limit"] == "500"
+        created = requests.post(
+            f"{deployed.b.url}/api/v1/projects", json={"name": "x"}, headers=headers, timeout=30
+        )
+        assert created.status_code == 403 and created.json()["code"] == "quota_exceeded"
+
+
 def test_the_rate_limit_holds_across_servers_and_workers(production):
     deployed = production
     address = deployed.client_address()
