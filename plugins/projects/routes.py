@@ -54,7 +54,8 @@ class Projects(MethodView):
         """Create a project
 
         The slug defaults to one derived from the name (made unique); an explicit slug that is
-        taken is a 409.
+        taken is a 409. Past the tenant's `max_projects` quota: 403 `quota_exceeded`. A key
+        restricted to some projects cannot create one (403 `forbidden`).
         """
         return service.create(current_actor(), data)
 
@@ -65,7 +66,11 @@ class ProjectItem(MethodView):
     @blp.response(200, ProjectSchema)
     @blp.alt_response(404, response="NotFound")
     def get(self, project):
-        """Read a project"""
+        """Read a project
+
+        By id or slug; a project of another tenant, or outside a restricted key's projects,
+        is a 404.
+        """
         return service.resolve(current_actor(), project)
 
     @requires("projects:write")

@@ -13,7 +13,7 @@ import peewee
 from app import objects
 from app.auth import Actor
 from app.db import database, for_update, utcnow
-from app.errors import Conflict, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.ids import new_id
 from plugins.projects.models import Project
 from plugins.tenants import quotas
@@ -58,6 +58,9 @@ def list_projects(actor: Actor, page: int, page_size: int) -> tuple[list[Project
 
 
 def create(actor: Actor, data: dict[str, Any]) -> Project:
+    if actor.project_ids is not None:
+        # It could never see what it made: its restriction names the projects it may touch.
+        raise Forbidden("A key restricted to some projects cannot create projects.")
     _check_metadata(data["metadata"])
     explicit = "slug" in data
     base = data["slug"] if explicit else slugify(data["name"])

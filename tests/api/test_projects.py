@@ -364,6 +364,10 @@ def test_key_restricted_to_a_project_sees_others_as_absent(app, client, auth, te
         assert_problem(client.delete(project_url(ref), headers=restricted), 404, "not_found")
     put_entry(client, restricted, "a", "y", b"ok", expect=201)
     assert client.get(project_url("b"), headers=auth).get_json()["revision"] == 1
+    # It could not see a project it made, so it cannot make one.
+    created = client.post(PROJECTS, json={"name": "C"}, headers=restricted)
+    assert_problem(created, 403, "forbidden")
+    assert len(client.get(PROJECTS, headers=auth).get_json()) == 2
 
 
 def test_viewer_key_reads_but_cannot_write(app, client, auth, tenant):
