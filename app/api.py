@@ -1,14 +1,25 @@
-"""The one flask-smorest Api: problem+json error responses and security schemes in OpenAPI."""
+"""The one flask-smorest Api: problem+json errors, security schemes and per-route conventions.
+
+What every route shares is documented here, from what the route declares, instead of by
+hand on each route: its permission (from @requires), its 401/403/429 problems, the
+RateLimit-* headers of every rate-limited operation, and examples for every error.
+"""
 
 from __future__ import annotations
 
 import http
+from typing import Any
 
 import flask
 import flask_smorest
+import marshmallow as ma
+from apispec import BasePlugin
+from flask_smorest import pagination
 from flask_smorest.utils import prepare_response
 
 from app.errors import PROBLEM_MIMETYPE, ProblemSchema, problem_type
+from app.ratelimit import UNLIMITED_BLUEPRINTS
+from app.roles import ROLE_PERMISSIONS
 
 # Reusable error responses, referenced by name from operations (e.g. by @requires).
 ERROR_RESPONSES = {
@@ -23,12 +34,39 @@ ERROR_RESPONSES = {
         "entry_too_large",
         "The entry is larger than the limit of 1048576 bytes.",
     ),
+    "UnsupportedMediaType": (
+        415,
+        "unsupported_media_type",
+        "The tenant allows no entries of type 'image/png'.",
+    ),
     "RangeNotSatisfiable": (416, "range_not_satisfiable", "The range is outside the entry."),
     "ValidationError": (422, "validation_error", "The request is not valid."),
     "RateLimited": (429, "rate_limited", "Rate limit exceeded: 600 per 1 minute."),
     "IntegrityError": (500, "integrity_error", "The stored entry failed its integrity check."),
     "Unavailable": (503, "unavailable", "A dependency is unavailable."),
 }
+
+
+API_DESCRIPTION = """\
+Versioned project context for many tenants. Walkthrough: `docs/api.md`.
+
+- **Authentication**: `Authorization: Bearer <credential>`, where the credential is a JWT access
+  token (`POST /api/v1/auth/token`) or an API key (`ctx_...`; `X-API-Key` works too). The tenant
+  always comes from the credential. Each operation names the permission it needs.
+- **Errors** are `application/problem+json` (RFC 9457) with a stable `code` and a `request_id`.
+- **Rate limits**: every operation but health and docs counts against the caller's budget and
+  answers `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a spent budget is a
+  429 `rate_limited` with `Retry-After`.
+- **Pagination**: `?page=1&page_size=50` (at most 1000) and the `X-Pagination` header.
+"""
+
+# Sent on every rate-limited response (and on the 429 that refuses one).
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": ("Requests the caller's current window allows", 600),
+    "RateLimit-Remaining": ("Requests left in the current window", 599),
+    "RateLimit-Reset": ("Seconds until the current window ends", 42),
+}
+HTTP_METHODS = frozenset({"get", "put", "post", "patch", "delete", "head", "options"})
 
 
 def problem_example(status: int, code: str, detail: str) -> dict:
@@ -46,19 +84,135 @@ def problem_example(status: int, code: str, detail: str) -> dict:
     return example
 
 
+def _code_for(status: int) -> str:
+    """The code an error of this status usually carries (for examples of generic responses)."""
+    for known_status, code, _ in ERROR_RESPONSES.values():
+        if known_status == status:
+            return code
+    return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _roles_holding(permission: str) -> str:
+    roles = [role for role, granted in ROLE_PERMISSIONS.items() if permission in granted]
+    return f"roles {', '.join(roles)}" if roles else "platform operators"
+
+
+def access_text(operation: dict[str, Any]) -> str | None:
+    """One line saying who may call an operation, from what @requires/@public declared."""
+    security = operation.get("security")
+    permission = operation.get("x-permission")
+    if security == []:
+        return "**Authentication:** none."
+    if permission:
+        return (
+            f"**Permission:** `{permission}` ({_roles_holding(permission)}; "
+            "API keys need it among their scopes)."
+        )
+    if security:
+        return "**Permission:** none; any valid credential may call it."
+    return None
+
+
+def _has_response(responses: dict[Any, Any], status: str) -> bool:
+    return any(str(key) == status for key in responses)
+
+
+class OperationConventions(BasePlugin):
+    """Document on every operation what the core enforces on every route."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        rule = kwargs.get("rule")
+        blueprint = rule.endpoint.partition(".")[0] if rule is not None else None
+        rate_limited = blueprint not in UNLIMITED_BLUEPRINTS
+        for method, operation in (operations or {}).items():
+            if method in HTTP_METHODS:
+                document_operation(operation, rate_limited)
+
+
+def document_operation(operation: dict[str, Any], rate_limited: bool) -> None:
+    """Add the access line, the auth and rate-limit problems, and the RateLimit-* headers."""
+    responses = operation.setdefault("responses", {})
+    lines = [operation.get("description", "").strip()]
+    access = access_text(operation)
+    if access:
+        lines.append(access)
+    if operation.get("security"):
+        if not _has_response(responses, "401"):
+            responses["401"] = _ref("responses", "Unauthorized")
+        if operation.get("x-permission") and not _has_response(responses, "403"):
+            responses["403"] = _ref("responses", "Forbidden")
+    if rate_limited:
+        lines.append(
+            "**Rate limit:** counts against the caller's budget and its tenant's "
+            "(`RateLimit-*` headers); 429 `rate_limited` with `Retry-After` once one is spent."
+        )
+        if not _has_response(responses, "429"):
+            responses["429"] = _ref("responses", "RateLimited")
+        for response in responses.values():
+            if isinstance(response, dict) and "$ref" not in response:
+                headers = response.setdefault("headers", {})
+                for name in RATE_LIMIT_HEADERS:
+                    headers.setdefault(name, _ref("headers", name))
+    operation["description"] = "\n\n".join(line for line in lines if line)
+
+
+class PaginationMetadataSchema(pagination.PaginationMetadataSchema):
+    """flask-smorest's X-Pagination header body, with examples."""
+
+    total = ma.fields.Int(metadata={"description": "Total number of items.", "example": 120})
+    total_pages = ma.fields.Int(metadata={"description": "Total number of pages.", "example": 3})
+    first_page = ma.fields.Int(
+        metadata={"description": "First available page number.", "example": 1}
+    )
+    last_page = ma.fields.Int(metadata={"description": "Last available page number.", "example": 3})
+    page = ma.fields.Int(metadata={"description": "Current page number.", "example": 2})
+    previous_page = ma.fields.Int(metadata={"description": "Previous page number.", "example": 1})
+    next_page = ma.fields.Int(metadata={"description": "Next page number.", "example": 3})
+
+
 class Api(flask_smorest.Api):
-    """flask-smorest's Api, documenting errors as problem+json instead of its own shape."""
+    """flask-smorest's Api, documenting errors as problem+json and every route's conventions."""
 
     ERROR_SCHEMA = ProblemSchema
 
+    def _init_spec(self, **kwargs: Any) -> None:
+        kwargs["extra_plugins"] = [*(kwargs.get("extra_plugins") or ()), OperationConventions()]
+        kwargs.setdefault("info", {"description": API_DESCRIPTION})
+        super()._init_spec(**kwargs)
+
+    def _register_pagination_header(self) -> None:
+        self.spec.components.header(
+            "PAGINATION",
+            {**pagination.PAGINATION_HEADER, "schema": PaginationMetadataSchema},
+            lazy=True,
+        )
+
     def _register_responses(self) -> None:
+        for name, (description, example) in RATE_LIMIT_HEADERS.items():
+            self.spec.components.header(
+                name,
+                {"description": description, "schema": {"type": "integer"}, "example": example},
+            )
         for status in http.HTTPStatus:
-            response = {"description": status.phrase}
-            if not (100 <= status < 200) and status not in (204, 304):
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
+                response["example"] = problem_example(
+                    status, _code_for(status), status.description or status.phrase
+                )
             prepare_response(response, self.spec, PROBLEM_MIMETYPE)
             self.spec.components.response(status.name, response, lazy=True)
-        default = {"description": "Error (problem+json)", "schema": self.ERROR_SCHEMA}
+        default = {
+            "description": "Error (problem+json)",
+            "schema": self.ERROR_SCHEMA,
+            "example": problem_example(500, "internal_error", "An unexpected error occurred."),
+        }
         prepare_response(default, self.spec, PROBLEM_MIMETYPE)
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
         for name, (status, code, detail) in ERROR_RESPONSES.items():
@@ -79,7 +233,9 @@ class Api(flask_smorest.Api):
                     "Retry-After": {
                         "schema": {"type": "integer"},
                         "description": "Seconds until a retry may succeed",
-                    }
+                        "example": 42,
+                    },
+                    **{name: _ref("headers", name) for name in RATE_LIMIT_HEADERS},
                 }
             prepare_response(response, self.spec, PROBLEM_MIMETYPE)
             self.spec.components.response(name, response)
@@ -88,7 +244,9 @@ class Api(flask_smorest.Api):
             {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "A JWT access token (users) or an API key (services).",
+                "description": "`Authorization: Bearer <credential>`: a JWT access token from "
+                "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
+                "either here, without the word Bearer.",
             },
         )
         self.spec.components.security_scheme(
@@ -97,7 +255,7 @@ class Api(flask_smorest.Api):
                 "type": "apiKey",
                 "in": "header",
                 "name": "X-API-Key",
-                "description": "An API key (ctx_...).",
+                "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
             },
         )
 

@@ -48,8 +48,12 @@ class HealthSchema(ma.Schema):
 
 
 class LiveSchema(ma.Schema):
-    status = ma.fields.String(required=True, metadata={"example": "ok"})
-    version = ma.fields.String(required=True, metadata={"example": "0.1.0"})
+    status = ma.fields.String(
+        required=True, metadata={"description": "ok while the process serves", "example": "ok"}
+    )
+    version = ma.fields.String(
+        required=True, metadata={"description": "The service version", "example": "0.1.0"}
+    )
 
 
 def run_checks(checks: dict[str, Callable[[], None]]) -> tuple[dict, int]:

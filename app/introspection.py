@@ -38,7 +38,9 @@ class PluginSchema(ma.Schema):
 
 
 class PluginListSchema(ma.Schema):
-    plugins = ma.fields.List(ma.fields.Nested(PluginSchema))
+    plugins = ma.fields.List(
+        ma.fields.Nested(PluginSchema), metadata={"description": "Every loaded plugin"}
+    )
     blocked = ma.fields.List(
         ma.fields.String(),
         metadata={

@@ -76,7 +76,11 @@ class ApiKeyItem(MethodView):
     @blp.response(200, ApiKeySchema)
     @blp.alt_response(404, response="NotFound")
     def get(self, key_id):
-        """Read an API key's details (never the secret)"""
+        """Read an API key's details (never the secret)
+
+        Name, scopes, project restriction, expiry and last use; the secret was shown once, at
+        creation.
+        """
         return service.get_api_key(current_actor().tenant_id, key_id)
 
     @requires("keys:manage")

@@ -13,14 +13,24 @@ _id_list = {"validate": validate.Length(max=1000)}
 
 
 class ApiKeySchema(ma.Schema):
-    id = ma.fields.String(dump_only=True, metadata={"example": "key_m8x7c1n4b6z9aak5v3q2"})
-    name = ma.fields.String(dump_only=True, metadata={"example": "ci-deploy"})
+    id = ma.fields.String(
+        dump_only=True,
+        metadata={
+            "description": "Opaque key id (not the secret)",
+            "example": "key_m8x7c1n4b6z9aak5v3q2",
+        },
+    )
+    name = ma.fields.String(
+        dump_only=True, metadata={"description": "What the key is for", "example": "ci-deploy"}
+    )
     prefix = ma.fields.String(
         dump_only=True,
         metadata={"description": "The key's visible part after `ctx_`", "example": "4xq7m2pa"},
     )
     scopes = ma.fields.List(
-        ma.fields.String(), dump_only=True, metadata={"example": ["context:read"]}
+        ma.fields.String(),
+        dump_only=True,
+        metadata={"description": "Permissions the key holds", "example": ["context:read"]},
     )
     project_ids = ma.fields.List(
         ma.fields.String(),
@@ -28,16 +38,24 @@ class ApiKeySchema(ma.Schema):
         allow_none=True,
         metadata={"description": "null: every project", "example": None},
     )
-    expires_at = Timestamp(dump_only=True, allow_none=True)
+    expires_at = Timestamp(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "When the key stops working; null: never"},
+    )
     last_used_at = Timestamp(
         dump_only=True,
         allow_none=True,
         metadata={"description": "Recorded at most once a minute"},
     )
     created_by = ma.fields.String(
-        dump_only=True, metadata={"example": "user:usr_q2m8x7c1n4b6z9aak5v3"}
+        dump_only=True,
+        metadata={
+            "description": "Who created it (kind:id, or cli for the command line)",
+            "example": "user:usr_q2m8x7c1n4b6z9aak5v3",
+        },
     )
-    created_at = Timestamp(dump_only=True)
+    created_at = Timestamp(dump_only=True, metadata={"description": "When it was created"})
 
 
 class ApiKeyCreatedSchema(ApiKeySchema):

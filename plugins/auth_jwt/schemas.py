@@ -15,13 +15,15 @@ class LoginSchema(ma.Schema):
         metadata={"description": "The tenant's slug", "example": "acme"},
     )
     username = ma.fields.String(
-        required=True, validate=validate.Length(min=1, max=64), metadata={"example": "alice"}
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "The user's name (case-insensitive)", "example": "alice"},
     )
     password = ma.fields.String(
         required=True,
         load_only=True,
         validate=validate.Length(min=1, max=MAX_LENGTH),
-        metadata={"example": "correct horse battery staple"},
+        metadata={"description": "The user's password", "example": "correct horse battery staple"},
     )
 
 
@@ -39,7 +41,7 @@ class TokenSchema(ma.Schema):
             "example": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXBlIjoicmVmcmVzaCJ9.c2ln",
         }
     )
-    token_type = ma.fields.String(metadata={"example": "Bearer"})
+    token_type = ma.fields.String(metadata={"description": "Always Bearer", "example": "Bearer"})
     expires_in = ma.fields.Integer(
         metadata={"description": "Seconds the access token is valid", "example": 900}
     )

@@ -16,14 +16,22 @@ class EntrySchema(ma.Schema):
     sha256 = ma.fields.String(
         metadata={"description": "SHA-256 of the bytes (hex)", "example": _EXAMPLE_SHA}
     )
-    content_type = ma.fields.String(metadata={"example": "text/markdown"})
+    content_type = ma.fields.String(
+        metadata={"description": "The Content-Type it was written with", "example": "text/markdown"}
+    )
     metadata = ma.fields.Dict(
         metadata={"description": "Entry metadata (JSON object)", "example": {"author": "ana"}}
     )
     revision = ma.fields.Integer(
         metadata={"description": "Revision that wrote this version", "example": 7}
     )
-    updated_at = Timestamp(attribute="created_at", metadata={"example": "2026-11-25T18:00:00.000Z"})
+    updated_at = Timestamp(
+        attribute="created_at",
+        metadata={
+            "description": "When this version was written",
+            "example": "2026-11-25T18:00:00.000Z",
+        },
+    )
     etag = ma.fields.String(
         metadata={
             "description": "The entry's ETag (also in the header)",
@@ -49,11 +57,16 @@ class ManifestEntrySchema(EntrySchema):
 
 
 class ManifestSchema(ma.Schema):
-    project_id = ma.fields.String(metadata={"example": "prj_k5v3q2m8x7c1n4b6z9aa"})
+    project_id = ma.fields.String(
+        metadata={"description": "The project's id", "example": "prj_k5v3q2m8x7c1n4b6z9aa"}
+    )
     revision = ma.fields.Integer(
         metadata={"description": "The revision this manifest shows", "example": 7}
     )
-    entries = ma.fields.List(ma.fields.Nested(ManifestEntrySchema))
+    entries = ma.fields.List(
+        ma.fields.Nested(ManifestEntrySchema),
+        metadata={"description": "Every entry at that revision, sorted by path"},
+    )
     total_size = ma.fields.Integer(
         metadata={"description": "Sum of the entries' sizes", "example": 1234}
     )
@@ -103,7 +116,9 @@ class EntryQuerySchema(ma.Schema):
 
 
 class CommitPutSchema(ma.Schema):
-    path = ma.fields.String(required=True, metadata={"example": "docs/adr/0002.md"})
+    path = ma.fields.String(
+        required=True, metadata={"description": "Entry path", "example": "docs/adr/0002.md"}
+    )
     content = ma.fields.String(
         metadata={
             "description": "Text content (stored as UTF-8)",
@@ -121,14 +136,20 @@ class CommitPutSchema(ma.Schema):
             "example": "text/markdown",
         },
     )
-    metadata = ma.fields.Dict(load_default=dict, metadata={"example": {"author": "ana"}})
+    metadata = ma.fields.Dict(
+        load_default=dict,
+        metadata={"description": "Entry metadata (JSON object)", "example": {"author": "ana"}},
+    )
 
 
 class CommitSchema(ma.Schema):
     message = ma.fields.String(
         load_default="",
         validate=validate.Length(max=10000),
-        metadata={"example": "Record the Redis decision"},
+        metadata={
+            "description": "Why, recorded on the revision",
+            "example": "Record the Redis decision",
+        },
     )
     parent_revision = ma.fields.Integer(
         validate=validate.Range(min=0),
@@ -138,29 +159,47 @@ class CommitSchema(ma.Schema):
         },
     )
     put = ma.fields.List(
-        ma.fields.Nested(CommitPutSchema), load_default=list, validate=validate.Length(max=1000)
+        ma.fields.Nested(CommitPutSchema),
+        load_default=list,
+        validate=validate.Length(max=1000),
+        metadata={"description": "Entries to write (at most 1000)"},
     )
     delete = ma.fields.List(
         ma.fields.String(),
         load_default=list,
         validate=validate.Length(max=1000),
-        metadata={"example": ["docs/old.md"]},
+        metadata={
+            "description": "Paths to delete (at most 1000); each must exist",
+            "example": ["docs/old.md"],
+        },
     )
 
 
 class ChangeSchema(ma.Schema):
-    path = ma.fields.String(metadata={"example": "docs/adr/0002.md"})
+    path = ma.fields.String(metadata={"description": "Entry path", "example": "docs/adr/0002.md"})
     action = ma.fields.String(metadata={"description": "put or delete", "example": "put"})
 
 
 class RevisionSchema(ma.Schema):
-    revision = ma.fields.Integer(attribute="number", metadata={"example": 8})
-    created_at = Timestamp(metadata={"example": "2026-11-25T18:00:00.000Z"})
+    revision = ma.fields.Integer(
+        attribute="number", metadata={"description": "The revision number", "example": 8}
+    )
+    created_at = Timestamp(
+        metadata={"description": "When it was made", "example": "2026-11-25T18:00:00.000Z"}
+    )
     actor = ma.fields.String(
         metadata={
             "description": "Who made it (kind:id)",
             "example": "user:usr_3k2j4h5g6f7d8s9a0q1w",
         }
     )
-    message = ma.fields.String(metadata={"example": "Record the Redis decision"})
-    changes = ma.fields.List(ma.fields.Nested(ChangeSchema))
+    message = ma.fields.String(
+        metadata={
+            "description": "The commit message (empty for single writes)",
+            "example": "Record the Redis decision",
+        }
+    )
+    changes = ma.fields.List(
+        ma.fields.Nested(ChangeSchema),
+        metadata={"description": "The paths this revision wrote or deleted"},
+    )

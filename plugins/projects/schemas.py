@@ -23,8 +23,13 @@ class ProjectSchema(ma.Schema):
             "example": "handbook",
         },
     )
-    name = ma.fields.String(dump_only=True, metadata={"example": "Engineering handbook"})
-    description = ma.fields.String(dump_only=True, metadata={"example": "How we build things"})
+    name = ma.fields.String(
+        dump_only=True, metadata={"description": "Display name", "example": "Engineering handbook"}
+    )
+    description = ma.fields.String(
+        dump_only=True,
+        metadata={"description": "What the project is for", "example": "How we build things"},
+    )
     metadata = ma.fields.Dict(
         dump_only=True,
         metadata={"description": "Free-form JSON object", "example": {"team": "platform"}},
@@ -40,8 +45,17 @@ class ProjectSchema(ma.Schema):
             "example": 0,
         },
     )
-    created_at = Timestamp(dump_only=True, metadata={"example": "2026-11-25T18:00:00.000Z"})
-    updated_at = Timestamp(dump_only=True, metadata={"example": "2026-11-25T18:00:00.000Z"})
+    created_at = Timestamp(
+        dump_only=True,
+        metadata={"description": "When it was created", "example": "2026-11-25T18:00:00.000Z"},
+    )
+    updated_at = Timestamp(
+        dump_only=True,
+        metadata={
+            "description": "When it last changed",
+            "example": "2026-11-25T18:00:00.000Z",
+        },
+    )
 
 
 def _metadata_field(**kwargs):
@@ -68,17 +82,22 @@ class ProjectCreateSchema(ma.Schema):
     description = ma.fields.String(
         validate=validate.Length(max=10000),
         load_default="",
-        metadata={"example": "How we build things"},
+        metadata={"description": "What the project is for", "example": "How we build things"},
     )
     metadata = _metadata_field(load_default=dict)
 
 
 class ProjectUpdateSchema(ma.Schema):
     name = ma.fields.String(
-        validate=validate.Length(min=1, max=200), metadata={"example": "Handbook"}
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "New display name", "example": "Handbook"},
     )
-    slug = ma.fields.String(validate=_slug, metadata={"example": "handbook-v2"})
+    slug = ma.fields.String(
+        validate=_slug,
+        metadata={"description": "New slug, unique within the tenant", "example": "handbook-v2"},
+    )
     description = ma.fields.String(
-        validate=validate.Length(max=10000), metadata={"example": "Updated description"}
+        validate=validate.Length(max=10000),
+        metadata={"description": "New description", "example": "Updated description"},
     )
     metadata = _metadata_field()

@@ -129,8 +129,13 @@ class TenantConfigChangeSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    quotas = ma.fields.Nested(QuotasSchema)
-    settings = ma.fields.Nested(SettingsSchema)
+    quotas = ma.fields.Nested(
+        QuotasSchema, metadata={"description": "Quotas to change; null returns one to the default"}
+    )
+    settings = ma.fields.Nested(
+        SettingsSchema,
+        metadata={"description": "Settings to change; null returns one to the default"},
+    )
 
 
 class TenantConfigSchema(ma.Schema):

@@ -83,7 +83,10 @@ class TenantItem(MethodView):
     @tenants_blp.response(200, TenantSchema)
     @tenants_blp.alt_response(404, response="NotFound")
     def get(self, tenant_id):
-        """Read a tenant"""
+        """Read a tenant
+
+        Its slug, name, status and config (quotas and settings, with what it overrides).
+        """
         return service.get_tenant(tenant_id)
 
     @requires("platform:admin")

@@ -37,7 +37,9 @@ class TenantSchema(ma.Schema):
         dump_only=True,
         metadata={"description": "Unique name used to log in", "example": "acme"},
     )
-    name = ma.fields.String(dump_only=True, metadata={"example": "ACME Corporation"})
+    name = ma.fields.String(
+        dump_only=True, metadata={"description": "Display name", "example": "ACME Corporation"}
+    )
     status = ma.fields.String(
         dump_only=True,
         metadata={
@@ -52,8 +54,8 @@ class TenantSchema(ma.Schema):
         dump_only=True,
         metadata={"description": "Effective quotas and settings, and the tenant's own overrides"},
     )
-    created_at = Timestamp(dump_only=True)
-    updated_at = Timestamp(dump_only=True)
+    created_at = Timestamp(dump_only=True, metadata={"description": "When it was created"})
+    updated_at = Timestamp(dump_only=True, metadata={"description": "When it last changed"})
 
 
 class TenantCreateSchema(ma.Schema):
@@ -77,7 +79,8 @@ class TenantCreateSchema(ma.Schema):
 
 class TenantUpdateSchema(ma.Schema):
     name = ma.fields.String(
-        validate=validate.Length(min=1, max=200), metadata={"example": "ACME Corporation"}
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "New display name", "example": "ACME Corporation"},
     )
     status = ma.fields.String(
         validate=validate.OneOf(STATUSES),
@@ -89,10 +92,14 @@ class TenantUpdateSchema(ma.Schema):
 
 
 class TenantRefSchema(ma.Schema):
-    id = ma.fields.String(metadata={"example": "tnt_k5v3q2m8x7c1n4b6z9aa"})
-    slug = ma.fields.String(metadata={"example": "acme"})
-    name = ma.fields.String(metadata={"example": "ACME Corporation"})
-    status = ma.fields.String(metadata={"example": "active"})
+    id = ma.fields.String(
+        metadata={"description": "Opaque tenant id", "example": "tnt_k5v3q2m8x7c1n4b6z9aa"}
+    )
+    slug = ma.fields.String(metadata={"description": "Slug used to log in", "example": "acme"})
+    name = ma.fields.String(metadata={"description": "Display name", "example": "ACME Corporation"})
+    status = ma.fields.String(
+        metadata={"description": "`active` or `suspended`", "example": "active"}
+    )
 
 
 class WhoamiSchema(ma.Schema):
@@ -164,4 +171,6 @@ class UsageSchema(ma.Schema):
 
 
 class OwnTenantSchema(TenantSchema):
-    usage = ma.fields.Nested(UsageSchema, dump_only=True)
+    usage = ma.fields.Nested(
+        UsageSchema, dump_only=True, metadata={"description": "What the tenant uses now"}
+    )

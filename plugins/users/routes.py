@@ -65,7 +65,10 @@ class UserItem(MethodView):
     @blp.response(200, UserSchema)
     @blp.alt_response(404, response="NotFound")
     def get(self, user_id):
-        """Read a user"""
+        """Read a user
+
+        The user's role and state; the password never leaves the service.
+        """
         return service.get_user(current_actor().tenant_id, user_id)
 
     @requires("users:manage")

@@ -43,18 +43,27 @@ _role_description = "viewer, member, admin or owner; never above the caller's ow
 
 
 class UserSchema(ma.Schema):
-    id = ma.fields.String(dump_only=True, metadata={"example": "usr_q2m8x7c1n4b6z9aak5v3"})
-    tenant_id = ma.fields.String(dump_only=True, metadata={"example": "tnt_k5v3q2m8x7c1n4b6z9aa"})
+    id = ma.fields.String(
+        dump_only=True,
+        metadata={"description": "Opaque user id", "example": "usr_q2m8x7c1n4b6z9aak5v3"},
+    )
+    tenant_id = ma.fields.String(
+        dump_only=True,
+        metadata={"description": "The user's tenant", "example": "tnt_k5v3q2m8x7c1n4b6z9aa"},
+    )
     username = ma.fields.String(
         dump_only=True,
         metadata={"description": "Lowercase, unique in the tenant", "example": "alice"},
     )
-    role = ma.fields.String(dump_only=True, metadata={"example": "member"})
+    role = ma.fields.String(
+        dump_only=True,
+        metadata={"description": "viewer, member, admin or owner", "example": "member"},
+    )
     disabled = ma.fields.Boolean(
         dump_only=True, metadata={"description": "A disabled user cannot log in", "example": False}
     )
-    created_at = Timestamp(dump_only=True)
-    updated_at = Timestamp(dump_only=True)
+    created_at = Timestamp(dump_only=True, metadata={"description": "When it was created"})
+    updated_at = Timestamp(dump_only=True, metadata={"description": "When it last changed"})
 
 
 class UserCreateSchema(ma.Schema):

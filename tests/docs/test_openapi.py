@@ -1,0 +1,177 @@
+"""The OpenAPI document is complete enough to use without reading the code, and truthful.
+
+Every operation says what it does, who may call it, how it fails and how it is rate limited;
+every schema field has a description and an example; every example is valid for its schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openapi_schema_validator import OAS31Validator, oas31_format_checker
+
+from tests.docs.openapi import (
+    NO_EXAMPLE,
+    composed_example,
+    operations,
+    refers_to_component,
+    resolve,
+)
+
+PROBLEM = "application/problem+json"
+RATE_LIMIT_HEADERS = {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+GENERATED_LINES = ("**Permission:**", "**Authentication:**", "**Rate limit:**")
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def schema_errors(spec: dict, schema: dict, instance: Any) -> list[str]:
+    """Why `instance` is not valid for `schema` (whose $refs point into the spec)."""
+    root = {**schema, "components": spec["components"]}
+    validator = OAS31Validator(root, format_checker=oas31_format_checker)
+    return [error.message for error in validator.iter_errors(instance)]
+
+
+def test_every_operation_says_what_it_does_and_who_may_call_it(spec):
+    problems = []
+    for method, path, op in operations(spec):
+        where = f"{method} {path}"
+        own_text = op.get("description", "").split("\n\n")[0]
+        if not op.get("summary"):
+            problems.append(f"{where}: no summary")
+        if not own_text or own_text.startswith(GENERATED_LINES):
+            problems.append(f"{where}: no description of its own (a docstring body)")
+        if "security" not in op:
+            problems.append(f"{where}: declares neither a permission nor that it is public")
+        access = [line for line in op["description"].split("\n\n") if line.startswith("**Perm")]
+        if op.get("x-permission") and f"`{op['x-permission']}`" not in "".join(access):
+            problems.append(f"{where}: its description does not name its permission")
+        if op.get("security") == [] and "**Authentication:** none." not in op["description"]:
+            problems.append(f"{where}: its description does not say it needs no credential")
+    assert not problems, "\n".join(problems)
+
+
+def test_authenticated_operations_document_401_and_403(spec):
+    schemes = spec["components"]["securitySchemes"]
+    for method, path, op in operations(spec):
+        if not op.get("security"):
+            continue
+        for requirement in op["security"]:
+            assert set(requirement) <= set(schemes), f"{method} {path}"
+        assert "401" in op["responses"], f"{method} {path}"
+        if op.get("x-permission"):
+            assert "403" in op["responses"], f"{method} {path}"
+
+
+def test_security_schemes_let_the_docs_page_authorize_with_a_jwt_or_an_api_key(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["type"] == "http"
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert "JWT" in schemes["bearerAuth"]["description"]
+    assert "ctx_" in schemes["bearerAuth"]["description"]
+    assert schemes["apiKeyHeader"] == {
+        **schemes["apiKeyHeader"],
+        "in": "header",
+        "name": "X-API-Key",
+    }
+
+
+def test_rate_limited_operations_document_429_and_the_ratelimit_headers(spec):
+    limited = 0
+    for method, path, op in operations(spec):
+        if path.startswith("/api/v1/health"):
+            assert "429" not in op["responses"], f"{method} {path}: health is never limited"
+            continue
+        limited += 1
+        too_many = resolve(spec, op["responses"].get("429"))
+        assert too_many, f"{method} {path}: no 429"
+        assert {"Retry-After", *RATE_LIMIT_HEADERS} <= set(too_many["headers"])
+        for status, response in op["responses"].items():
+            if status.startswith(("2", "3")):
+                headers = set(resolve(spec, response).get("headers", {}))
+                assert headers >= RATE_LIMIT_HEADERS, f"{method} {path} {status}"
+    assert limited > 30
+
+
+def test_error_responses_are_problems_with_examples(spec):
+    problems = []
+    for method, path, op in operations(spec):
+        for status, ref in op["responses"].items():
+            if not (status == "default" or status >= "400") or method == "HEAD":
+                continue
+            response = resolve(spec, ref)
+            content = response.get("content", {})
+            if path.startswith("/api/v1/health") and status == "503":
+                continue  # the health body itself, naming the failing check
+            if PROBLEM not in content:
+                problems.append(f"{method} {path} {status}: not problem+json")
+            elif "example" not in content[PROBLEM]:
+                problems.append(f"{method} {path} {status}: no example")
+            elif content[PROBLEM]["example"]["status"] != int(
+                status if status != "default" else 500
+            ):
+                problems.append(f"{method} {path} {status}: the example has another status")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_schema_field_has_a_description_and_an_example(spec):
+    missing = []
+    for name, schema in spec["components"]["schemas"].items():
+        for field, prop in schema.get("properties", {}).items():
+            if not prop.get("description"):
+                missing.append(f"{name}.{field}: description")
+            if "example" not in prop and not refers_to_component(prop):
+                missing.append(f"{name}.{field}: example")
+    assert not missing, "\n".join(missing)
+
+
+def test_examples_are_valid_for_their_own_schemas(spec):
+    invalid = []
+
+    def check(where: str, schema: dict, example: Any) -> None:
+        if example is NO_EXAMPLE:
+            return
+        invalid.extend(f"{where}: {error}" for error in schema_errors(spec, schema, example))
+
+    checked = 0
+    for name, schema in spec["components"]["schemas"].items():
+        for field, prop in schema.get("properties", {}).items():
+            if "example" in prop:
+                check(f"{name}.{field}", prop, prop["example"])
+                checked += 1
+        check(name, schema, composed_example(spec, schema))
+    for name, header in spec["components"].get("headers", {}).items():
+        if "example" in header:
+            check(f"header {name}", header["schema"], header["example"])
+    for method, path, op in operations(spec):
+        for param in op.get("parameters", []) + spec["paths"][path].get("parameters", []):
+            param = resolve(spec, param)
+            if "example" in param:
+                check(f"{method} {path} ?{param['name']}", param["schema"], param["example"])
+        bodies = [("request", op.get("requestBody", {}))]
+        bodies += [(status, resolve(spec, r)) for status, r in op["responses"].items()]
+        for label, body in bodies:
+            for mimetype, media in body.get("content", {}).items():
+                if "schema" not in media:
+                    continue
+                where = f"{method} {path} {label} {mimetype}"
+                if "example" in media:
+                    check(where, media["schema"], media["example"])
+                    checked += 1
+                check(where, media["schema"], composed_example(spec, media["schema"]))
+    assert checked > 100
+    assert not invalid, "\n".join(invalid)
+
+
+def test_an_invalid_example_is_caught(spec):
+    """The check above can fail: a wrong type, a bad format and a bad nested field are found."""
+    assert schema_errors(spec, {"type": "integer"}, "seven")
+    assert schema_errors(spec, {"type": "string", "format": "date-time"}, "yesterday")
+    problem = {"$ref": "#/components/schemas/Problem"}
+    assert schema_errors(spec, problem, {"title": "Not Found", "status": "404"})
