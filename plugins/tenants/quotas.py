@@ -39,12 +39,20 @@ def _ensure(tenant_id: str) -> None:
 
 def lock(tenant_id: str) -> TenantUsage:
     """Hold the tenant's usage row until the transaction ends (call inside one)."""
-    query = for_update(TenantUsage.select().where(TenantUsage.tenant_id == tenant_id))
-    row = query.first()
+
+    def locked() -> TenantUsage | None:  # a new query each time: peewee caches results
+        return for_update(TenantUsage.select().where(TenantUsage.tenant_id == tenant_id)).first()
+
+    row = locked()
     if row is None:
-        _ensure(tenant_id)
-        row = query.first()
+        _ensure(tenant_id)  # waits for a concurrent creator's commit on PostgreSQL
+        row = locked()
     return row
+
+
+def open_usage(tenant_id: str) -> None:
+    """Create the tenant's usage row (with the tenant; later writes only update it)."""
+    _ensure(tenant_id)
 
 
 def refuse(name: str, limit: int, used: int, detail: str) -> QuotaExceeded:
@@ -81,18 +89,22 @@ def add_storage(tenant: Any, size: int) -> None:
     on the newest row after waiting for it, so concurrent writers cannot overshoot.
     """
     limit = tenant.quota("max_storage_bytes")
-    for _ in range(2):
+
+    def counted() -> bool:
         query = TenantUsage.update(storage_bytes=TenantUsage.storage_bytes + size).where(
             TenantUsage.tenant_id == tenant.id
         )
         if limit is not None:
             query = query.where(TenantUsage.storage_bytes + size <= limit)
-        if query.execute():
-            return
-        if TenantUsage.get_or_none(TenantUsage.tenant_id == tenant.id) is not None:
-            raise no_space(tenant, size)
-        _ensure(tenant.id)
-    raise AssertionError("unreachable")
+        return bool(query.execute())
+
+    if counted():
+        return
+    # No row yet, or one a concurrent first write has not committed: make sure it exists
+    # (waiting for that writer), then the condition alone decides.
+    _ensure(tenant.id)
+    if not counted():
+        raise no_space(tenant, size)
 
 
 def no_space(tenant: Any, size: int) -> QuotaExceeded:

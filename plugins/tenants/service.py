@@ -43,6 +43,7 @@ def create_tenant(
             )
             tenant.config = tenant_config.changed(tenant, config or {})
             tenant.save(force_insert=True)
+            quotas.open_usage(tenant.id)
     except peewee.IntegrityError:
         raise Conflict(f"The tenant slug {slug!r} is taken.") from None
     emit_audit("tenant_created", tenant_id=tenant.id, slug=slug)
