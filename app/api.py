@@ -26,6 +26,11 @@ ERROR_RESPONSES = {
     "BadRequest": (400, "bad_request", "The request is malformed."),
     "Unauthorized": (401, "unauthorized", "Missing or invalid credential."),
     "Forbidden": (403, "forbidden", "This credential lacks the permission 'context:write'."),
+    "QuotaExceeded": (
+        403,
+        "quota_exceeded",
+        "The tenant's max_projects quota (20) is reached.",
+    ),
     "NotFound": (404, "not_found", "No such resource."),
     "Conflict": (409, "conflict", "The resource changed."),
     "PreconditionFailed": (412, "precondition_failed", "The entry changed since that ETag."),
@@ -60,6 +65,13 @@ Versioned project context for many tenants. Walkthrough: `docs/api.md`.
 - **Pagination**: `?page=1&page_size=50` (at most 1000) and the `X-Pagination` header.
 """
 
+# Responses whose status has more than one code.
+RESPONSE_DESCRIPTIONS = {
+    "QuotaExceeded": "Forbidden: the credential lacks the permission (`forbidden`), or the "
+    "tenant's quota is reached (`quota_exceeded`, with `quota`, `limit` and `used`); nothing "
+    "was changed",
+}
+
 # Sent on every rate-limited response (and on the 429 that refuses one).
 RATE_LIMIT_HEADERS = {
     "RateLimit-Limit": ("Requests the caller's current window allows", 600),
@@ -81,6 +93,8 @@ def problem_example(status: int, code: str, detail: str) -> dict:
     }
     if status == 422:
         example["errors"] = {"name": ["Missing data for required field."]}
+    if code == "quota_exceeded":
+        example.update(quota="max_projects", limit=20, used=20)
     return example
 
 
@@ -217,7 +231,7 @@ class Api(flask_smorest.Api):
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
         for name, (status, code, detail) in ERROR_RESPONSES.items():
             response = {
-                "description": http.HTTPStatus(status).phrase,
+                "description": RESPONSE_DESCRIPTIONS.get(name, http.HTTPStatus(status).phrase),
                 "schema": self.ERROR_SCHEMA,
                 "example": problem_example(status, code, detail),
             }

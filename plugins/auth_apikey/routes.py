@@ -48,14 +48,15 @@ class ApiKeys(MethodView):
     @requires("keys:manage")
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema)
-    @blp.alt_response(403, response="Forbidden")
+    @blp.alt_response(403, response="QuotaExceeded")
     @blp.alt_response(422, response="ValidationError")
     def post(self, data):
         """Create an API key
 
         The response holds `key`, the secret, this once. Scopes must be registered
         permissions (422) that the caller holds itself (403); a caller restricted to some
-        projects can only make keys restricted to some of those.
+        projects can only make keys restricted to some of those. Past the tenant's
+        `max_api_keys` quota (live keys): 403 `quota_exceeded`.
         """
         actor = current_actor()
         key, secret = service.create_api_key(

@@ -222,6 +222,7 @@ class EntryItem(MethodView):
                 "content": {"application/json": {"schema": EntrySchema}},
             },
             "400": {"$ref": "#/components/responses/BadRequest"},
+            "403": {"$ref": "#/components/responses/QuotaExceeded"},
             "404": {"$ref": "#/components/responses/NotFound"},
             "412": {"$ref": "#/components/responses/PreconditionFailed"},
             "413": {"$ref": "#/components/responses/EntryTooLarge"},
@@ -289,6 +290,7 @@ class Commits(MethodView):
     @blp.arguments(CommitSchema)
     @blp.response(201, RevisionSchema)
     @blp.alt_response(400, response="BadRequest")
+    @blp.alt_response(403, response="QuotaExceeded")
     @blp.alt_response(404, response="NotFound")
     @blp.alt_response(409, response="Conflict")
     @blp.alt_response(413, response="EntryTooLarge")

@@ -48,6 +48,7 @@ class Projects(MethodView):
     @requires("projects:write")
     @blp.arguments(ProjectCreateSchema)
     @blp.response(201, ProjectSchema)
+    @blp.alt_response(403, response="QuotaExceeded")
     @blp.alt_response(409, response="Conflict")
     @blp.alt_response(422, response="ValidationError")
     def post(self, data):

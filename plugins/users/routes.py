@@ -44,14 +44,15 @@ class Users(MethodView):
     @requires("users:manage")
     @blp.arguments(UserCreateSchema)
     @blp.response(201, UserSchema)
-    @blp.alt_response(403, response="Forbidden")
+    @blp.alt_response(403, response="QuotaExceeded")
     @blp.alt_response(409, response="Conflict")
     @blp.alt_response(422, response="ValidationError")
     def post(self, data):
         """Create a user
 
         The role may grant no more than the caller holds (an admin cannot create an owner:
-        403). A taken username is a 409; a weak password a 422.
+        403). A taken username is a 409; a weak password a 422; past the tenant's `max_users`
+        quota, 403 `quota_exceeded`.
         """
         actor = current_actor()
         return service.create_user(
