@@ -11,9 +11,6 @@ from __future__ import annotations
 import prometheus_client  # noqa: F401
 import pytest
 
-from app import create_app
-from app.cli import all_migrations
-from app.migrations import upgrade
 from tests import stack
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -40,13 +37,8 @@ def app_config(stack_config, tmp_path) -> dict:
 @pytest.fixture
 def app(app_config):
     """A migrated app on a fresh schema."""
-    application = create_app(app_config)
-    with application.app_context():
-        stack.reset(application)
-        upgrade(application.extensions["ctxcloud"].database, all_migrations())
-        application.extensions["ctxcloud"].database.close()
-    yield application
-    stack.close(application)
+    with stack.migrated_app(app_config) as application:
+        yield application
 
 
 @pytest.fixture

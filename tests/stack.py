@@ -16,6 +16,10 @@ from contextlib import ExitStack, contextmanager
 import flask
 import peewee
 
+from app import create_app
+from app.cli import all_migrations
+from app.migrations import upgrade
+
 STACK = os.environ.get("CTXCLOUD_TEST_STACK", "embedded")
 PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("CTXCLOUD_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -105,3 +109,15 @@ def close(app: flask.Flask) -> None:
     ext.storage.close()
     if ext.redis is not None:
         ext.redis.close()
+
+
+@contextmanager
+def migrated_app(config: dict) -> Iterator[flask.Flask]:
+    """An app built from `config` on a fresh, migrated schema; closed afterwards."""
+    application = create_app(config)
+    with application.app_context():
+        reset(application)
+        upgrade(application.extensions["ctxcloud"].database, all_migrations())
+        application.extensions["ctxcloud"].database.close()
+    yield application
+    close(application)

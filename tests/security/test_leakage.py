@@ -27,9 +27,6 @@ from types import SimpleNamespace
 import peewee
 import pytest
 
-from app import create_app
-from app.cli import all_migrations
-from app.migrations import upgrade
 from app.requestlog import JsonFormatter
 from tests import stack
 from tests.support.context import entry_url, object_file, object_key_of
@@ -454,14 +451,11 @@ def test_no_secret_leaks_anywhere(app, client, caplog, capsys, monkeypatch):
 @pytest.fixture
 def dev_app(app_config):
     """An app in the development environment (on the stack under test), migrated."""
-    application = create_app({**app_config, "ENV": "development", "LOG_LEVEL": "CRITICAL"})
-    assert application.config["ENV"] == "development" and not application.testing
-    with application.app_context():
-        stack.reset(application)
-        upgrade(application.extensions["ctxcloud"].database, all_migrations())
-        application.extensions["ctxcloud"].database.close()
-    yield application
-    stack.close(application)
+    with stack.migrated_app(
+        {**app_config, "ENV": "development", "LOG_LEVEL": "CRITICAL"}
+    ) as application:
+        assert application.config["ENV"] == "development" and not application.testing
+        yield application
 
 
 # Substrings no error may show; the case-insensitive ones are checked lowercased.
@@ -610,22 +604,16 @@ def test_errors_show_no_internals_in_development(dev_app, monkeypatch, trigger):
 @pytest.fixture
 def timing_app(app_config):
     """Rate limits off; argon2id at a cost that dominates a request, as in production."""
-    application = create_app(
-        {
-            **app_config,
-            "RATE_LIMIT_ENABLED": False,
-            "LOG_LEVEL": "WARNING",
-            "PASSWORD_HASH_TIME_COST": 2,
-            "PASSWORD_HASH_MEMORY_COST": 16 * 1024,
-            "PASSWORD_HASH_PARALLELISM": 1,
-        }
-    )
-    with application.app_context():
-        stack.reset(application)
-        upgrade(application.extensions["ctxcloud"].database, all_migrations())
-        application.extensions["ctxcloud"].database.close()
-    yield application
-    stack.close(application)
+    config = {
+        **app_config,
+        "RATE_LIMIT_ENABLED": False,
+        "LOG_LEVEL": "WARNING",
+        "PASSWORD_HASH_TIME_COST": 2,
+        "PASSWORD_HASH_MEMORY_COST": 16 * 1024,
+        "PASSWORD_HASH_PARALLELISM": 1,
+    }
+    with stack.migrated_app(config) as application:
+        yield application
 
 
 def test_failed_login_time_does_not_reveal_whether_the_user_exists(timing_app):
