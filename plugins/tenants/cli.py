@@ -1,18 +1,22 @@
-"""`ctxcloud tenants create SLUG [--name NAME] [--json]`, and the CLI's error shape."""
+"""`ctxcloud tenants create|config|usage|purge`, and the CLI's error shape."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
+import marshmallow as ma
 from flask.cli import with_appcontext
 
 from app.cli import emit
-from app.errors import ProblemError
+from app.errors import ProblemError, ValidationFailed
 from plugins.tenants import service
+from plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
 from plugins.tenants.models import DELETING, Tenant
-from plugins.tenants.schemas import TenantSchema
+from plugins.tenants.schemas import TenantSchema, UsageSchema
 
 
 @contextmanager
@@ -72,3 +76,52 @@ def purge_tenant(slug: str, yes: bool, as_json: bool) -> None:
         as_json,
         f"deleted tenant {tenant.slug} ({tenant.id})",
     )
+
+
+def _assignments(pairs: tuple[str, ...], kind: str) -> dict[str, Any]:
+    """NAME=VALUE pairs; VALUE is JSON when it parses (20, "text/*", ["a"]), `null` resets."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint=f"--{kind}")
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            values[name] = raw
+    return values
+
+
+@tenants_group.command("config")
+@click.argument("slug")
+@click.option("--quota", "quotas", multiple=True, help="NAME=VALUE; null returns to the default.")
+@click.option("--setting", "settings", multiple=True, help="NAME=VALUE; null: the default.")
+@with_appcontext
+def tenant_config(slug: str, quotas: tuple[str, ...], settings: tuple[str, ...]) -> None:
+    """Show a tenant's quotas and settings (JSON), or change some first."""
+    tenant = tenant_from_slug(slug)
+    changes = {
+        kind: values
+        for kind, values in (
+            ("quotas", _assignments(quotas, "quota")),
+            ("settings", _assignments(settings, "setting")),
+        )
+        if values
+    }
+    with problems_as_click_errors():
+        if changes:
+            try:
+                changes = TenantConfigChangeSchema().load(changes)
+            except ma.ValidationError as exc:
+                raise ValidationFailed(exc.messages) from None
+            tenant = service.update_config(tenant.id, changes)
+    click.echo(json.dumps(TenantConfigSchema().dump(tenant.effective_config), sort_keys=True))
+
+
+@tenants_group.command("usage")
+@click.argument("slug")
+@with_appcontext
+def tenant_usage(slug: str) -> None:
+    """Print a tenant's usage (JSON): projects, entries, stored bytes, users, API keys."""
+    tenant = tenant_from_slug(slug)
+    click.echo(json.dumps(UsageSchema().dump(service.usage(tenant)), sort_keys=True))

@@ -3,6 +3,8 @@ on the next request; usage exact; the tenant-wide rate limit."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.api.test_core import assert_problem
@@ -314,3 +316,42 @@ def test_a_default_no_tenant_could_have_stops_the_start(app_config, setting, val
 
     with pytest.raises(ConfigError, match=f"CTXCLOUD_{setting}"):
         create_app({**app_config, setting: value})
+
+
+def cli(app, *args):
+    return app.test_cli_runner().invoke(args=["tenants", *args])
+
+
+def test_operators_read_and_change_config_and_usage_from_the_cli(app, client, tenant, auth):
+    result = cli(
+        app,
+        "config",
+        tenant.slug,
+        "--quota",
+        "max_projects=3",
+        "--quota",
+        "rate_limit=20/minute",
+        "--setting",
+        'allowed_content_types=["text/*"]',
+        "--setting",
+        "default_content_type=text/plain",
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["overrides"] == {
+        "quotas": {"max_projects": 3, "rate_limit": "20/minute"},
+        "settings": {"allowed_content_types": ["text/*"], "default_content_type": "text/plain"},
+    }
+    assert client.get("/api/v1/auth/whoami", headers=auth).headers["RateLimit-Limit"] == "20"
+    result = cli(app, "config", tenant.slug, "--quota", "max_projects=null")
+    assert json.loads(result.output)["overrides"]["quotas"] == {"rate_limit": "20/minute"}
+
+    bad = cli(app, "config", tenant.slug, "--quota", "max_projects=-1")
+    assert bad.exit_code == 1 and "max_projects" in bad.output
+    assert cli(app, "config", tenant.slug, "--quota", "max_projects").exit_code == 2
+    assert cli(app, "config", "no-such-tenant").exit_code == 1
+
+    create_project(client, auth, slug="p")
+    put_entry(client, auth, "p", "a.md", b"12345", expect=201)
+    usage = json.loads(cli(app, "usage", tenant.slug).output)
+    assert (usage["projects"], usage["entries"], usage["storage_bytes"]) == (1, 1, 5)
