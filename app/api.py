@@ -106,6 +106,16 @@ def _code_for(status: int) -> str:
     return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
 
 
+# Past this page every list is empty, and (page - 1) * page_size could overflow SQL's 64-bit
+# OFFSET (a 500): larger page numbers are read as this one (X-Pagination keeps theirs).
+LAST_READ_PAGE = 2**53
+
+
+def page_and_size(pagination_parameters: Any) -> tuple[int, int]:
+    """The page and page size a list's query should use for flask-smorest's parameters."""
+    return min(pagination_parameters.page, LAST_READ_PAGE), pagination_parameters.page_size
+
+
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
@@ -144,18 +154,25 @@ class OperationConventions(BasePlugin):
         rule = kwargs.get("rule")
         blueprint = rule.endpoint.partition(".")[0] if rule is not None else None
         rate_limited = blueprint not in UNLIMITED_BLUEPRINTS
+        path_parameters = bool((operations or {}).get("parameters"))
         for method, operation in (operations or {}).items():
             if method in HTTP_METHODS:
-                document_operation(operation, rate_limited)
+                document_operation(operation, rate_limited, path_parameters)
 
 
-def document_operation(operation: dict[str, Any], rate_limited: bool) -> None:
+def document_operation(
+    operation: dict[str, Any], rate_limited: bool, path_parameters: bool = False
+) -> None:
     """Add the access line, the auth and rate-limit problems, and the RateLimit-* headers."""
     responses = operation.setdefault("responses", {})
     lines = [operation.get("description", "").strip()]
     access = access_text(operation)
     if access:
         lines.append(access)
+    takes_input = path_parameters or operation.get("parameters") or operation.get("requestBody")
+    if takes_input and not _has_response(responses, "400"):
+        # A body that is not JSON at all, or a value no database stores (a NUL character).
+        responses["400"] = _ref("responses", "BadRequest")
     if operation.get("security"):
         if not _has_response(responses, "401"):
             responses["401"] = _ref("responses", "Unauthorized")
@@ -201,9 +218,14 @@ class Api(flask_smorest.Api):
         super()._init_spec(**kwargs)
 
     def _register_pagination_header(self) -> None:
+        # The header's value is a JSON object: `content`, not `schema` (a `schema` of type
+        # object means OpenAPI's `simple` style, `total,120,page,2`, which it is not).
         self.spec.components.header(
             "PAGINATION",
-            {**pagination.PAGINATION_HEADER, "schema": PaginationMetadataSchema},
+            {
+                "description": pagination.PAGINATION_HEADER["description"],
+                "content": {"application/json": {"schema": PaginationMetadataSchema}},
+            },
             lazy=True,
         )
 

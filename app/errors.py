@@ -231,6 +231,9 @@ def register_error_handlers(app: flask.Flask) -> None:
         ma.ValidationError, lambda exc: _from_problem(ValidationFailed(exc.normalized_messages()))
     )
     app.register_error_handler(Exception, _from_unexpected)
+    import peewee
+
+    app.register_error_handler(peewee.DataError, _from_unstorable_value)
     # A dependency that is down is the service's state, not the client's fault: 503, retry.
     for dependency_error in _dependency_errors():
         app.register_error_handler(dependency_error, _from_dependency_down)
@@ -250,6 +253,15 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
         MaxConnectionsExceeded,
         redis.ConnectionError,
         redis.TimeoutError,
+    )
+
+
+def _from_unstorable_value(exc: Exception) -> flask.Response:
+    """A value the database refuses (SQL's data exceptions: a NUL character in text on
+    PostgreSQL, a number out of range) came from the request: 400, never a 500."""
+    log.warning("value the database cannot store", extra={"error": type(exc).__name__})
+    return _from_problem(
+        BadRequest("The request holds a value that cannot be stored (e.g. a NUL character).")
     )
 
 
@@ -288,5 +300,22 @@ class ProblemSchema(ma.Schema):
         metadata={
             "description": "Validation errors by field (422 only)",
             "example": {"name": ["Missing data for required field."]},
+        },
+    )
+    # Extension members (RFC 9457) of particular problems; absent from the others.
+    quota = ma.fields.String(
+        metadata={"description": "quota_exceeded: the quota reached", "example": "max_projects"}
+    )
+    limit = ma.fields.Integer(
+        metadata={"description": "quota_exceeded: the quota's value", "example": 20}
+    )
+    used = ma.fields.Integer(
+        metadata={"description": "quota_exceeded: what the tenant uses of it", "example": 20}
+    )
+    allowed = ma.fields.List(
+        ma.fields.String(),
+        metadata={
+            "description": "unsupported_media_type: the content types the tenant allows",
+            "example": ["text/*", "application/json"],
         },
     )

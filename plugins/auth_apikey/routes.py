@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api import page_and_size
 from app.auth import current_actor, requires
 from plugins.auth_apikey import service
 from plugins.auth_apikey.schemas import ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeySchema
@@ -40,7 +41,7 @@ class ApiKeys(MethodView):
         The tenant's live keys, oldest first; never the secret or its hash.
         """
         items, total = service.list_api_keys(
-            current_actor().tenant_id, pagination_parameters.page, pagination_parameters.page_size
+            current_actor().tenant_id, *page_and_size(pagination_parameters)
         )
         pagination_parameters.item_count = total
         return items

@@ -8,11 +8,13 @@ import flask
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api import page_and_size
 from app.auth import current_actor, requires
 from app.errors import EntryTooLarge, NotFound
 from plugins.context import http, service
 from plugins.context.paths import validate_prefix
 from plugins.context.schemas import (
+    MAX_REVISION,
     CommitSchema,
     EntryQuerySchema,
     EntrySchema,
@@ -31,7 +33,8 @@ blp = Blueprint(
 
 # API.md: page_size up to 1000 (flask-smorest's own default caps it at 100).
 MAX_PAGE_SIZE = 1000
-BINARY = {"schema": {"type": "string", "format": "binary"}}
+# Bytes of any type (OpenAPI 3.1: a media type without a schema; `format: binary` is 3.0's).
+BINARY: dict = {}
 ETAG_HEADER = {"schema": {"type": "string"}, "description": "The entry version's strong ETag"}
 ENTRY_HEADERS = {
     "ETag": ETAG_HEADER,
@@ -176,6 +179,7 @@ class EntryItem(MethodView):
         responses={
             "200": {"description": "The entry's headers", "headers": ENTRY_HEADERS},
             "304": {"description": "Not modified"},
+            "400": {"description": "Not a valid entry path (`invalid_path`)"},
             "404": {"description": "No such entry"},
         }
     )
@@ -334,14 +338,12 @@ class Revisions(MethodView):
         Newest first, with who made each, when, why, and which paths changed.
         """
         found = projects.resolve(current_actor(), project)
-        items, total = service.revisions(
-            found, pagination_parameters.page, pagination_parameters.page_size
-        )
+        items, total = service.revisions(found, *page_and_size(pagination_parameters))
         pagination_parameters.item_count = total
         return items
 
 
-@blp.route("/revisions/<int:number>", parameters=[PROJECT_PARAM])
+@blp.route(f"/revisions/<int(max={MAX_REVISION}):number>", parameters=[PROJECT_PARAM])
 class RevisionItem(MethodView):
     @requires("context:read")
     @blp.response(200, RevisionSchema)

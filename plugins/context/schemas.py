@@ -7,6 +7,9 @@ from marshmallow import validate
 
 from app.fields import Timestamp
 
+# Revision numbers are 64-bit in the database; a larger one is a 422, not an overflow.
+MAX_REVISION = 2**63 - 1
+
 _EXAMPLE_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
@@ -80,7 +83,7 @@ class ManifestSchema(ma.Schema):
 
 class ManifestQuerySchema(ma.Schema):
     revision = ma.fields.Integer(
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=MAX_REVISION),
         metadata={
             "description": "Show the context as it was at this revision (default: head)",
             "example": 3,
@@ -107,7 +110,7 @@ class ManifestQuerySchema(ma.Schema):
 
 class EntryQuerySchema(ma.Schema):
     revision = ma.fields.Integer(
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=MAX_REVISION),
         metadata={
             "description": "Read the entry as it was at this revision (default: head)",
             "example": 3,
@@ -152,7 +155,7 @@ class CommitSchema(ma.Schema):
         },
     )
     parent_revision = ma.fields.Integer(
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=MAX_REVISION),
         metadata={
             "description": "The head this commit was made against; another head is a 409",
             "example": 7,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api import page_and_size
 from app.auth import current_actor, requires
 from plugins.projects import service
 from plugins.projects.schemas import ProjectCreateSchema, ProjectSchema, ProjectUpdateSchema
@@ -39,9 +40,7 @@ class Projects(MethodView):
 
         The tenant's projects, oldest first; a key restricted to some projects sees only those.
         """
-        items, total = service.list_projects(
-            current_actor(), pagination_parameters.page, pagination_parameters.page_size
-        )
+        items, total = service.list_projects(current_actor(), *page_and_size(pagination_parameters))
         pagination_parameters.item_count = total
         return items
 

@@ -7,6 +7,7 @@ import copy
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api import page_and_size
 from app.auth import Actor, current_actor, requires, requires_authentication
 from plugins.tenants import service
 from plugins.tenants.config import SettingsSchema, TenantConfigChangeSchema, TenantConfigSchema
@@ -57,9 +58,7 @@ class Tenants(MethodView):
 
         Every tenant, oldest first.
         """
-        items, total = service.list_tenants(
-            pagination_parameters.page, pagination_parameters.page_size
-        )
+        items, total = service.list_tenants(*page_and_size(pagination_parameters))
         pagination_parameters.item_count = total
         return items
 

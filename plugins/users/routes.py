@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api import page_and_size
 from app.auth import current_actor, requires
 from plugins.users import service
 from plugins.users.schemas import UserCreateSchema, UserSchema, UserUpdateSchema
@@ -36,7 +37,7 @@ class Users(MethodView):
         The tenant's users, oldest first.
         """
         items, total = service.list_users(
-            current_actor().tenant_id, pagination_parameters.page, pagination_parameters.page_size
+            current_actor().tenant_id, *page_and_size(pagination_parameters)
         )
         pagination_parameters.item_count = total
         return items
