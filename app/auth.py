@@ -7,8 +7,9 @@ else deny.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -63,6 +64,39 @@ def current_actor(required: bool = True) -> Actor | None:
     if actor is None and required:
         raise errors.Unauthorized()
     return actor
+
+
+@dataclass(frozen=True)
+class DeferredCheck:
+    """A cached credential used before its revocation generation was re-read: the Redis key
+    holding the generation, the value it must still have, and how to forget the credential."""
+
+    redis_key: str
+    expected: int
+    forget: Callable[[], None]
+
+
+_DEFERRED_CHECKS = "deferred_credential_checks"
+
+
+def deferred_checks() -> list[DeferredCheck] | None:
+    """Where a credential cache may leave its Redis generation check instead of reading it
+    now; None (the rule) means it must read it now."""
+    return flask.g.get(_DEFERRED_CHECKS) if flask.has_request_context() else None
+
+
+@contextlib.contextmanager
+def deferring_credential_checks() -> Iterator[list[DeferredCheck]]:
+    """Authenticate inside this block with the generation reads left to the caller, so they
+    ride along with its own Redis round trip (the rate limiter's). The caller must run every
+    check before the actor is used for anything but counting, and authenticate again (after
+    ``forget``) when one fails."""
+    checks: list[DeferredCheck] = []
+    setattr(flask.g, _DEFERRED_CHECKS, checks)
+    try:
+        yield checks
+    finally:
+        flask.g.pop(_DEFERRED_CHECKS, None)
 
 
 def is_allowed(actor: Actor, action: str, resource: Any = None) -> bool:

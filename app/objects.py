@@ -20,6 +20,8 @@ from app import crypto
 from app.errors import IntegrityFailure
 from app.keystore import current_keystore
 from app.metrics import count_storage_bytes
+from app.read_ahead import ReadAhead
+from app.serial_worker import SerialWorker
 from app.storage import ObjectNotFound, StorageBackend
 
 log = logging.getLogger("ctxcloud.objects")
@@ -47,19 +49,46 @@ def storage() -> StorageBackend:
     return flask.current_app.extensions["ctxcloud"].storage
 
 
+# Chunks are handed to the hashing thread in batches of about this size: each hand-off costs
+# a thread wake-up and a GIL hand-over, so fewer, larger ones.
+HASH_BATCH = 4 * 1024 * 1024
+
+
 class _Measured:
-    """Pass chunks through while counting bytes and hashing them (the plaintext's identity)."""
+    """Pass chunks through while counting bytes and hashing them (the plaintext's identity).
+
+    Hashing runs on a helper thread (hashlib releases the GIL for large buffers) so it
+    overlaps the next network read and the encryption; chunks must be immutable bytes.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = chunks
         self.size = 0
         self._hash = hashlib.sha256()
+        self._hasher = SerialWorker(self._hash_all, depth=2)
+        self._batch: list[bytes] = []
+        self._batch_size = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
+            if not isinstance(chunk, bytes):
+                chunk = bytes(chunk)  # the hasher reads it later: a buffer could change
             self.size += len(chunk)
-            self._hash.update(chunk)
+            self._batch.append(chunk)
+            self._batch_size += len(chunk)
+            if self._batch_size >= HASH_BATCH:
+                self._hasher.submit(self._batch)
+                self._batch, self._batch_size = [], 0
             yield chunk
+        self._hasher.submit(self._batch)
+        self._hasher.finish()
+
+    def _hash_all(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._hash.update(chunk)
+
+    def close(self) -> None:
+        self._hasher.close()
 
     @property
     def sha256(self) -> str:
@@ -71,9 +100,12 @@ def store(tenant_id: str, project_id: str, chunks: Iterable[bytes]) -> StoredObj
     key = new_object_key()
     data_key = current_keystore().data_key(tenant_id)
     measured = _Measured(chunks)
-    written = storage().put(
-        key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
-    )
+    try:
+        written = storage().put(
+            key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
+        )
+    finally:
+        measured.close()
     count_storage_bytes("in", written)
     return StoredObject(key=key, size=measured.size, sha256=measured.sha256)
 
@@ -97,7 +129,25 @@ def read(
             return crypto.decrypt_stream(data_key, fetch(), aad)
         return crypto.decrypt_range(data_key, fetch, size, start, last, aad)
 
-    return _coalesced(_guarded(decrypted, key))
+    chunks = _coalesced(_guarded(decrypted, key))
+    if last - start + 1 >= READ_AHEAD_MIN:
+        return _read_ahead(chunks)
+    return chunks
+
+
+# Entries at least this big are decrypted a few pieces ahead of the response on a helper
+# thread (app/read_ahead.py); smaller ones never start a thread.
+READ_AHEAD_MIN = 4 * 1024 * 1024
+
+
+def _read_ahead(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The first piece here (the response checks it inside the request, logs included),
+    the rest from a helper thread while the previous piece is being sent."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    yield first
+    yield from ReadAhead(chunks)
 
 
 # Responses go out in about 1 MiB writes instead of one per 64 KiB segment: fewer syscalls and

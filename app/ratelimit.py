@@ -30,7 +30,7 @@ import redis
 from limits import RateLimitItem, parse_many
 
 from app import errors
-from app.auth import current_actor
+from app.auth import current_actor, deferring_credential_checks
 from app.config import ConfigError
 
 log = logging.getLogger("ctxcloud.ratelimit")
@@ -120,12 +120,21 @@ class RedisCounters:
         return self.hit_many([(item, key)])[0]
 
     def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
+        return self.hit_many_reading(hits, [])[0]
+
+    def hit_many_reading(
+        self, hits: list[tuple[RateLimitItem, str]], reads: list[str]
+    ) -> tuple[list[Window], list[bytes | None]]:
+        """The hits, and GETs of `reads` (credential generations) in the same round trip."""
         pipe = self.client.pipeline(transaction=True)
+        for key in reads:
+            pipe.get(key)
         for item, key in hits:
             pipe.set(key, 0, ex=item.get_expiry(), nx=True)
             pipe.incr(key)
             pipe.pttl(key)
         replies = pipe.execute()
+        values, replies = replies[: len(reads)], replies[len(reads) :]
         now = time.time()
         windows = []
         for index, (item, _) in enumerate(hits):
@@ -136,7 +145,7 @@ class RedisCounters:
                     count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count
                 )
             )
-        return windows
+        return windows, values
 
     def peek(self, item: RateLimitItem, key: str) -> Window:
         pipe = self.client.pipeline(transaction=True)
@@ -176,15 +185,23 @@ class RateLimits:
 
         Returns the enforced window with the least left (for the RateLimit-* headers).
         """
+        return self.spend_reading(budgets, [])[0]
+
+    def spend_reading(
+        self, budgets: tuple[Budget, ...] | list[Budget], reads: list[str]
+    ) -> tuple[Window | None, list[bytes | None]]:
+        """spend(), and the values of the Redis keys `reads` from the same round trip."""
         hits, owners = [], []
         for budget in budgets:
             for item in parse_limit(budget.limit):
                 hits.append((item, self._key(item, budget.identity)))
                 owners.append(budget)
+        if reads:
+            windows, values = self.counters.hit_many_reading(hits, reads)
+        else:
+            windows, values = self.counters.hit_many(hits), []
         binding = None
-        for (item, _), window, budget in zip(
-            hits, self.counters.hit_many(hits), owners, strict=True
-        ):
+        for (item, _), window, budget in zip(hits, windows, owners, strict=True):
             if not budget.enforced:
                 continue
             if not window.allowed:
@@ -195,7 +212,7 @@ class RateLimits:
                 )
             if binding is None or window.remaining < binding.remaining:
                 binding = window
-        return binding
+        return binding, values
 
     def hit(self, limit: str, *identity: str) -> Window | None:
         return self.spend(Budget(limit, identity))
@@ -265,12 +282,31 @@ def _limit_request() -> None:
     if request.blueprint in UNLIMITED_BLUEPRINTS or request.endpoint is None:
         return
     limits: RateLimits = flask.current_app.extensions[EXTENSION]
-    actor = _caller()
-    if actor is None:
-        window = limits.hit(limits.default, "addr", request.remote_addr or "-")
-    else:
-        window = limits.spend(*budgets_of(actor, limits.default))
+    if not isinstance(limits.counters, RedisCounters):
+        flask.g.rate_limit_window = limits.spend(*_budgets(_caller(), limits))
+        return
+    # One Redis round trip: the credential's revocation generation is read with the hits.
+    with deferring_credential_checks() as checks:
+        actor = _caller()
+    window, values = limits.spend_reading(
+        _budgets(actor, limits), [check.redis_key for check in checks]
+    )
+    stale = [c for c, value in zip(checks, values, strict=True) if int(value or 0) != c.expected]
+    if stale:
+        # Revoked or changed since this process cached it (rare): forget it and authenticate
+        # again, now reading the generation; the stale identity's unit stays spent.
+        for check in stale:
+            check.forget()
+        flask.g.pop("actor", None)
+        flask.g.pop("ratelimit_caller", None)
+        window = limits.spend(*_budgets(_caller(), limits))
     flask.g.rate_limit_window = window
+
+
+def _budgets(actor: Any, limits: RateLimits) -> list[Budget]:
+    if actor is None:
+        return [Budget(limits.default, ("addr", flask.request.remote_addr or "-"))]
+    return budgets_of(actor, limits.default)
 
 
 def tenant_requests(tenant: Any) -> Window | None:

@@ -7,7 +7,8 @@ Measured on this machine in the same run, each the median (min-max) of --runs:
   with the worker's peak RSS growth (VmHWM, reset before each transfer);
 - bare Flask endpoints under the same gunicorn configuration that read and discard the body
   (upload ceiling) or stream the same bytes (download ceiling);
-- raw AES-256-GCM and SHA-256 on one core, and raw disk write (with fsync) and read.
+- raw AES-256-GCM and SHA-256 on one core, and raw disk write (with fsync) and read (of
+  the file's pages dropped from the page cache first).
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def raw_disk(directory: Path, mib: int, runs: int) -> dict[str, dict[str, float]
             for _ in range(mib):
                 handle.write(BLOCK)
             os.fsync(handle.fileno())
+            # Drop the file's cached pages, so the read below comes from the disk.
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         writes.append(mib * MIB / (time.perf_counter() - started) / 1e6)
         started = time.perf_counter()
         with open(path, "rb", buffering=0) as handle:
@@ -193,22 +196,27 @@ def provision(env: dict[str, str]) -> str:
     return json.loads(result.stdout)["key"]
 
 
-def service_transfers(env: dict[str, str], work_dir: Path, size: int, runs: int):
-    """PUT then GET one entry of `size` bytes `runs` times through gunicorn (1 worker)."""
-    key = provision(env)
+def service_transfers(
+    env: dict[str, str], work_dir: Path, size: int, runs: int, key: str | None = None
+):
+    """PUT then GET one entry of `size` bytes `runs` times through gunicorn (1 worker).
+
+    `key`: a full-scope API key of a service already provisioned in `env` (else one is made).
+    """
+    key = key or provision(env)
     auth = {"Authorization": f"Bearer {key}"}
     with gunicorn(env, work_dir / "logs", workers=1, threads=4) as server:
         conn = _connection(server.url)
         conn.request(
             "POST",
             "/api/v1/projects",
-            body=json.dumps({"name": "bench"}),
+            body=json.dumps({"name": "stream"}),
             headers={**auth, "Content-Type": "application/json"},
         )
         if conn.getresponse().status != 201:
             raise RuntimeError("could not create the bench project")
         conn.close()
-        path = "/api/v1/projects/bench/context/entries/big.bin"
+        path = "/api/v1/projects/stream/context/entries/big.bin"
         ups = [
             measured_transfer(server, lambda: upload(server.url, path, size, auth))
             for _ in range(runs)
@@ -268,8 +276,12 @@ def run_s3(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
     return results
 
 
-def run(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
+def run(
+    mib: int, runs: int, work_dir: Path, service: tuple[dict[str, str], str] | None = None
+) -> dict[str, object]:
+    """Every figure above; `service` (env, API key) reuses a provisioned embedded service."""
     size = mib * MIB
+    work_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {"mib": mib, "runs": runs}
     results.update(raw_crypto(min(mib, 256), runs))
     results.update(raw_disk(work_dir, mib, runs))
@@ -286,7 +298,8 @@ def run(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
     results["bare_upload_mb_s"] = median_range([r for r, _ in ups])
     results["bare_download_mb_s"] = median_range([r for r, _ in downs])
 
-    ups, downs = service_transfers(service_env(work_dir / "data"), work_dir, size, runs)
+    env, key = service or (service_env(work_dir / "data"), None)
+    ups, downs = service_transfers(env, work_dir, size, runs, key)
     results["service_upload_mb_s"] = median_range([r for r, _ in ups])
     results["service_download_mb_s"] = median_range([r for r, _ in downs])
     results["service_upload_rss_growth_mib"] = median_range([m for _, m in ups])

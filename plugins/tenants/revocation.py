@@ -8,9 +8,10 @@ raises the tenant's generation *after* its transaction commits. A cached credent
 only while the generation it was verified under is still current, and a verifier reads the
 generation *before* it reads the database, so a stale entry can never be stored as fresh.
 
-With ``REDIS_URL`` the counters live in Redis (one GET per request, every host). Without it
-they live in a small memory-mapped file in the data directory, exact for every process on
-the host (the embedded default, gunicorn workers included).
+With ``REDIS_URL`` the counters live in Redis (one GET per request, every host; read in the
+rate limiter's own round trip when the limiter is on, see ``app.auth.deferred_checks``).
+Without it they live in a small memory-mapped file in the data directory, exact for every
+process on the host (the embedded default, gunicorn workers included).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import flask
 import redis
 
 from app import errors
+from app.auth import DeferredCheck, deferred_checks
 
 EXTENSION = "ctxcloud.credentials"
 PLATFORM_SCOPE = "platform"
@@ -50,6 +53,10 @@ class RedisGenerations:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = f"{prefix}credgen:"
+
+    def redis_key(self, scope: str) -> str:
+        """The counter's key, for a caller reading it in its own round trip (the limiter)."""
+        return self.prefix + scope
 
     def current(self, scope: str) -> int:
         try:
@@ -132,9 +139,21 @@ class CredentialCache:
         entry = self.entries.get(key)
         if entry is None or now >= entry.fresh_until:
             return None
+        deferred = deferred_checks()
+        redis_key = getattr(self.generations, "redis_key", None)
+        if deferred is not None and redis_key is not None:
+            # The limiter reads the generation in its own Redis round trip and, if it moved,
+            # forgets this entry and authenticates again before the actor is used.
+            deferred.append(
+                DeferredCheck(redis_key(entry.scope), entry.generation, partial(self.forget, key))
+            )
+            return entry
         if self.generations.current(entry.scope) != entry.generation:
             return None
         return entry
+
+    def forget(self, key: str) -> None:
+        self.entries.pop(key, None)
 
     def put(
         self,

@@ -1,0 +1,46 @@
+"""The benchmark harness still runs end to end (`python -m bench.run --smoke`, seconds).
+
+Nothing here judges a timing: the figures depend on the machine. What is checked is that
+every scenario ran against a server that answered, and that both result files were written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench import run
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is missing: apt-get install -y wrk (Debian)"
+)
+
+
+def test_smoke_run_writes_every_scenario(tmp_path):
+    assert run.main(["--smoke", "--no-production", "--out", str(tmp_path)]) == 0
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    figures = results["figures"]
+    expected = {
+        "ceiling_c16",
+        "manifest_apikey_c16",
+        "manifest_jwt_c16",
+        "small_get_c16",
+        "small_put_c16",
+        "manifest_apikey_c16_1worker",
+    }
+    assert expected <= set(figures)
+    for name, figure in figures.items():
+        assert figure["rps"]["median"] > 0, name
+        assert figure["non_2xx"] == 0 and figure["socket_errors"] == 0, name
+    assert {"manifest_apikey_c16", "scaling_2_vs_1_worker"} <= set(results["ratios"])
+    stream = results["streaming"]
+    assert stream["upload_ratio_to_bare"] > 0 and stream["download_ratio_to_bare"] > 0
+    assert {row["target"] for row in results["targets"]} >= {
+        "manifest_apikey_c16 / ceiling (embedded)",
+        "upload / bare endpoint",
+    }
+    table = (tmp_path / "latest.md").read_text()
+    assert "| manifest_jwt_c16 |" in table and "## Targets" in table
