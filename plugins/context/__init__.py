@@ -10,7 +10,19 @@ from plugins.context.migrations import MIGRATIONS
 def config_defaults():
     # MAX_ENTRY_BYTES and REVISIONS_KEPT are the defaults of the tenant quotas of those names.
     # REVISIONS_KEPT: None keeps every revision; N keeps the last N readable (context prune).
-    return {"MAX_ENTRY_BYTES": 5 * 1024**3, "REVISIONS_KEPT": None}
+    # MANIFEST_CACHE_BYTES: serialized manifests kept per process (0: none).
+    return {
+        "MAX_ENTRY_BYTES": 5 * 1024**3,
+        "REVISIONS_KEPT": None,
+        "MANIFEST_CACHE_BYTES": 16 * 1024**2,
+    }
+
+
+@hookimpl
+def startup(app):
+    from plugins.context.manifest_cache import init_manifest_cache
+
+    init_manifest_cache(app)
 
 
 @hookimpl

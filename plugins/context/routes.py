@@ -12,6 +12,7 @@ from app.api import page_and_size
 from app.auth import current_actor, requires
 from app.errors import EntryTooLarge, NotFound
 from plugins.context import http, service
+from plugins.context.manifest_cache import manifest_cache
 from plugins.context.paths import validate_prefix
 from plugins.context.schemas import (
     MAX_REVISION,
@@ -87,7 +88,7 @@ def manifest_etag(project_id: str, revision: int, query: dict) -> str:
 @blp.route("", parameters=[PROJECT_PARAM])
 class Manifest(MethodView):
     @requires("context:read")
-    @blp.arguments(ManifestQuerySchema, location="query")
+    @blp.arguments(ManifestQuerySchema(), location="query")
     @blp.response(200, ManifestSchema, headers={"ETag": ETAG_HEADER})
     @blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
     @blp.alt_response(400, response="BadRequest")
@@ -104,9 +105,15 @@ class Manifest(MethodView):
         found = projects.resolve(actor, project)
         prefix = validate_prefix(query["prefix"])
         revision = query.get("revision", found.revision)
+        if "revision" in query:
+            service.check_revision(found, revision)
         etag = manifest_etag(found.id, revision, query)
         if http.not_modified(etag):
             return flask.Response(status=304, headers={"ETag": etag})
+        cacheable = not query["include_content"]
+        cached = manifest_cache().get(etag) if cacheable else None
+        if cached is not None:
+            return flask.Response(cached, mimetype="application/json", headers={"ETag": etag})
         versions = service.manifest(found, query.get("revision"), prefix)
         body = {
             "project_id": found.id,
@@ -124,7 +131,11 @@ class Manifest(MethodView):
                 else:
                     version.content_omitted = omitted[version.path]
             body["content_truncated"] = "budget" in omitted.values()
-        return body, 200, {"ETag": etag}
+            return body, 200, {"ETag": etag}
+        response = flask.current_app.json.response(ManifestSchema().dump(body))
+        response.headers["ETag"] = etag
+        manifest_cache().put(etag, response.get_data())
+        return response
 
 
 @blp.route(
@@ -132,7 +143,7 @@ class Manifest(MethodView):
 )
 class EntryItem(MethodView):
     @requires("context:read")
-    @blp.arguments(EntryQuerySchema, location="query")
+    @blp.arguments(EntryQuerySchema(), location="query")
     @blp.doc(
         parameters=[
             {
@@ -174,7 +185,7 @@ class EntryItem(MethodView):
         return http.entry_response(actor.tenant_id, version, head=False)
 
     @requires("context:read")
-    @blp.arguments(EntryQuerySchema, location="query")
+    @blp.arguments(EntryQuerySchema(), location="query")
     @blp.doc(
         responses={
             "200": {"description": "The entry's headers", "headers": ENTRY_HEADERS},

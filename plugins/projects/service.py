@@ -12,7 +12,7 @@ import peewee
 
 from app import objects
 from app.auth import Actor
-from app.db import database, for_update, utcnow
+from app.db import PreparedSelect, database, for_update, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.ids import new_id
 from plugins.projects.models import Project
@@ -37,12 +37,24 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
         raise ValidationFailed({"metadata": [f"At most {MAX_METADATA_BYTES} bytes of JSON."]})
 
 
+# The lookups every project request makes, prepared once (see app.db.PreparedSelect).
+_BY_ID = PreparedSelect(
+    Project, lambda tenant, ref: Project.of_tenant(tenant).where(Project.id == ref)
+)
+_BY_SLUG = PreparedSelect(
+    Project, lambda tenant, ref: Project.of_tenant(tenant).where(Project.slug == ref)
+)
+
+
 def resolve(actor: Actor, ref: str, *, lock: bool = False) -> Project:
     """The actor's project by id or slug; anything else (other tenant, restricted key) is 404."""
-    query = Project.of_tenant(actor.tenant_id or "-")
-    field = Project.id if ref.startswith("prj_") else Project.slug
-    query = query.where(field == ref)
-    project = (for_update(query) if lock else query).first()
+    by_id = ref.startswith("prj_")
+    if lock:
+        field = Project.id if by_id else Project.slug
+        query = Project.of_tenant(actor.tenant_id or "-").where(field == ref)
+        project = for_update(query).first()
+    else:
+        project = (_BY_ID if by_id else _BY_SLUG).first(actor.tenant_id or "-", ref)
     if project is None or not actor.may_access_project(project.id):
         raise NotFound("No such project.")
     return project

@@ -1,0 +1,53 @@
+"""Serialized manifests by ETag, per process: a manifest names one revision, so it never changes.
+
+The ETag is derived from the project id, the revision and the query, and a revision's
+entries are immutable (pruning only removes revisions before `history_starts_at`, which are
+refused before the cache is asked). Every request still resolves the project for its caller
+and checks the revision, so the cache answers only what the caller may read. Only manifests
+without inlined content are kept: no entry plaintext stays in memory. Bounded by bytes;
+the least recently used go first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import flask
+
+EXTENSION = "ctxcloud.manifest_cache"
+
+
+class ManifestCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.bodies: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, etag: str) -> bytes | None:
+        with self.lock:
+            body = self.bodies.get(etag)
+            if body is not None:
+                self.bodies.move_to_end(etag)
+            return body
+
+    def put(self, etag: str, body: bytes) -> None:
+        if len(body) > self.max_bytes // 4:
+            return
+        with self.lock:
+            if etag in self.bodies:
+                return
+            self.bodies[etag] = body
+            self.size += len(body)
+            while self.size > self.max_bytes:
+                _, dropped = self.bodies.popitem(last=False)
+                self.size -= len(dropped)
+
+
+def init_manifest_cache(app: flask.Flask) -> None:
+    app.extensions[EXTENSION] = ManifestCache(int(app.config["MANIFEST_CACHE_BYTES"]))
+
+
+def manifest_cache() -> ManifestCache:
+    return flask.current_app.extensions[EXTENSION]
