@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -87,6 +88,50 @@ def database_url(config: Mapping[str, Any]) -> str:
     return "sqlite:///" + os.path.join(config["DATA_DIR"], "ctxcloud.sqlite3")
 
 
+WRITER_QUEUE_TIMEOUT = 30.0
+
+
+class QueuedSqliteDatabase(PooledSqliteDatabase):
+    """SQLite whose write transactions queue on a lock inside the process.
+
+    SQLite lets one writer in at a time and makes the others poll (its busy handler sleeps
+    1, 2, 5... up to 100 ms between tries), so under many concurrent writers some wait far
+    longer than their turn. Threads of one process wait on a lock instead and go in as soon
+    as the writer before them commits; other processes still take turns through SQLite.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = threading.Lock()
+        self._held = threading.local()
+
+    def begin(self, lock_type: str | None = None) -> None:
+        # Bounded like SQLite's own busy timeout: past it, go on and let SQLite arbitrate.
+        self._held.value = self._writer.acquire(timeout=WRITER_QUEUE_TIMEOUT)
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if getattr(self._held, "value", False):
+            self._held.value = False
+            self._writer.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+
 def open_database(config: Mapping[str, Any]) -> peewee.Database:
     """Build (not connect) the pooled database the URL names."""
     url = database_url(config)
@@ -101,7 +146,7 @@ def open_database(config: Mapping[str, Any]) -> peewee.Database:
         if not path:
             raise ConfigError("CTXCLOUD_DATABASE_URL: sqlite URLs need a file path")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return PooledSqliteDatabase(
+        return QueuedSqliteDatabase(
             path,
             pragmas={
                 "journal_mode": "wal",
