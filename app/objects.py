@@ -21,7 +21,7 @@ from app.errors import IntegrityFailure
 from app.keystore import current_keystore
 from app.metrics import count_storage_bytes
 from app.read_ahead import ReadAhead
-from app.serial_worker import SerialWorker
+from app.serial_worker import ChunkBatches
 from app.storage import ObjectNotFound, StorageBackend
 
 log = logging.getLogger("ctxcloud.objects")
@@ -65,22 +65,13 @@ class _Measured:
         self._chunks = chunks
         self.size = 0
         self._hash = hashlib.sha256()
-        self._hasher = SerialWorker(self._hash_all, depth=2)
-        self._batch: list[bytes] = []
-        self._batch_size = 0
+        self._hasher = ChunkBatches(self._hash_all, HASH_BATCH)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
-            if not isinstance(chunk, bytes):
-                chunk = bytes(chunk)  # the hasher reads it later: a buffer could change
+            chunk = self._hasher.add(chunk)
             self.size += len(chunk)
-            self._batch.append(chunk)
-            self._batch_size += len(chunk)
-            if self._batch_size >= HASH_BATCH:
-                self._hasher.submit(self._batch)
-                self._batch, self._batch_size = [], 0
             yield chunk
-        self._hasher.submit(self._batch)
         self._hasher.finish()
 
     def _hash_all(self, chunks: list[bytes]) -> None:

@@ -48,3 +48,37 @@ class SerialWorker:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
+
+
+class ChunkBatches:
+    """Chunks gathered into batches of about `size` bytes, each handed to a SerialWorker call
+    (one thread wake-up per batch, not per chunk)."""
+
+    def __init__(self, function: Callable[[list[bytes]], Any], size: int, depth: int = 2) -> None:
+        self._worker = SerialWorker(function, depth=depth)
+        self._size = size
+        self._batch: list[bytes] = []
+        self._batch_size = 0
+
+    def add(self, chunk: bytes) -> bytes:
+        """Queue `chunk` (as immutable bytes: the worker reads it later) and return it."""
+        if not isinstance(chunk, bytes):
+            chunk = bytes(chunk)
+        self._batch.append(chunk)
+        self._batch_size += len(chunk)
+        if self._batch_size >= self._size:
+            self._flush()
+        return chunk
+
+    def finish(self) -> None:
+        """Hand over what is left and wait for every batch; the first failure raises."""
+        self._flush()
+        self._worker.finish()
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_size = self._batch, [], 0
+            self._worker.submit(batch)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from app.serial_worker import SerialWorker
+from app.serial_worker import ChunkBatches
 from app.storage import (
     CHUNK_SIZE,
     ObjectInfo,
@@ -294,25 +294,16 @@ class _FileWriter:
     def __init__(self, fd: int, key: str) -> None:
         self._fd: int | None = fd
         self._key = key
-        self._batch: list[bytes] = []
-        self._batch_size = 0
         self.written = 0
         self._advised = 0
-        self._writer = SerialWorker(self._write, depth=2)
+        self._writer = ChunkBatches(self._write, WRITE_BATCH)
 
     def write(self, chunk: bytes) -> None:
-        if not isinstance(chunk, bytes):
-            chunk = bytes(chunk)  # written later, on the helper thread: a buffer could change
-        if not chunk:
-            return
-        self._batch.append(chunk)
-        self._batch_size += len(chunk)
-        if self._batch_size >= WRITE_BATCH:
-            self._flush()
+        if chunk:
+            self._writer.add(chunk)
 
     def finish(self) -> int:
         """Write what is left, wait for the helper, fsync and close; the byte count."""
-        self._flush()
         self._writer.finish()
         self._writer.close()
         fd, self._fd = self._fd, None
@@ -331,11 +322,6 @@ class _FileWriter:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch, self._batch_size = self._batch, [], 0
-            self._writer.submit(batch)
 
     def _write(self, batch: list[bytes]) -> None:
         fd = self._fd

@@ -43,3 +43,18 @@ def test_a_failed_call_raises_from_a_later_submit_or_finish():
             worker.submit(n)
         worker.finish()
     worker.close()
+
+
+def test_chunk_batches_hand_over_batches_of_the_size_and_the_rest_at_finish():
+    from app.serial_worker import ChunkBatches
+
+    batches: list[list[bytes]] = []
+    chunks = ChunkBatches(batches.append, size=10)
+    try:
+        returned = [chunks.add(piece) for piece in (b"abcd", memoryview(b"efgh"), b"ij", b"k")]
+        chunks.finish()
+    finally:
+        chunks.close()
+    assert returned == [b"abcd", b"efgh", b"ij", b"k"]
+    assert all(type(piece) is bytes for piece in returned)  # a buffer could change later
+    assert batches == [[b"abcd", b"efgh", b"ij"], [b"k"]]
