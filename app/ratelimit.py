@@ -52,6 +52,11 @@ class Window:
     reset_at: float
     count: int = 0
 
+    @classmethod
+    def counted(cls, item: RateLimitItem, count: int, reset_at: float) -> Window:
+        """The window of `item` once `count` requests are in it (allowed: within the limit)."""
+        return cls(count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count)
+
     def headers(self) -> dict[str, str]:
         return {
             "RateLimit-Limit": str(self.limit),
@@ -90,9 +95,7 @@ class ProcessCounters:
                 window = self.windows[key] = [now + item.get_expiry(), 0]
             window[1] += 1
             count, reset_at = window[1], window[0]
-        return Window(
-            count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count
-        )
+        return Window.counted(item, count, reset_at)
 
     def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
         return [self.hit(item, key) for item, key in hits]
@@ -105,9 +108,7 @@ class ProcessCounters:
                 count, reset_at = 0, now + item.get_expiry()
             else:
                 count, reset_at = int(window[1]), window[0]
-        return Window(
-            count < item.amount, item.amount, max(0, item.amount - count), reset_at, count
-        )
+        return Window.counted(item, count, reset_at)
 
 
 class RedisCounters:
@@ -136,15 +137,10 @@ class RedisCounters:
         replies = pipe.execute()
         values, replies = replies[: len(reads)], replies[len(reads) :]
         now = time.time()
-        windows = []
-        for index, (item, _) in enumerate(hits):
-            count, ttl_ms = replies[3 * index + 1], replies[3 * index + 2]
-            reset_at = now + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
-            windows.append(
-                Window(
-                    count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count
-                )
-            )
+        windows = [
+            Window.counted(item, count, _reset_at(now, ttl_ms, item))
+            for (item, _), count, ttl_ms in zip(hits, replies[1::3], replies[2::3], strict=True)
+        ]
         return windows, values
 
     def peek(self, item: RateLimitItem, key: str) -> Window:
@@ -152,11 +148,12 @@ class RedisCounters:
         pipe.get(key)
         pipe.pttl(key)
         value, ttl_ms = pipe.execute()
-        count = int(value or 0)
-        reset_at = time.time() + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
-        return Window(
-            count < item.amount, item.amount, max(0, item.amount - count), reset_at, count
-        )
+        return Window.counted(item, int(value or 0), _reset_at(time.time(), ttl_ms, item))
+
+
+def _reset_at(now: float, ttl_ms: int, item: RateLimitItem) -> float:
+    """When a Redis window ends: its TTL from now (a key without one: a whole window)."""
+    return now + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
 
 
 @dataclass(frozen=True)
