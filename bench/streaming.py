@@ -263,17 +263,28 @@ def run_s3(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
             **{f"CTXCLOUD_{name}": str(value) for name, value in s3.config().items()},
         }
         ups, downs = service_transfers(env, work_dir, size, runs)
-    results["service_s3_upload_mb_s"] = median_range([r for r, _ in ups])
-    results["service_s3_download_mb_s"] = median_range([r for r, _ in downs])
-    results["service_s3_upload_rss_growth_mib"] = median_range([m for _, m in ups])
-    results["service_s3_download_rss_growth_mib"] = median_range([m for _, m in downs])
-    results["s3_upload_ratio_to_boto3"] = round(
-        results["service_s3_upload_mb_s"]["median"] / results["boto3_put_mb_s"]["median"], 3
-    )
-    results["s3_download_ratio_to_boto3"] = round(
-        results["service_s3_download_mb_s"]["median"] / results["boto3_get_mb_s"]["median"], 3
+    results.update(
+        service_figures(ups, downs, "s3_", results["boto3_put_mb_s"], results["boto3_get_mb_s"])
     )
     return results
+
+
+def service_figures(ups, downs, kind: str, base_up: dict, base_down: dict) -> dict[str, object]:
+    """The service's transfer rates and RSS growth (`service_<kind>...`), and their ratios to
+    the baselines measured in the same run (`<kind>..._ratio_to_bare|boto3`)."""
+    baseline = "boto3" if kind else "bare"
+    figures: dict[str, object] = {
+        f"service_{kind}upload_mb_s": median_range([r for r, _ in ups]),
+        f"service_{kind}download_mb_s": median_range([r for r, _ in downs]),
+        f"service_{kind}upload_rss_growth_mib": median_range([m for _, m in ups]),
+        f"service_{kind}download_rss_growth_mib": median_range([m for _, m in downs]),
+    }
+    for direction, base in (("upload", base_up), ("download", base_down)):
+        service = figures[f"service_{kind}{direction}_mb_s"]
+        figures[f"{kind}{direction}_ratio_to_{baseline}"] = round(
+            service["median"] / base["median"], 3
+        )
+    return figures
 
 
 def run(
@@ -300,15 +311,8 @@ def run(
 
     env, key = service or (service_env(work_dir / "data"), None)
     ups, downs = service_transfers(env, work_dir, size, runs, key)
-    results["service_upload_mb_s"] = median_range([r for r, _ in ups])
-    results["service_download_mb_s"] = median_range([r for r, _ in downs])
-    results["service_upload_rss_growth_mib"] = median_range([m for _, m in ups])
-    results["service_download_rss_growth_mib"] = median_range([m for _, m in downs])
-    results["upload_ratio_to_bare"] = round(
-        results["service_upload_mb_s"]["median"] / results["bare_upload_mb_s"]["median"], 3
-    )
-    results["download_ratio_to_bare"] = round(
-        results["service_download_mb_s"]["median"] / results["bare_download_mb_s"]["median"], 3
+    results.update(
+        service_figures(ups, downs, "", results["bare_upload_mb_s"], results["bare_download_mb_s"])
     )
     return results
 
