@@ -11,6 +11,8 @@ import flask
 import marshmallow as ma
 from werkzeug.exceptions import HTTPException
 
+from app.slow_clients import RequestTimeout
+
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger("ctxcloud.errors")
 
@@ -87,6 +89,16 @@ class Conflict(ProblemError):
     status, code = 409, "conflict"
 
 
+class RequestTimedOut(ProblemError):
+    """The client sent its request too slowly (app/slow_clients.py); the connection closes."""
+
+    status, code = 408, "request_timeout"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Connection", "close")
+
+
 class PreconditionFailed(ProblemError):
     status, code = 412, "precondition_failed"
 
@@ -130,6 +142,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     411: "length_required",
     412: "precondition_failed",
@@ -234,6 +247,7 @@ def register_error_handlers(app: flask.Flask) -> None:
     import peewee
 
     app.register_error_handler(peewee.DataError, _from_unstorable_value)
+    app.register_error_handler(RequestTimeout, _from_slow_client)
     # A dependency that is down is the service's state, not the client's fault: 503, retry.
     for dependency_error in _dependency_errors():
         app.register_error_handler(dependency_error, _from_dependency_down)
@@ -253,6 +267,18 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
         MaxConnectionsExceeded,
         redis.ConnectionError,
         redis.TimeoutError,
+    )
+
+
+def _from_slow_client(exc: RequestTimeout) -> flask.Response:
+    """The body did not keep the minimum rate: nothing was stored, and the connection closes
+    (what is left of the body is never read)."""
+    log.info("request body too slow", extra={"phase": exc.phase})
+    return _from_problem(
+        RequestTimedOut(
+            f"The request {exc.phase} did not arrive in time: send it at the rate the service "
+            "requires, or through a proxy that buffers it."
+        )
     )
 
 

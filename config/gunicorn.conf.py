@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
 
+from app.gunicorn_worker import ThreadWorker
+from app.slow_clients import SlowClientLimits
+
 # cgroup v2 CPU quota ("max 100000" or "<quota> <period>"); the v1 files are the fallback.
 CGROUP_CPU_MAX = os.environ.get("GUNICORN_CGROUP_CPU_MAX", "/sys/fs/cgroup/cpu.max")
 CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
@@ -30,6 +33,19 @@ def _int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SystemExit(f"gunicorn.conf.py: {name}={value!r} is not an integer") from None
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SystemExit(f"gunicorn.conf.py: {name}={value!r} is not a number") from None
+    if not seconds > 0 or math.isinf(seconds):
+        raise SystemExit(f"gunicorn.conf.py: {name}={value!r} must be a positive number")
+    return seconds
 
 
 def _read(path: str) -> str | None:
@@ -83,8 +99,24 @@ def _bind_host(address: str) -> str:
 
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-# Threads serve slow clients and streaming bodies without a process each; workers use the CPUs.
-worker_class = "gthread"
+# Threads serve streaming bodies without a process each; workers use the CPUs. ctxcloud's
+# gthread worker (app/gunicorn_worker.py) gathers request heads in its event loop, so idle and
+# slow clients hold no thread, and bounds every blocking read and write:
+# - GUNICORN_HEADER_TIMEOUT: seconds a connection has to send a whole request head (also how
+#   long a new or kept-alive connection may stay silent); past it: 408, closed.
+# - GUNICORN_BODY_MIN_RATE / GUNICORN_BODY_GRACE: a body must arrive at this many bytes a
+#   second on average, after this many seconds of credit; a slower one is cut with a 408
+#   request_timeout problem and nothing is stored.
+# - GUNICORN_SEND_TIMEOUT: seconds a response write may wait for a client that reads nothing.
+# Behind the shipped proxy (docs/deployment.md) these are a second line: the proxy buffers
+# requests and absorbs slow and idle clients first.
+SLOW_CLIENT_LIMITS = SlowClientLimits(
+    header_timeout=_seconds("GUNICORN_HEADER_TIMEOUT", 10.0),
+    body_min_rate=_seconds("GUNICORN_BODY_MIN_RATE", 4096.0),
+    body_grace=_seconds("GUNICORN_BODY_GRACE", 10.0),
+    send_timeout=_seconds("GUNICORN_SEND_TIMEOUT", 30.0),
+)
+worker_class = ThreadWorker.configured(SLOW_CLIENT_LIMITS)
 workers = _int("GUNICORN_WORKERS", default_workers(available_cpus()))
 threads = _int("GUNICORN_THREADS", 8)
 # Large entries stream for minutes: the worker timeout is the heartbeat, not a request limit
@@ -94,6 +126,16 @@ timeout = _int("GUNICORN_TIMEOUT", 300)
 # orchestrator's grace period (Kubernetes terminationGracePeriodSeconds) above it.
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Connections a worker holds at once (idle and kept-alive ones included; they cost no thread).
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000)
+# gunicorn's request limits (the defaults, stated): request line bytes, header count, bytes per
+# header line. Past them the answer is a 414 or 431 problem (docs/configuration.md).
+limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 4094)
+limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
+limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
+# Files are written through the worker's bounded writes, not sendfile(2), which would block a
+# thread on a client that stops reading.
+sendfile = False
 max_requests = _int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 0)
 backlog = _int("GUNICORN_BACKLOG", 2048)

@@ -17,6 +17,8 @@ from types import ModuleType
 import pytest
 import requests
 
+from app.gunicorn_worker import ThreadWorker
+from app.slow_clients import SlowClientLimits
 from tests.deploy.conftest import ROOT
 from tests.support.server import free_port, stop
 
@@ -30,6 +32,14 @@ GUNICORN_VARS = (
     "GUNICORN_TIMEOUT",
     "GUNICORN_GRACEFUL_TIMEOUT",
     "GUNICORN_KEEPALIVE",
+    "GUNICORN_WORKER_CONNECTIONS",
+    "GUNICORN_HEADER_TIMEOUT",
+    "GUNICORN_BODY_MIN_RATE",
+    "GUNICORN_BODY_GRACE",
+    "GUNICORN_SEND_TIMEOUT",
+    "GUNICORN_LIMIT_REQUEST_LINE",
+    "GUNICORN_LIMIT_REQUEST_FIELDS",
+    "GUNICORN_LIMIT_REQUEST_FIELD_SIZE",
     "GUNICORN_FORWARDED_ALLOW_IPS",
     "GUNICORN_ACCESSLOG",
     "GUNICORN_LOG_FORMAT",
@@ -67,7 +77,14 @@ def load_conf(monkeypatch, tmp_path):
 def test_defaults(load_conf):
     conf: ModuleType = load_conf(cpus=4)
     assert conf.bind == "127.0.0.1:8000"
-    assert conf.worker_class == "gthread"
+    # ctxcloud's gthread worker, with the slow-client limits it documents.
+    assert issubclass(conf.worker_class, ThreadWorker)
+    assert conf.worker_class.limits == SlowClientLimits(
+        header_timeout=10.0, body_min_rate=4096.0, body_grace=10.0, send_timeout=30.0
+    )
+    assert (conf.worker_connections, conf.sendfile) == (1000, False)
+    assert (conf.limit_request_line, conf.limit_request_fields) == (4094, 100)
+    assert conf.limit_request_field_size == 8190
     assert conf.workers == 4
     assert conf.threads == 8
     assert conf.timeout == 300
@@ -88,6 +105,12 @@ def test_every_setting_comes_from_the_environment(load_conf):
             "GUNICORN_TIMEOUT": "600",
             "GUNICORN_GRACEFUL_TIMEOUT": "45",
             "GUNICORN_KEEPALIVE": "10",
+            "GUNICORN_WORKER_CONNECTIONS": "4000",
+            "GUNICORN_HEADER_TIMEOUT": "5",
+            "GUNICORN_BODY_MIN_RATE": "10000",
+            "GUNICORN_BODY_GRACE": "2.5",
+            "GUNICORN_SEND_TIMEOUT": "60",
+            "GUNICORN_LIMIT_REQUEST_LINE": "8190",
             "GUNICORN_FORWARDED_ALLOW_IPS": "10.0.0.0/8",
             "GUNICORN_ACCESSLOG": "-",
             "GUNICORN_LOG_FORMAT": "text",
@@ -98,6 +121,10 @@ def test_every_setting_comes_from_the_environment(load_conf):
     assert conf.bind == "0.0.0.0:9000"
     assert (conf.workers, conf.threads) == (5, 16)
     assert (conf.timeout, conf.graceful_timeout, conf.keepalive) == (600, 45, 10)
+    assert (conf.worker_connections, conf.limit_request_line) == (4000, 8190)
+    assert conf.worker_class.limits == SlowClientLimits(
+        header_timeout=5.0, body_min_rate=10000.0, body_grace=2.5, send_timeout=60.0
+    )
     assert conf.forwarded_allow_ips == "10.0.0.0/8"
     assert conf.accesslog == "-"
     assert not hasattr(conf, "logger_class")  # text: gunicorn's own format
@@ -111,10 +138,18 @@ def test_empty_variables_mean_the_default(load_conf):
     assert (conf.workers, conf.threads) == (3, 8)
 
 
-@pytest.mark.parametrize("name", ["GUNICORN_WORKERS", "GUNICORN_TIMEOUT"])
+@pytest.mark.parametrize(
+    "name", ["GUNICORN_WORKERS", "GUNICORN_TIMEOUT", "GUNICORN_HEADER_TIMEOUT"]
+)
 def test_a_malformed_number_stops_the_start_naming_the_variable(load_conf, name):
     with pytest.raises(SystemExit, match=name):
         load_conf({name: "many"})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_a_limit_that_is_no_bound_stops_the_start(load_conf, value):
+    with pytest.raises(SystemExit, match="GUNICORN_BODY_MIN_RATE"):
+        load_conf({"GUNICORN_BODY_MIN_RATE": value})
 
 
 @pytest.mark.parametrize(

@@ -75,14 +75,19 @@ def provision(env: dict[str, str], slug: str = "racers") -> str:
 
 
 @contextmanager
-def served(root: Path, *, workers: int, threads: int) -> Iterator[Served]:
+def served(
+    root: Path, *, workers: int, threads: int, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """The service on `root`, provisioned; `env` adds settings (CTXCLOUD_*, GUNICORN_*)."""
     data_dir = root / "data"
+    extra = env or {}
     env = {
         "CTXCLOUD_DATA_DIR": str(data_dir),
         # The access log (INFO) tells the tests when the server finished a request.
         "CTXCLOUD_LOG_LEVEL": "INFO",
         # Hundreds of requests from one key: rate limits are not under test here.
         "CTXCLOUD_RATE_LIMIT_ENABLED": "false",
+        **extra,
     }
     secret = provision(env)
     with gunicorn(env, root / "logs", workers=workers, threads=threads) as server:

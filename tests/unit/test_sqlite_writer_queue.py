@@ -21,6 +21,8 @@ def db(tmp_path):
     )
     database.execute_sql("CREATE TABLE counter (n INTEGER NOT NULL)")
     database.execute_sql("INSERT INTO counter VALUES (0)")
+    # Back to the pool: the writers below take all 16 of its connections.
+    database.close()
     yield database
     database.close_all()
 
@@ -45,19 +47,26 @@ def test_the_lock_is_free_after_commit_rollback_and_a_failed_transaction(db):
 
 def test_concurrent_writers_all_get_their_turn(db):
     barrier = threading.Barrier(16)
+    failures: list[BaseException] = []
 
     def write() -> None:
         barrier.wait()
-        for _ in range(20):
-            with db.atomic():
-                (n,) = db.execute_sql("SELECT n FROM counter").fetchone()
-                db.execute_sql("UPDATE counter SET n = ?", (n + 1,))
-        db.close()
+        try:
+            for _ in range(20):
+                with db.atomic():
+                    (n,) = db.execute_sql("SELECT n FROM counter").fetchone()
+                    db.execute_sql("UPDATE counter SET n = ?", (n + 1,))
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+        finally:
+            db.close()
 
     threads = [threading.Thread(target=write) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
     assert db.execute_sql("SELECT n FROM counter").fetchone()[0] == 16 * 20
     assert not db._writer.locked()
