@@ -61,7 +61,17 @@ test-production: install-test
 services:
 	.ci/services
 
-test: lint audit test-embedded test-production
+# Every part runs even when one before it fails, and the summary names what failed; the exit
+# status fails if any did. Tests run in a random order (pytest-randomly prints the seed;
+# `make test-embedded PYTEST_ARGS="-p randomly --randomly-seed=N"` replays an order).
+test: install-test
+	@failed=""; \
+	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
+	$(MAKE) --no-print-directory audit || failed="$$failed audit"; \
+	$(MAKE) --no-print-directory test-embedded || failed="$$failed embedded-tier"; \
+	$(MAKE) --no-print-directory test-production || failed="$$failed production-tier"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: lint, audit, the embedded tier and the production tier all passed"
 
 bench: install-test
 	$(BIN)/python -m bench.run
