@@ -18,6 +18,27 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from app.errors import Unauthorized
 
 ACCESS, REFRESH = "access", "refresh"
+
+
+class TokenExpired(Unauthorized):
+    """A token that was genuine (its signature checked) but is past its ``exp``: the client
+    should refresh it (an access token) or log in again (a refresh token). A forged or
+    altered token never gets this answer: the signature is checked first."""
+
+    code = "token_expired"
+
+    def __init__(self, kind: str) -> None:
+        action = "refresh it" if kind == ACCESS else "log in again"
+        detail = f"The {kind} token expired: {action}."
+        super().__init__(
+            detail,
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="ctxcloud", error="invalid_token", '
+                    f'error_description="The {kind} token expired"'
+                )
+            },
+        )
 REQUIRED_CLAIMS = ("sub", "tid", "fid", "jti", "type", "exp", "iat")
 MAX_TOKEN_LENGTH = 4096
 
@@ -56,6 +77,16 @@ def issue_tokens(user: Any, family_id: str, refresh_jti: str) -> dict[str, Any]:
     }
 
 
+def _unverified_type(token: str) -> str | None:
+    """The `type` claim of a token whose signature was already verified (only its time is off)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    kind = claims.get("type")
+    return kind if kind in (ACCESS, REFRESH) else None
+
+
 def decode(token: str, expected_type: str) -> dict[str, Any]:
     """Verified claims of a token of `expected_type`; 401 for anything else, never a 5xx.
 
@@ -66,6 +97,12 @@ def decode(token: str, expected_type: str) -> dict[str, Any]:
         raise Unauthorized()
     try:
         claims = flask_jwt_extended.decode_token(token)
+    except jwt.ExpiredSignatureError:
+        # PyJWT checks the signature before the claims: this token is ours, only too old.
+        kind = _unverified_type(token)
+        if kind != expected_type:
+            raise Unauthorized() from None
+        raise TokenExpired(kind) from None
     except (jwt.PyJWTError, JWTExtendedException):
         raise Unauthorized() from None
     if any(claims.get(name) is None for name in REQUIRED_CLAIMS):

@@ -16,7 +16,7 @@ from app.auth import Actor
 from app.errors import Unauthorized
 from app.roles import ROLE_PERMISSIONS
 from plugins.auth_jwt.models import TokenFamily
-from plugins.auth_jwt.tokens import ACCESS, decode
+from plugins.auth_jwt.tokens import ACCESS, TokenExpired, decode
 from plugins.tenants.models import Tenant
 from plugins.tenants.revocation import (
     CachedCredential,
@@ -76,6 +76,8 @@ def verify_access_token(token: str) -> Actor:
     now = time.time()
     cache = credentials().cache(CACHE)
     entry = cache.get(token, now) or _load(token, now, cache)
-    if entry.actor is None or now >= entry.expires_at:
+    if entry.actor is None:
         raise Unauthorized()
+    if now >= entry.expires_at:
+        raise TokenExpired(ACCESS)
     return entry.actor

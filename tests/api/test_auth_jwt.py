@@ -264,8 +264,29 @@ def test_every_forged_or_broken_token_is_401_problem_json(app, client, tokens):
     for name, token in forged_tokens(app, tokens).items():
         response = client.get(WHOAMI, headers=bearer(token))
         assert response.status_code == 401, name
-        assert_problem(response, 401, "unauthorized")
+        # Only a genuine token that is merely too old says so (the client should refresh).
+        assert_problem(response, 401, "token_expired" if name == "expired" else "unauthorized")
         assert response.headers["WWW-Authenticate"].startswith("Bearer"), name
+
+
+def test_an_expired_access_token_says_so_and_a_forged_one_learns_nothing(app, client, tokens):
+    genuine = claims_of(tokens["access_token"])
+    now = int(time.time())
+    old = {**genuine, "iat": now - 1000, "nbf": now - 1000, "exp": now - 10}
+    expired = client.get(WHOAMI, headers=bearer(sign(app, old)))
+    body = assert_problem(expired, 401, "token_expired")
+    assert "refresh" in body["detail"]
+    challenge = expired.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
+    assert "expired" in challenge
+    # The same expired claims under another key: no hint that it expired.
+    forged = client.get(WHOAMI, headers=bearer(sign(app, old, key="z" * 64)))
+    assert_problem(forged, 401, "unauthorized")
+    assert "expired" not in forged.headers["WWW-Authenticate"]
+    assert "expired" not in forged.get_data(as_text=True)
+    # An expired refresh token presented as an access token is no access token at all.
+    refresh = {**claims_of(tokens["refresh_token"]), "exp": now - 10}
+    assert_problem(client.get(WHOAMI, headers=bearer(sign(app, refresh))), 401, "unauthorized")
 
 
 @pytest.mark.parametrize(
@@ -280,8 +301,9 @@ def test_malformed_authorization_headers_are_401(client, authorization):
 def test_forged_refresh_tokens_are_401(app, client, tokens):
     genuine = claims_of(tokens["refresh_token"])
     now = int(time.time())
+    expired = client.post(REFRESH, headers=bearer(sign(app, {**genuine, "exp": now - 1})))
+    assert "log in again" in assert_problem(expired, 401, "token_expired")["detail"]
     for token in (
-        sign(app, {**genuine, "exp": now - 1}),
         sign(app, {**genuine, "jti": "guessed"}),
         sign(app, genuine, key="y" * 64),
         sign(app, {**genuine, "fid": "fam_nosuchfamily0000000"}),
@@ -297,7 +319,7 @@ def test_an_access_token_expires(app, client, tokens, monkeypatch):
 
     later = time.time() + 901
     monkeypatch.setattr(verify.time, "time", lambda: later)
-    assert_problem(client.get(WHOAMI, headers=access), 401, "unauthorized")
+    assert_problem(client.get(WHOAMI, headers=access), 401, "token_expired")
 
 
 def test_tokens_of_one_tenant_never_reach_another(app, client, tenant, other_tenant, tokens):
