@@ -9,10 +9,14 @@ import click
 import flask
 from flask.cli import FlaskGroup, with_appcontext
 
-from app import keystore
+from app import keystore, storage_gc
 from app.config import ConfigError
 from app.db import describe_database
 from app.migrations import Migration, pending, upgrade
+from app.storage import StorageError
+
+# Below this, `storage gc` warns: an upload in progress (or its commit) may outlast the grace.
+MIN_SAFE_GRACE = 3600.0
 
 
 def _create_app() -> flask.Flask:
@@ -114,3 +118,45 @@ def keys_rotate_master(as_json: bool) -> None:
         f"re-wrapped {rotated} data key(s) under {store.keyring.active_id}; "
         f"data keys per master key: {in_use}",
     )
+
+
+@click.group("storage")
+def storage_group() -> None:
+    """Storage maintenance commands."""
+
+
+@storage_group.command("gc")
+@click.option("--delete", is_flag=True, help="Remove the orphans and abort old incomplete uploads.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=storage_gc.DEFAULT_GRACE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Never touch objects or uploads younger than this (a write in flight stores its "
+    "object before it commits). Keep it above the longest upload.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def storage_gc_command(delete: bool, grace: float, as_json: bool) -> None:
+    """Find orphaned objects (stored, never recorded) and, with --delete, remove them.
+
+    An orphan is what a process killed between storing an object and committing its record
+    leaves behind. A dry run by default; exit status 1 if a removal failed.
+    """
+    ext = flask.current_app.extensions["ctxcloud"]
+    if grace < MIN_SAFE_GRACE:
+        click.echo(
+            f"warning: --grace {grace:g} is under an hour: an upload still in progress may "
+            "look orphaned",
+            err=True,
+        )
+    try:
+        report = storage_gc.collect_garbage(ext.storage, ext.pm, grace=grace, delete=delete)
+    except (storage_gc.GcRefused, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        ext.database.close()
+    emit(report.as_dict(), as_json, report.describe())
+    if report.failures:
+        raise SystemExit(1)

@@ -132,6 +132,34 @@ class QueuedSqliteDatabase(PooledSqliteDatabase):
             self._release()
 
 
+def postgres_bounds(config: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, Any]:
+    """libpq settings that bound every wait on PostgreSQL (the URL's own settings win).
+
+    Connecting gives up after DATABASE_CONNECT_TIMEOUT seconds; TCP keepalives and
+    tcp_user_timeout notice a server or network gone silent mid-query within seconds (the
+    kernel default is many minutes); the server ends a statement after
+    DATABASE_STATEMENT_TIMEOUT seconds, a wait for a row lock after DATABASE_LOCK_TIMEOUT,
+    and a transaction left idle after a minute. Each failure is a 503 for the request.
+    """
+    statement = int(float(config.get("DATABASE_STATEMENT_TIMEOUT", 30)) * 1000)
+    lock = int(float(config.get("DATABASE_LOCK_TIMEOUT", 10)) * 1000)
+    server = (
+        f"-c statement_timeout={statement} -c lock_timeout={lock} "
+        "-c idle_in_transaction_session_timeout=60000"
+    )
+    bounds: dict[str, Any] = {
+        "connect_timeout": int(config.get("DATABASE_CONNECT_TIMEOUT", 3)),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15000,
+    }
+    bounds = {name: value for name, value in bounds.items() if name not in given}
+    bounds["options"] = f"{server} {given.get('options', '')}".strip()
+    return bounds
+
+
 def open_database(config: Mapping[str, Any]) -> peewee.Database:
     """Build (not connect) the pooled database the URL names."""
     url = database_url(config)
@@ -162,7 +190,7 @@ def open_database(config: Mapping[str, Any]) -> peewee.Database:
         )
     if parsed.scheme in ("postgresql", "postgres"):
         options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        options.setdefault("connect_timeout", 5)
+        options.update(postgres_bounds(config, options))
         return PooledPsycopg3Database(
             unquote(parsed.path.lstrip("/")) or "postgres",
             user=unquote(parsed.username) if parsed.username else None,

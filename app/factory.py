@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import auth, dev_secrets, docs_assets, health, introspection, ratelimit
 from app.api import Api
+from app.bulkhead import Bulkhead, default_slots
 from app.config import ConfigError, disabled_plugins, load_config, require_production_settings
 from app.crypto import MasterKeyring
 from app.db import init_database, open_database
@@ -23,9 +24,10 @@ from app.errors import register_error_handlers
 from app.keystore import Keystore
 from app.metrics import init_metrics
 from app.plugins import build_plugin_manager, merged_mapping
+from app.redis_client import open_redis
 from app.requestlog import configure_logging, init_request_log
 from app.roles import PERMISSIONS
-from app.storage import StorageBackend
+from app.storage import StorageBackend, StorageUnavailable
 
 # Secrets the embedded default generates and production must be given.
 GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")
@@ -43,6 +45,7 @@ class CtxCloud:
     keyring: MasterKeyring
     keystore: Keystore
     redis: redis.Redis | None
+    storage_bulkhead: Bulkhead
     api: Api | None = None
     permissions: dict[str, str] = field(default_factory=dict)
     health_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
@@ -71,7 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         storage=_open_storage(pm, app.config),
         keyring=(keyring := _open_keyring(app.config)),
         keystore=Keystore(keyring),
-        redis=redis.Redis.from_url(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None,
+        redis=open_redis(app.config),
+        storage_bulkhead=_storage_bulkhead(app.config),
     )
     app.extensions["ctxcloud"] = ext
     # Every request body is bounded; routes that stream entries raise their own limit.
@@ -107,6 +111,17 @@ def _apply_secrets(config: flask.Config) -> None:
     for name in GENERATED_SECRETS:
         if not config.get(name):
             config[name] = generated[name]
+
+
+def _storage_bulkhead(config: flask.Config) -> Bulkhead:
+    slots = config.get("STORAGE_MAX_CONCURRENCY") or default_slots()
+    try:
+        slots = int(slots)
+    except (TypeError, ValueError):
+        slots = 0
+    if slots < 1:
+        raise ConfigError("CTXCLOUD_STORAGE_MAX_CONCURRENCY must be a whole number of at least 1")
+    return Bulkhead("storage", slots, StorageUnavailable)
 
 
 def _open_keyring(config: flask.Config) -> MasterKeyring:
@@ -163,9 +178,13 @@ def _health_checks(app: flask.Flask, ext: CtxCloud) -> dict[str, Callable[[], No
         if ext.redis is not None:
             ext.redis.ping()
 
+    def storage() -> None:
+        with ext.storage_bulkhead.slot():
+            ext.storage.check()
+
     checks: dict[str, Callable[[], None]] = {
         "database": database,
-        "storage": ext.storage.check,
+        "storage": storage,
         "cache": cache,
     }
     for name, check in merged_mapping(ext.pm.hook.health_checks(app=app), "health check").items():
@@ -176,8 +195,9 @@ def _health_checks(app: flask.Flask, ext: CtxCloud) -> dict[str, Callable[[], No
 
 
 def _register_commands(app: flask.Flask) -> None:
-    from app.cli import db_group, keys_group
+    from app.cli import db_group, keys_group, storage_group
 
     app.cli.add_command(db_group)
     app.cli.add_command(keys_group)
+    app.cli.add_command(storage_group)
     app.extensions["ctxcloud"].pm.hook.register_commands(cli=app.cli)

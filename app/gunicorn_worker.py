@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import secrets
 import selectors
 import socket
@@ -39,6 +40,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
 
+from app.bulkhead import WORKER_THREADS_ENV
 from app.slow_clients import GuardedSocket, RequestTimeout, SlowClientLimits
 
 __all__ = ["ThreadWorker", "problem_bytes"]
@@ -141,6 +143,11 @@ class ThreadWorker(gthread.ThreadWorker):
             if cfg.limit_request_line and cfg.limit_request_fields and cfg.limit_request_field_size
             else 1024 * 1024
         )
+
+    def init_process(self) -> None:
+        # The app sizes its bulkheads (app/bulkhead.py) from this worker's threads.
+        os.environ[WORKER_THREADS_ENV] = str(self.cfg.threads)
+        super().init_process()
 
     # -- accepting -------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     import flask
     import flask_smorest
@@ -83,6 +83,19 @@ def storage_backends() -> Mapping[str, Callable[[Mapping[str, Any]], StorageBack
 
     The core picks the one named by ``STORAGE_BACKEND``. Two plugins offering the same name
     stop the start-up.
+    """
+
+
+@hookspec
+def objects_in_use(keys: Sequence[str]) -> Iterable[str] | None:
+    """Which of these storage object keys this plugin's records name: a sweep spares them.
+
+    ``ctxcloud storage gc`` asks in batches (up to a thousand keys each) about objects older
+    than its grace, and removes those no plugin names. Return the subset you reference (or
+    None). Every implementation is called; a key any plugin returns is kept. A plugin that
+    stores objects must implement this, or a sweep will remove them once they are older than
+    the grace. Safe only if a reference is recorded within the grace of the object's write,
+    or while another recorded reference still names the object.
     """
 
 

@@ -103,6 +103,10 @@ def upgrade(db: peewee.Database, migrations: Iterable[Migration]) -> list[str]:
             _lock(db)
             if history.select().where(history.id == migration.id).exists():
                 continue
+            if isinstance(db, peewee.PostgresqlDatabase):
+                # A step may rewrite a large table: the service's statement limit is not its.
+                db.execute_sql("SET LOCAL statement_timeout = 0")
+                db.execute_sql("SET LOCAL lock_timeout = 0")
             migration.up(migrator, db)
             history.create(id=migration.id, applied_at=utcnow())
         done_now.append(migration.id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import flask
 
 from app import crypto
+from app.bulkhead import Bulkhead
 from app.errors import IntegrityFailure
 from app.keystore import current_keystore
 from app.metrics import count_storage_bytes
@@ -47,6 +48,11 @@ def _aad(tenant_id: str, project_id: str, key: str) -> bytes:
 
 def storage() -> StorageBackend:
     return flask.current_app.extensions["ctxcloud"].storage
+
+
+def storage_bulkhead() -> Bulkhead:
+    """The cap on this process's threads inside the storage backend (app/bulkhead.py)."""
+    return flask.current_app.extensions["ctxcloud"].storage_bulkhead
 
 
 # Chunks are handed to the hashing thread in batches of about this size: each hand-off costs
@@ -92,9 +98,10 @@ def store(tenant_id: str, project_id: str, chunks: Iterable[bytes]) -> StoredObj
     data_key = current_keystore().data_key(tenant_id)
     measured = _Measured(chunks)
     try:
-        written = storage().put(
-            key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
-        )
+        with storage_bulkhead().slot():
+            written = storage().put(
+                key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
+            )
     finally:
         measured.close()
     count_storage_bytes("in", written)
@@ -107,11 +114,14 @@ def read(
     """Plaintext bytes [start, end] of an object, authenticated; only the needed segments."""
     data_key = current_keystore().data_key(tenant_id)
     aad = _aad(tenant_id, project_id, key)
-    backend = storage()
+    backend, bulkhead = storage(), storage_bulkhead()
     last = size - 1 if end is None else end
 
     def fetch(first: int = 0, final: int | None = None) -> Iterator[bytes]:
-        for chunk in backend.get(key, first, final):
+        # A slot while the backend is asked, none while the client is slow to take a chunk.
+        with bulkhead.slot():
+            chunks = backend.get(key, first, final)
+        for chunk in bulkhead.guard_iterator(iter(chunks)):
             count_storage_bytes("out", len(chunk))
             yield chunk
 
@@ -178,9 +188,10 @@ def _log_integrity_error(reason: str, key: str) -> None:
 
 def delete_quietly(keys: Iterable[str]) -> None:
     """Best-effort removal: a leftover object is unreferenced ciphertext, not data loss."""
-    backend = storage()
+    backend, bulkhead = storage(), storage_bulkhead()
     for key in keys:
         try:
-            backend.delete(key)
+            with bulkhead.slot():
+                backend.delete(key)
         except Exception:
             log.warning("could not delete stored object", extra={"object_key": key}, exc_info=True)

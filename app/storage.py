@@ -9,13 +9,14 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 __all__ = [
     "CHUNK_SIZE",
     "MAX_KEY_LENGTH",
     "MAX_SEGMENT_LENGTH",
+    "IncompleteUpload",
     "ObjectInfo",
     "ObjectNotFound",
     "StorageBackend",
@@ -46,10 +47,32 @@ class StorageUnavailable(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What head() knows about an object, without reading its bytes."""
+    """What head() and scan() know about an object, without reading its bytes.
+
+    ``modified`` is when the object was last written, as a POSIX timestamp from the store's
+    clock (S3 dates a multipart upload's object from the start of the upload), or None when
+    the backend cannot tell; sweeps never remove an object of unknown age. It takes no part
+    in comparisons: two infos of one object are equal whatever the store's clock said.
+    """
 
     key: str
     size: int
+    modified: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IncompleteUpload:
+    """An upload begun and never completed nor aborted: its parts are stored, no reader sees them.
+
+    What a writer killed mid-upload leaves behind on stores that keep parts server-side (S3
+    multipart uploads); ``started`` is a POSIX timestamp (None if unknown), ``size`` the bytes
+    of its parts (None if unknown).
+    """
+
+    key: str
+    upload_id: str
+    started: float | None
+    size: int | None = None
 
 
 def validate_key(key: str) -> str:
@@ -117,6 +140,36 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield every key starting with prefix (order unspecified), for sweeps and audits."""
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield an ObjectInfo (size, modified) for every key list(prefix) yields: sweeps by age.
+
+        The default asks head() for each listed key, skipping keys deleted meanwhile, so a
+        backend that has only list() and head() keeps working; override it where a listing
+        already carries sizes and times (a directory walk, ListObjectsV2). Like list(), a
+        prefix no valid key could start with raises ValueError before anything is listed.
+        """
+        keys = self.list(prefix)  # validates the prefix now, not on the first next()
+        return (info for key in keys if (info := self.head(key)) is not None)
+
+    def incomplete_uploads(
+        self, prefix: str = "", *, started_before: float | None = None
+    ) -> Iterator[IncompleteUpload]:
+        """Uploads under prefix begun (before ``started_before``, if given) and never finished.
+
+        For sweeps after a crash: a writer killed mid-upload cannot abort its own upload.
+        Only stores that keep unfinished uploads themselves have any; the default is none.
+        """
+        validate_prefix(prefix)
+        return iter(())
+
+    def abort_upload(self, upload: IncompleteUpload) -> bool:
+        """Drop an incomplete upload's parts, saying if it was still there (idempotent).
+
+        Callers abort only uploads older than a live one can be: a writer whose upload is
+        aborted under it fails (and publishes nothing). The default has nothing to abort.
+        """
+        return False
 
     @abc.abstractmethod
     def check(self) -> None:

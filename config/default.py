@@ -11,8 +11,23 @@ DATABASE_URL = None
 DATABASE_POOL_SIZE = 16
 # Seconds a request waits for a pooled connection before failing with 503.
 DATABASE_POOL_TIMEOUT = 10
+# PostgreSQL: seconds to connect, to run one statement, and to wait for a row lock; past any
+# of them the request fails with 503 (migrations run without the statement limit).
+DATABASE_CONNECT_TIMEOUT = 3
+DATABASE_STATEMENT_TIMEOUT = 30
+DATABASE_LOCK_TIMEOUT = 10
 # Shared store for rate limits and token revocation. None: in-process.
 REDIS_URL = None
+# Seconds a Redis connect, and each Redis reply, may take before the request fails with 503.
+REDIS_CONNECT_TIMEOUT = 1.0
+REDIS_SOCKET_TIMEOUT = 1.0
+# Pooled Redis connections per process (None: the worker's threads minus a reserve, so a hung
+# Redis cannot hold every thread), and seconds a request waits for a free one before a 503.
+REDIS_MAX_CONNECTIONS = None
+REDIS_POOL_TIMEOUT = 0.25
+# Threads of a process that may wait on the storage backend at once (None: the worker's threads
+# minus a reserve); past it, storage requests get 503 at once while the rest keep answering.
+STORAGE_MAX_CONCURRENCY = None
 # Storage backend name: "local" or a plugin's backend.
 STORAGE_BACKEND = "local"
 # Comma-separated entry-point names of plugins not to load.

@@ -38,6 +38,12 @@ The contract pinned down here, beyond the docstrings of app.storage.StorageBacke
   trailing ``/``, ``//``, a segment starting with ``.``, non-ASCII, over 512 characters
   or a segment over 255 raise ValueError, before the chunks are consumed. ``list``
   rejects a prefix no valid key could start with (e.g. ``../``) the same way.
+- ``scan(prefix)`` yields one ObjectInfo per key ``list(prefix)`` yields, with the size and,
+  unless None, ``modified`` within CLOCK_SLACK seconds of this machine's clock at the write
+  (sweeps compare it with their clock: a store far off would make them unsafe); ``head``
+  reports the same. The base class's default (list, then head) passes as is.
+- ``incomplete_uploads(prefix)`` shows nothing after puts that succeeded or failed: only a
+  writer that died mid-upload leaves one (the default yields none).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import pytest
 
 from app.storage import (
     CHUNK_SIZE,
+    IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
     StorageBackend,
@@ -66,6 +73,7 @@ __all__ = ["StorageConformance"]
 SEGMENT = 65536  # app.crypto's plaintext segment: the sizes around it are the interesting ones
 RANGE_SIZE = SEGMENT * 3 + 7
 LARGE_SIZE = 50 * 1024 * 1024
+CLOCK_SLACK = 120.0  # seconds a store's timestamps may be off this machine's clock
 
 _ROUND_TRIP_SIZES = [0, 1, SEGMENT, SEGMENT + 16, RANGE_SIZE, CHUNK_SIZE, 2 * CHUNK_SIZE + 3]
 _CHUNKINGS = [None, 1, 7, 4093, SEGMENT + 1]  # None: the whole object as one chunk
@@ -342,6 +350,58 @@ class StorageConformance:
     def test_list_rejects_an_impossible_prefix(self, backend: StorageBackend, bad: str) -> None:
         with pytest.raises(ValueError):
             list(backend.list(bad))
+        with pytest.raises(ValueError):
+            list(backend.scan(bad))
+        with pytest.raises(ValueError):
+            list(backend.incomplete_uploads(bad))
+
+    # -- scan: sizes and times, for sweeps -----------------------------------
+
+    def test_scan_gives_what_list_gives_with_sizes_and_times(
+        self, backend: StorageBackend, prefix: str
+    ) -> None:
+        sizes = {"x/1": 0, "x/2": 1, "y/deep/3": SEGMENT + 5, "z": CHUNK_SIZE + 1}
+        before = time.time()
+        for name, size in sizes.items():
+            backend.put(prefix + name, [os.urandom(size)])
+        after = time.time()
+        for sub in ("", "x", "x/", "y/deep/", "nothing/"):
+            infos = list(backend.scan(prefix + sub))
+            assert all(isinstance(info, ObjectInfo) for info in infos)
+            keys = [info.key for info in infos]
+            assert len(keys) == len(set(keys)), "scan() yielded a key twice"
+            assert sorted(keys) == sorted(backend.list(prefix + sub))
+            for info in infos:
+                assert info.size == sizes[info.key[len(prefix) :]]
+                if info.modified is not None:
+                    assert before - CLOCK_SLACK <= info.modified <= after + CLOCK_SLACK
+                head = backend.head(info.key)
+                assert head == info
+                if info.modified is not None:
+                    assert head.modified == pytest.approx(info.modified, abs=2)
+
+    def test_scan_skips_what_failed_and_what_was_deleted(
+        self, backend: StorageBackend, prefix: str
+    ) -> None:
+        backend.put(prefix + "kept", [b"x"])
+        backend.put(prefix + "gone", [b"y"])
+        with pytest.raises(_Boom):
+            backend.put(prefix + "failed", _failing([b"z" * SEGMENT], _Boom()))
+        backend.delete(prefix + "gone")
+        assert [(i.key, i.size) for i in backend.scan(prefix)] == [(prefix + "kept", 1)]
+
+    def test_no_incomplete_upload_after_puts_that_ended(
+        self, backend: StorageBackend, prefix: str
+    ) -> None:
+        backend.put(prefix + "small", [b"x"])
+        backend.put(prefix + "large", _chunked(os.urandom(3 * CHUNK_SIZE), SEGMENT))
+        for error in (_Boom(), _Abort()):
+            with pytest.raises(type(error)):
+                backend.put(prefix + "failed", _failing([os.urandom(2 * CHUNK_SIZE)], error))
+        uploads = list(backend.incomplete_uploads(prefix))
+        assert all(isinstance(upload, IncompleteUpload) for upload in uploads)
+        assert uploads == []
+        assert list(backend.incomplete_uploads(prefix, started_before=time.time() + 60)) == []
 
     def test_list_shows_only_valid_keys(self, backend: StorageBackend, prefix: str) -> None:
         backend.put(prefix + "kept", [b"x"])
@@ -389,6 +449,7 @@ class StorageConformance:
             with pytest.raises(ObjectNotFound):
                 backend.get(key)
             assert list(backend.list(prefix)) == []
+        assert list(backend.incomplete_uploads(prefix)) == []
 
     @pytest.mark.parametrize("bad", INVALID_KEYS, ids=repr)
     def test_invalid_keys_raise_value_error(self, backend: StorageBackend, bad: str) -> None:

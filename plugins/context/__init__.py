@@ -58,3 +58,14 @@ def tenant_usage(tenant):
     from plugins.context.service import usage
 
     return usage(tenant.id)
+
+
+@hookimpl
+def objects_in_use(keys):
+    # Across tenants by nature: a storage sweep sees keys, never whose; only keys come back.
+    from plugins.context.models import EntryVersion
+
+    query = EntryVersion.select(EntryVersion.object_key).where(
+        EntryVersion.object_key.in_(list(keys))
+    )
+    return [key for (key,) in query.tuples()]

@@ -10,12 +10,22 @@ pruned (pruning would race with concurrent puts into the same directory).
 Limitation of a filesystem: a key cannot also be a directory of other keys, so
 "a" and "a/b" cannot both exist; such a put raises StorageError. Keys generated
 with a fixed fan-out depth never collide this way.
+
+Crash cleanup: a process killed mid-upload cannot remove its temp file, so every temp
+file is ``flock``-ed by its writer for as long as it exists (the kernel drops the lock
+when the process dies), and ``purge_dead_temp`` (run by ``from_config``, i.e. whenever a
+worker or a command starts) removes every temp file it can lock: nobody alive owns those.
+A writer creates and locks its file while holding a shared lock on the temp directory,
+and the sweep lists the directory under an exclusive one, so the sweep never sees a file
+between its creation and its lock: no grace period, no clock involved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
 import stat
 import tempfile
@@ -37,6 +47,8 @@ from app.storage import (
 
 __all__ = ["LocalStorage"]
 
+log = logging.getLogger("ctxcloud.storage.local")
+
 TEMP_DIR = ".tmp"
 DIR_MODE = 0o700
 # Writes of about 1 MiB (os.writev of the pieces, no joining copy), started as writeback
@@ -45,7 +57,12 @@ WRITE_BATCH = 1024 * 1024
 WRITEBACK_STEP = 8 * 1024 * 1024
 _IOV_MAX = 1024
 _FADV_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None)
+# Where locks do not work (some network filesystems), temp files are removed only this old.
 STALE_TEMP_SECONDS = 24 * 3600
+# The sweep waits at most this long for writers to finish creating their temp files; a start
+# never hangs on a stuck writer (it falls back to STALE_TEMP_SECONDS instead).
+SWEEP_LOCK_WAIT = 5.0
+_LOCK_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
@@ -78,6 +95,52 @@ def _makedirs_private(path: str) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
 
 
+def _try_lock(fd: int, operation: int) -> bool | None:
+    """flock without blocking: True if taken, False if someone holds it, None if unsupported."""
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except OSError as exc:
+        return False if exc.errno in _LOCK_BUSY else None
+    return True
+
+
+def _lock_within(fd: int, operation: int, seconds: float) -> bool:
+    """flock, retrying for at most `seconds`: False if busy that long or unsupported."""
+    deadline = time.monotonic() + seconds
+    delay = 0.001
+    while True:
+        taken = _try_lock(fd, operation)
+        if taken is not False:
+            return bool(taken)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)  # writers hold the shared lock for microseconds
+        delay = min(delay * 2, 0.05)
+
+
+def _open_unowned(path: str, exclusive: bool, cutoff: float) -> tuple[int, os.stat_result] | None:
+    """Open and lock a temp file no live process owns; None if one does (or if unsure).
+
+    Sure means: its lock was free while the sweep holds the directory exclusively (so no
+    writer was between creating and locking it). Otherwise, or where locks are unsupported,
+    only a file last written before `cutoff` counts as dead, the rule before locks.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # RDWR: NFS lock emulation
+    except OSError:
+        return None
+    try:
+        taken = _try_lock(fd, fcntl.LOCK_EX)
+        info = os.fstat(fd)
+        dead = (taken and exclusive) or info.st_mtime < cutoff
+        if taken is not False and stat.S_ISREG(info.st_mode) and dead:
+            return fd, info
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
 class _KeyConflict(Exception):
     """A path component of the key is a file, or the key's path is a directory."""
 
@@ -102,7 +165,7 @@ class LocalStorage(StorageBackend):
         """The storage_backends factory: STORAGE_LOCAL_ROOT, else DATA_DIR/objects."""
         root = config.get("STORAGE_LOCAL_ROOT") or os.path.join(config["DATA_DIR"], "objects")
         storage = cls(root)
-        storage.purge_stale_temp()
+        storage.purge_dead_temp()
         return storage
 
     def __repr__(self) -> str:
@@ -114,18 +177,25 @@ class LocalStorage(StorageBackend):
         """Write to a temp file, fsync, then rename into place: atomic and durable."""
         path = self._path(validate_key(key))
         with self._errors("put", key):
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="put-")  # 0600
-        file = _FileWriter(fd, key)
+            lock, tmp = self._new_temp("put-")
+        # The writer closes its own descriptor; `lock` keeps the file locked until it is
+        # renamed into place or removed, so no sweep can take it from under us.
+        file: _FileWriter | None = None
         try:
+            with self._errors("put", key):
+                file = _FileWriter(os.dup(lock), key)
             for chunk in chunks:  # the iterable's own exceptions propagate unchanged
                 file.write(chunk)
             written = file.finish()
             with self._errors("put", key):
                 self._commit(tmp, path, key)
         except BaseException:  # includes GeneratorExit/KeyboardInterrupt from the iterable
-            file.close()
+            if file is not None:
+                file.close()
             _unlink_quietly(tmp)
             raise
+        finally:
+            os.close(lock)
         return written
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -163,7 +233,7 @@ class LocalStorage(StorageBackend):
             raise StorageUnavailable(f"local storage: cannot head {key!r}: {exc.strerror}") from exc
         if not stat.S_ISREG(info.st_mode):
             return None
-        return ObjectInfo(key=key, size=info.st_size)
+        return ObjectInfo(key=key, size=info.st_size, modified=info.st_mtime)
 
     def delete(self, key: str) -> bool:
         """Unlink the file and fsync its directory, so a delete survives a crash."""
@@ -180,6 +250,24 @@ class LocalStorage(StorageBackend):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Walk only where the prefix points; keys come out in byte order, temp area excluded."""
+        return (key for key, _ in self._files(prefix))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The walk of list(), with one lstat per file: size and mtime (the last write)."""
+        return self._scan(self._files(prefix))
+
+    def _scan(self, files: Iterator[tuple[str, os.DirEntry[str]]]) -> Iterator[ObjectInfo]:
+        for key, entry in files:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the directory was read
+            except OSError as exc:
+                raise StorageUnavailable(f"local storage: cannot scan: {exc.strerror}") from exc
+            yield ObjectInfo(key=key, size=info.st_size, modified=info.st_mtime)
+
+    def _files(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Validate the prefix now, then walk only where it points."""
         validate_prefix(prefix)
         base, _, name_prefix = prefix.rpartition("/")
         directory = os.path.join(self.root, base) if base else self.root
@@ -190,36 +278,82 @@ class LocalStorage(StorageBackend):
         if not os.path.isdir(self.root) or not os.path.isdir(self._tmp):
             raise StorageUnavailable("local storage: root directory is missing")
         try:
-            fd, probe = tempfile.mkstemp(dir=self._tmp, prefix="check-")
+            fd, probe = self._new_temp("check-")  # locked, like an upload's: sweeps skip it
             try:
                 os.write(fd, b"ok")
             finally:
-                os.close(fd)
-                os.unlink(probe)
+                try:
+                    os.unlink(probe)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise StorageUnavailable(f"local storage: root is not writable: {exc}") from exc
 
     # -- maintenance ---------------------------------------------------------
 
-    def purge_stale_temp(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Remove temp files a crashed process left; only old ones, as live uploads keep writing."""
-        cutoff = time.time() - max_age
-        removed = 0
+    def purge_dead_temp(self) -> int:
+        """Remove the temp files of uploads whose process died; live uploads keep theirs.
+
+        A temp file is dead when nobody holds its lock (see the module doc). Returns how many
+        were removed. Never raises: a sweep that cannot run leaves the files for the next one.
+        """
         try:
-            entries = list(os.scandir(self._tmp))
+            dir_fd = os.open(self._tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return 0
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
+        claimed: list[tuple[str, int, os.stat_result]] = []
+        try:
+            # Exclusive while listing and locking: no writer is between mkstemp and flock.
+            exclusive = _lock_within(dir_fd, fcntl.LOCK_EX, SWEEP_LOCK_WAIT)
+            cutoff = time.time() - STALE_TEMP_SECONDS
+            with contextlib.suppress(OSError), os.scandir(self._tmp) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        found = _open_unowned(entry.path, exclusive, cutoff)
+                        if found is not None:
+                            claimed.append((entry.path, *found))
+        finally:
+            os.close(dir_fd)  # writers may create again; the claimed files stay locked by us
+        removed = removed_bytes = 0
+        for path, fd, info in claimed:
+            try:
+                now = os.lstat(path)
+                if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
+                    os.unlink(path)
                     removed += 1
+                    removed_bytes += info.st_size
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if removed:
+            log.warning(
+                "local storage: removed temp files of uploads that died",
+                extra={"directory": self._tmp, "files": removed, "bytes": removed_bytes},
+            )
         return removed
 
     # -- internals -----------------------------------------------------------
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, key)
+
+    def _new_temp(self, prefix: str) -> tuple[int, str]:
+        """Create a 0600 temp file, locked by this process before any sweep can list it.
+
+        The shared lock on the directory is held only from mkstemp to flock; a sweep lists
+        under the exclusive one. Where locks are unsupported, files are created unlocked
+        and sweeps remove only those older than STALE_TEMP_SECONDS.
+        """
+        dir_fd = os.open(self._tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(dir_fd, fcntl.LOCK_SH)
+            fd, path = tempfile.mkstemp(dir=self._tmp, prefix=prefix)
+            _try_lock(fd, fcntl.LOCK_EX)  # a new file: only "unsupported" can refuse it
+        finally:
+            os.close(dir_fd)
+        return fd, path
 
     @contextlib.contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:
@@ -265,7 +399,9 @@ class LocalStorage(StorageBackend):
             return
         _fsync_dir(os.path.dirname(directory))
 
-    def _walk(self, directory: str, key_prefix: str, name_prefix: str) -> Iterator[str]:
+    def _walk(
+        self, directory: str, key_prefix: str, name_prefix: str
+    ) -> Iterator[tuple[str, os.DirEntry[str]]]:
         try:
             with os.scandir(directory) as it:
                 entries = [e for e in it if e.name.startswith(name_prefix) and e.name[:1] != "."]
@@ -275,12 +411,12 @@ class LocalStorage(StorageBackend):
             raise StorageUnavailable(f"local storage: cannot list: {exc.strerror}") from exc
         # Sorting a directory's name as "name/" interleaves files and subtrees in key order.
         subtrees = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
-        files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
-        for name in sorted(subtrees | files, key=lambda n: n + "/" if n in subtrees else n):
+        files = {e.name: e for e in entries if e.is_file(follow_symlinks=False)}
+        for name in sorted(subtrees | files.keys(), key=lambda n: n + "/" if n in subtrees else n):
             if name in subtrees:
                 yield from self._walk(os.path.join(directory, name), key_prefix + name + "/", "")
             else:
-                yield key_prefix + name
+                yield key_prefix + name, files[name]
 
 
 class _FileWriter:

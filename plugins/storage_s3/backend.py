@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from botocore.exceptions import (
 
 from app.storage import (
     CHUNK_SIZE,
+    IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
     StorageBackend,
@@ -56,6 +58,7 @@ MAX_POOL_CONNECTIONS = 32
 LIST_PAGE_SIZE = 1000
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_NO_SUCH_UPLOAD = "NoSuchUpload"
 _DENIED_CODES = frozenset(
     {
         "AccessDenied",
@@ -104,10 +107,48 @@ def _new_session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=core)
 
 
+class RetryBudget:
+    """Retries bounded in time, not only in count: botocore retries a failed call up to
+    S3_MAX_ATTEMPTS times, each attempt waiting up to its connect and read timeouts; a retry
+    that could not finish (backoff plus a whole attempt) within S3_RETRY_BUDGET of the call's
+    start is not made, so a hung store fails a call within the budget."""
+
+    STARTED = "ctxcloud_started"
+    MAX_BACKOFF = 20.0  # botocore's standard mode never sleeps longer between attempts
+
+    def __init__(self, budget: float, attempt_bound: float) -> None:
+        self.budget = budget
+        self.attempt_bound = attempt_bound
+
+    def register(self, events: Any) -> None:
+        events.register("before-call.s3", self.started)
+        # First, so that its veto (False) is the answer botocore's retry handler cannot undo.
+        events.register_first("needs-retry.s3", self.may_retry)
+
+    def started(self, context: dict, **_: Any) -> None:
+        context[self.STARTED] = time.monotonic()
+
+    def may_retry(self, request_dict: dict, attempts: int, **_: Any) -> bool | None:
+        """False (no retry) when another attempt could end past the budget; else no opinion."""
+        started = (request_dict.get("context") or {}).get(self.STARTED)
+        if started is None:
+            return None
+        backoff = min(self.MAX_BACKOFF, 2.0**attempts)
+        if time.monotonic() - started + backoff + self.attempt_bound > self.budget:
+            return False
+        return None
+
+
 def _client_error(exc: ClientError) -> tuple[str, int]:
     error = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
     return str(error.get("Code") or status), int(status)
+
+
+def _timestamp(fields: Mapping[str, Any], name: str = "LastModified") -> float | None:
+    """A response's datetime field as a POSIX timestamp (None if the store sent none)."""
+    value = fields.get(name)
+    return value.timestamp() if value is not None else None
 
 
 def _byte_view(chunk: Any) -> memoryview:
@@ -166,7 +207,9 @@ class S3Storage(StorageBackend):
             user_agent_extra="ctxcloud",
         )
         # Credentials come from boto3's usual chain (environment, profile, instance role...).
-        return _new_session().client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client = _new_session().client("s3", endpoint_url=settings.endpoint_url, config=config)
+        RetryBudget(settings.retry_budget, settings.attempt_bound).register(client.meta.events)
+        return client
 
     def __repr__(self) -> str:
         endpoint = self.settings.endpoint_url or "aws"
@@ -266,7 +309,9 @@ class S3Storage(StorageBackend):
             raise self._translate(exc, "head", key) from exc
         except (BotoCoreError, OSError) as exc:
             raise self._translate(exc, "head", key) from exc
-        return ObjectInfo(key=key, size=int(response["ContentLength"]))
+        return ObjectInfo(
+            key=key, size=int(response["ContentLength"]), modified=_timestamp(response)
+        )
 
     def delete(self, key: str) -> bool:
         """HEAD to learn if it existed, then DeleteObject (idempotent; it reports a lost bucket)."""
@@ -278,7 +323,34 @@ class S3Storage(StorageBackend):
     def list(self, prefix: str = "") -> Iterator[str]:
         """ListObjectsV2 pages under S3_PREFIX + prefix, yielding keys without S3_PREFIX."""
         validate_prefix(prefix)
+        return (item.key for item in self._list(prefix))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The same ListObjectsV2 pages as list(): each item carries Size and LastModified."""
+        validate_prefix(prefix)
         return self._list(prefix)
+
+    def incomplete_uploads(
+        self, prefix: str = "", *, started_before: float | None = None
+    ) -> Iterator[IncompleteUpload]:
+        """ListMultipartUploads under S3_PREFIX + prefix, then ListParts of each for its size."""
+        validate_prefix(prefix)
+        return self._incomplete_uploads(prefix, started_before)
+
+    def abort_upload(self, upload: IncompleteUpload) -> bool:
+        """AbortMultipartUpload; False when it is gone already (completed or aborted)."""
+        target = self._object_key(validate_key(upload.key))
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=target, UploadId=upload.upload_id
+            )
+        except ClientError as exc:
+            if _client_error(exc)[0] == _NO_SUCH_UPLOAD:
+                return False
+            raise self._translate(exc, "abort an upload of", upload.key) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise self._translate(exc, "abort an upload of", upload.key) from exc
+        return True
 
     def check(self) -> None:
         """HeadBucket: the store answers, the credentials work, the bucket is there."""
@@ -302,23 +374,60 @@ class S3Storage(StorageBackend):
     def _object_key(self, key: str) -> str:
         return self.prefix + key
 
-    def _list(self, prefix: str) -> Iterator[str]:
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket,
             Prefix=self.prefix + prefix,
             PaginationConfig={"PageSize": LIST_PAGE_SIZE},
         )
-        strip = len(self.prefix)
         with self._errors("list", prefix):
             for page in pages:
                 for item in page.get("Contents", ()):
-                    key = item["Key"][strip:]
-                    try:
-                        validate_key(key)
-                    except ValueError:
-                        continue  # not ours (a console's "folder/" marker, a stray upload...)
-                    yield key
+                    key = self._our_key(item["Key"])
+                    if key is not None:
+                        yield ObjectInfo(key=key, size=int(item["Size"]), modified=_timestamp(item))
+
+    def _our_key(self, target: str) -> str | None:
+        """The key of a bucket key under our prefix, or None when it is not one of ours (a
+        console's "folder/" marker, a stray upload...)."""
+        key = target[len(self.prefix) :]
+        try:
+            return validate_key(key)
+        except ValueError:
+            return None
+
+    def _incomplete_uploads(
+        self, prefix: str, started_before: float | None
+    ) -> Iterator[IncompleteUpload]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        with self._errors("list uploads", prefix):
+            for page in pages:
+                for item in page.get("Uploads", ()):
+                    key = self._our_key(item["Key"])
+                    started = _timestamp(item, "Initiated")
+                    if key is None or (
+                        started_before is not None
+                        and (started is None or started >= started_before)
+                    ):
+                        continue
+                    size = self._parts_size(item["Key"], item["UploadId"])
+                    if size is not None:
+                        yield IncompleteUpload(key, item["UploadId"], started, size)
+
+    def _parts_size(self, target: str, upload_id: str) -> int | None:
+        """The bytes an upload's parts hold; None when the upload is gone meanwhile."""
+        paginator = self.client.get_paginator("list_parts")
+        size = 0
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Key=target, UploadId=upload_id):
+                size += sum(int(part["Size"]) for part in page.get("Parts", ()))
+        except ClientError as exc:
+            if _client_error(exc)[0] == _NO_SUCH_UPLOAD:
+                return None
+            raise
+        return size
 
     def _start_upload(self, target: str, key: str) -> _MultipartUpload:
         params = dict(self._extra)

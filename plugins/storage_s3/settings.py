@@ -35,6 +35,8 @@ MAX_PREFIX_LENGTH = 512  # with a 512-character key, within S3's 1024-byte key l
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 SSE_MODES = ("AES256", "aws:kms")  # None: the store's default (no SSE header sent)
 
+DEFAULT_RETRY_BUDGET = 20.0
+
 DEFAULTS: dict[str, Any] = {
     "S3_BUCKET": None,
     "S3_ENDPOINT_URL": None,
@@ -44,8 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "S3_MULTIPART_THRESHOLD": 8 * MiB,
     "S3_PART_SIZE": 8 * MiB,
     "S3_MAX_ATTEMPTS": 3,
-    "S3_CONNECT_TIMEOUT": 5.0,
-    "S3_READ_TIMEOUT": 60.0,
+    "S3_CONNECT_TIMEOUT": 3.0,
+    "S3_READ_TIMEOUT": 10.0,
+    "S3_RETRY_BUDGET": None,
     "S3_SERVER_SIDE_ENCRYPTION": "none",
     "S3_SSE_KMS_KEY_ID": None,
 }
@@ -108,8 +111,12 @@ class S3Settings:
     multipart_threshold: int = 8 * MiB
     part_size: int = 8 * MiB
     max_attempts: int = 3
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    # Seconds one call may take, retries included: a retry that could not finish within it
+    # (its backoff plus a whole attempt's connect and read timeouts) is not made. None: 20 s,
+    # or one whole attempt if that is longer.
+    retry_budget: float | None = None
     server_side_encryption: str | None = None
     sse_kms_key_id: str | None = None
 
@@ -134,6 +141,11 @@ class S3Settings:
             max_attempts=_int(config, "S3_MAX_ATTEMPTS"),
             connect_timeout=_seconds(config, "S3_CONNECT_TIMEOUT"),
             read_timeout=_seconds(config, "S3_READ_TIMEOUT"),
+            retry_budget=(
+                None
+                if _value(config, "S3_RETRY_BUDGET") is None
+                else _seconds(config, "S3_RETRY_BUDGET")
+            ),
             server_side_encryption=None if sse is None or sse.lower() == "none" else sse,
             sse_kms_key_id=_optional_str(config, "S3_SSE_KMS_KEY_ID"),
         )
@@ -163,12 +175,21 @@ class S3Settings:
             )
         if self.max_attempts < 1:
             raise ConfigError(f"{_var('S3_MAX_ATTEMPTS')} must be at least 1 (1: no retries)")
+        if self.retry_budget is None:
+            object.__setattr__(self, "retry_budget", max(DEFAULT_RETRY_BUDGET, self.attempt_bound))
         for name, value in (
             ("S3_CONNECT_TIMEOUT", self.connect_timeout),
             ("S3_READ_TIMEOUT", self.read_timeout),
+            ("S3_RETRY_BUDGET", self.retry_budget),
         ):
-            if not value > 0:
+            if not 0 < value < float("inf"):
                 raise ConfigError(f"{_var(name)} must be a positive number of seconds")
+        if self.retry_budget < self.attempt_bound:
+            raise ConfigError(
+                f"{_var('S3_RETRY_BUDGET')} ({self.retry_budget:g} s) must leave time for one "
+                f"attempt: at least {_var('S3_CONNECT_TIMEOUT')} + {_var('S3_READ_TIMEOUT')} "
+                f"({self.attempt_bound:g} s)"
+            )
         if self.server_side_encryption is not None:
             canonical = {mode.lower(): mode for mode in SSE_MODES}
             mode = canonical.get(self.server_side_encryption.lower())
@@ -183,6 +204,11 @@ class S3Settings:
                 f"{_var('S3_SSE_KMS_KEY_ID')} is set but {_var('S3_SERVER_SIDE_ENCRYPTION')} "
                 "is not aws:kms"
             )
+
+    @property
+    def attempt_bound(self) -> float:
+        """The longest one attempt waits before failing: connecting, then one read."""
+        return self.connect_timeout + self.read_timeout
 
     @property
     def buffer_size(self) -> int:

@@ -5,12 +5,17 @@ then what only S3 has: multipart uploads and their abort, ranges, outages, SSE, 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +30,8 @@ from tests.support import s3server
 from tests.support.s3server import S3Server, aws_environment, moto_s3
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 MiB = 1024 * 1024
@@ -429,6 +436,74 @@ def test_list_pages_and_skips_keys_that_are_not_ours(
         raw.put_object(Bucket=bucket, Key=foreign, Body=b"")
     assert sorted(storage.list()) == keys
     assert sorted(storage.list("k/0")) == keys
+
+
+def test_scan_reads_sizes_and_times_from_the_listing_pages(
+    make_backend, raw, bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_backend, "LIST_PAGE_SIZE", 2)
+    storage = make_backend(S3_PREFIX="p/")
+    before = time.time()
+    for i in range(5):
+        storage.put(f"k/{i}", [b"x" * i])
+    raw.put_object(Bucket=bucket, Key="p/K/upper", Body=b"not ours")
+    calls = _Calls(storage)
+    infos = sorted(storage.scan(), key=lambda info: info.key)
+    assert [(info.key, info.size) for info in infos] == [(f"k/{i}", i) for i in range(5)]
+    for info in infos:
+        assert before - 2 <= info.modified <= time.time() + 2  # S3 dates to the second
+    assert calls.operations == ["ListObjectsV2"] * 3  # the pages alone: no HEAD per object
+
+
+# -- incomplete uploads: what a killed writer leaves -------------------------------------------
+
+# A process storing a 5 MiB + 1 byte object in 5 MiB parts, stopped after its first part is
+# sent (until stdin closes): killed there, it can abort nothing.
+_UPLOADER = """
+import json, sys
+from plugins.storage_s3.backend import S3Storage
+
+def body():
+    yield b"a" * (5 * 1024 * 1024)
+    yield b"b"  # the first part goes out as this one arrives
+    print("part sent", flush=True)
+    sys.stdin.read()
+
+S3Storage.from_config(json.loads(sys.argv[1])).put("o/aa/killed", body())
+"""
+
+
+def test_a_killed_writers_upload_is_listed_then_aborted(s3_server, make_backend, raw, bucket):
+    settings = s3_server.config(S3_BUCKET=bucket, S3_PREFIX="deploy/", **SMALL_PARTS)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _UPLOADER, json.dumps(settings)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert writer.stdout.readline() == "part sent\n"
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        writer.stdin.close()
+        writer.stdout.close()
+    raw.create_multipart_upload(Bucket=bucket, Key="outside/o/aa/x")  # another deployment's
+    raw.create_multipart_upload(Bucket=bucket, Key="deploy/NOT-OURS")  # no key of ours
+    storage = make_backend(S3_PREFIX="deploy/", **SMALL_PARTS)
+
+    (upload,) = storage.incomplete_uploads()
+    assert upload.key == "o/aa/killed"
+    assert upload.size == 5 * MiB and upload.started is not None
+    assert list(storage.incomplete_uploads("o/bb/")) == []
+    assert list(storage.incomplete_uploads(started_before=upload.started)) == []  # not older
+    assert storage.head("o/aa/killed") is None
+
+    assert storage.abort_upload(upload) is True
+    assert storage.abort_upload(upload) is False  # gone: nothing to abort
+    assert list(storage.incomplete_uploads()) == []
+    assert sorted(u["Key"] for u in _uploads(raw, bucket)) == ["deploy/NOT-OURS", "outside/o/aa/x"]
 
 
 # -- outages, missing bucket, timeouts ---------------------------------------------------------

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -25,6 +31,7 @@ from app.storage import (
     validate_prefix,
 )
 from app.testing.storage_conformance import INVALID_KEYS, INVALID_PREFIXES, StorageConformance
+from plugins.storage_local import backend as local_backend
 from plugins.storage_local.backend import TEMP_DIR, LocalStorage
 
 MiB = 1024 * 1024
@@ -46,6 +53,22 @@ class TestLocalStorageConformance(StorageConformance):
     @pytest.fixture
     def backend(self, storage: LocalStorage) -> LocalStorage:
         return storage
+
+
+class _ListAndHeadOnly(LocalStorage):
+    """A backend written before scan(): the base class's default must serve it."""
+
+    scan = StorageBackend.scan
+
+
+class TestDefaultScanConformance(StorageConformance):
+    """The interface's default scan() (list() then head()) passes the same suite."""
+
+    @pytest.fixture
+    def backend(self, root: Path) -> Iterator[LocalStorage]:
+        backend = _ListAndHeadOnly(root)
+        yield backend
+        backend.close()
 
 
 def _mode(path: Path) -> int:
@@ -268,14 +291,158 @@ def test_check_leaves_no_probe_behind(storage: LocalStorage, root: Path) -> None
     assert _temp_files(root) == []
 
 
-def test_purge_stale_temp_removes_only_old_files(storage: LocalStorage, root: Path) -> None:
+# -- crash cleanup -----------------------------------------------------------------------
+
+# A process storing one object whose body stops after its first chunk until stdin closes:
+# an upload in flight, which the test lets finish (close stdin) or kills (SIGKILL).
+_UPLOADER = textwrap.dedent(
+    """
+    import sys
+    from plugins.storage_local.backend import LocalStorage
+
+    def body():
+        yield b"x" * 70000
+        print("uploading", flush=True)
+        sys.stdin.read()
+        yield b"y" * 70000
+
+    LocalStorage(sys.argv[1]).put(sys.argv[2], body())
+    print("stored", flush=True)
+    """
+)
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _start_upload(root: Path, key: str) -> subprocess.Popen:
+    """An upload in another process, returned once its temp file exists."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _UPLOADER, str(root), key],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT_DIR,
+    )
+    assert process.stdout.readline() == "uploading\n", "the uploader did not start"
+    return process
+
+
+def _kill(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stdin.close()
+    process.stdout.close()
+
+
+def test_a_worker_start_removes_the_temp_file_of_a_killed_upload(
+    storage: LocalStorage, root: Path
+) -> None:
+    upload = _start_upload(root, "ab/killed")
+    (leftover,) = _temp_files(root)
+    _kill(upload)
+    assert _temp_files(root) == [leftover]  # seconds old, not a day: removed all the same
+    LocalStorage.from_config({"STORAGE_LOCAL_ROOT": str(root), "DATA_DIR": "unused"})
+    assert _temp_files(root) == []
+    assert storage.head("ab/killed") is None
+
+
+def test_a_sweep_leaves_a_live_upload_alone(storage: LocalStorage, root: Path) -> None:
+    dead = _start_upload(root, "dead")
+    (dead_file,) = _temp_files(root)
+    _kill(dead)
+    live = _start_upload(root, "live")
+    (live_file,) = set(_temp_files(root)) - {dead_file}
+    try:
+        assert storage.purge_dead_temp() == 1
+        assert _temp_files(root) == [live_file]
+        out, _ = live.communicate("", timeout=60)  # the upload goes on and completes
+    finally:
+        if live.poll() is None:
+            _kill(live)
+    assert live.returncode == 0 and out == "stored\n"
+    assert b"".join(storage.get("live")) == b"x" * 70000 + b"y" * 70000
+    assert _temp_files(root) == []
+
+
+def test_a_sweep_never_takes_a_temp_file_between_its_creation_and_its_lock(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mkstemp = local_backend.tempfile.mkstemp
+    sweeps: list[threading.Thread] = []
+    swept: list[int] = []
+    busy: list[bool] = []
+
+    def mkstemp(**kwargs):
+        created = real_mkstemp(**kwargs)  # created, not yet locked: the window
+        fd = os.open(root / TEMP_DIR, os.O_RDONLY | os.O_DIRECTORY)
+        try:  # a sweep cannot list the directory now...
+            busy.append(local_backend._try_lock(fd, fcntl.LOCK_EX) is False)
+        finally:
+            os.close(fd)
+        sweep = threading.Thread(target=lambda: swept.append(storage.purge_dead_temp()))
+        sweep.start()  # ...and one started now waits for the lock, then skips the file
+        sweeps.append(sweep)
+        return created
+
+    monkeypatch.setattr(local_backend.tempfile, "mkstemp", mkstemp)
+    storage.put("k", [b"safe"])
+    storage.check()  # its probe file is created and locked the same way
+    for sweep in sweeps:
+        sweep.join(timeout=30)
+    assert busy == [True, True]
+    assert swept == [0, 0]
+    assert b"".join(storage.get("k")) == b"safe"
+    assert _temp_files(root) == []
+
+
+def test_a_sweep_does_not_hang_on_a_stuck_writer(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_backend, "SWEEP_LOCK_WAIT", 0.05)
+    fresh, old = root / TEMP_DIR / "put-fresh", root / TEMP_DIR / "put-old"
+    fresh.write_bytes(b"maybe a writer's, not yet locked")
+    old.write_bytes(b"a day old and unlocked")
+    long_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (long_ago, long_ago))
+    writer = os.open(root / TEMP_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(writer, fcntl.LOCK_SH)  # a writer stopped inside its window
+        started = time.monotonic()
+        assert storage.purge_dead_temp() == 1  # only what is dead by age alone
+        assert time.monotonic() - started < 10
+    finally:
+        os.close(writer)
+    assert _temp_files(root) == ["put-fresh"]
+
+
+def test_without_file_locks_only_day_old_temp_files_are_removed(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # e.g. an NFS mount without lockd
+
+    monkeypatch.setattr(local_backend.fcntl, "flock", no_locks)
+    monkeypatch.setattr(local_backend, "SWEEP_LOCK_WAIT", 0.05)
+    storage.put("k", [b"still works"])
+    storage.check()
     old, fresh = root / TEMP_DIR / "put-old", root / TEMP_DIR / "put-fresh"
     old.write_bytes(b"crashed upload")
     fresh.write_bytes(b"live upload")
     long_ago = time.time() - 2 * 24 * 3600
     os.utime(old, (long_ago, long_ago))
-    assert storage.purge_stale_temp() == 1
+    assert storage.purge_dead_temp() == 1
     assert _temp_files(root) == ["put-fresh"]
+    assert b"".join(storage.get("k")) == b"still works"
+
+
+def test_scan_reports_the_mtime_of_the_last_write(storage: LocalStorage, root: Path) -> None:
+    storage.put("ab/old", [b"12345"])
+    storage.put("ab/new", [b"1"])
+    yesterday = time.time() - 24 * 3600
+    os.utime(root / "ab" / "old", (yesterday, yesterday))
+    infos = {info.key: info for info in storage.scan("ab/")}
+    assert infos["ab/old"].size == 5 and infos["ab/old"].modified == pytest.approx(yesterday)
+    assert infos["ab/new"].modified == pytest.approx(time.time(), abs=60)
+    assert storage.head("ab/old").modified == pytest.approx(yesterday)
 
 
 # -- configuration and plugin ------------------------------------------------------------

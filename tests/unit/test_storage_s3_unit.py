@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,13 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from app.config import ConfigError
-from app.storage import ObjectNotFound, StorageBackend, StorageError, StorageUnavailable
+from app.storage import (
+    IncompleteUpload,
+    ObjectNotFound,
+    StorageBackend,
+    StorageError,
+    StorageUnavailable,
+)
 from plugins.storage_s3.backend import S3Storage, _new_session
 from plugins.storage_s3.settings import DEFAULTS, MIN_PART_SIZE, S3Settings
 
@@ -41,7 +48,8 @@ def test_defaults() -> None:
     assert settings.addressing_style == "auto"
     assert settings.multipart_threshold == settings.part_size == 8 * MiB
     assert settings.max_attempts == 3
-    assert settings.connect_timeout == 5.0 and settings.read_timeout == 60.0
+    assert settings.connect_timeout == 3.0 and settings.read_timeout == 10.0
+    assert settings.retry_budget == 20.0
     assert settings.server_side_encryption is None and settings.sse_kms_key_id is None
     assert settings.buffer_size == 8 * MiB
 
@@ -401,3 +409,60 @@ def test_put_of_an_int_array_counts_bytes(stubbed) -> None:
     ints = array.array("i", [1, 2, 3])
     stubber.add_response("put_object", {}, {"Bucket": BUCKET, "Key": "k", "Body": ANY})
     assert storage.put("k", [ints]) == ints.itemsize * 3
+
+
+# -- sweeps: incomplete uploads ------------------------------------------------------------
+
+
+def _upload(key: str, upload_id: str, initiated: datetime.datetime) -> dict[str, Any]:
+    return {"Key": key, "UploadId": upload_id, "Initiated": initiated}
+
+
+def test_incomplete_uploads_skip_those_begun_within_the_grace(stubbed) -> None:
+    storage, stubber = stubbed
+    now = datetime.datetime.now(datetime.UTC)
+    old, recent = now - datetime.timedelta(days=2), now - datetime.timedelta(minutes=5)
+    stubber.add_response(
+        "list_multipart_uploads",
+        {
+            "Uploads": [
+                _upload("o/aa/killed", "u-old", old),
+                _upload("o/bb/in-flight", "u-recent", recent),
+                _upload("NOT/ours", "u-foreign", old),
+            ]
+        },
+        {"Bucket": BUCKET, "Prefix": ""},
+    )
+    stubber.add_response(  # only the old upload's parts are read, for its size
+        "list_parts",
+        {"Parts": [{"PartNumber": 1, "Size": 5 * MiB}, {"PartNumber": 2, "Size": 3}]},
+        {"Bucket": BUCKET, "Key": "o/aa/killed", "UploadId": "u-old"},
+    )
+    cutoff = (now - datetime.timedelta(days=1)).timestamp()
+    (upload,) = storage.incomplete_uploads(started_before=cutoff)
+    assert upload == IncompleteUpload("o/aa/killed", "u-old", old.timestamp(), 5 * MiB + 3)
+
+
+def test_an_upload_that_ends_while_listed_is_skipped(stubbed) -> None:
+    storage, stubber = stubbed
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    stubber.add_response("list_multipart_uploads", {"Uploads": [_upload("o/aa/done", "u-1", old)]})
+    stubber.add_client_error("list_parts", service_error_code="NoSuchUpload", http_status_code=404)
+    assert list(storage.incomplete_uploads(started_before=1e12)) == []
+
+
+def test_abort_upload_is_idempotent(stubbed) -> None:
+    storage, stubber = stubbed
+    upload = IncompleteUpload("o/aa/killed", "u-old", 0.0, 1)
+    expected = {"Bucket": BUCKET, "Key": "o/aa/killed", "UploadId": "u-old"}
+    stubber.add_response("abort_multipart_upload", {}, expected)
+    stubber.add_client_error(
+        "abort_multipart_upload", service_error_code="NoSuchUpload", http_status_code=404
+    )
+    stubber.add_client_error(
+        "abort_multipart_upload", service_error_code="AccessDenied", http_status_code=403
+    )
+    assert storage.abort_upload(upload) is True
+    assert storage.abort_upload(upload) is False
+    with pytest.raises(StorageUnavailable, match="access denied"):
+        storage.abort_upload(upload)

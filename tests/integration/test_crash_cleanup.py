@@ -1,0 +1,182 @@
+"""A gunicorn worker killed (SIGKILL) mid-upload leaves a temp file; the worker that replaces
+it removes that file at start, while an upload running in another worker goes on untouched.
+
+The real service under gunicorn on the embedded stack (local storage under the data dir),
+provisioned with the `ctxcloud` command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import requests
+
+from tests.integration.served import Served, served
+from tests.support.context import entry_url
+
+pytestmark = pytest.mark.server
+
+MiB = 1024 * 1024
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 60) -> T:
+    """Poll until `condition()` is truthy and return it; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class RawUpload:
+    """A PUT of `size` bytes whose body the test sends piece by piece on its own socket."""
+
+    def __init__(self, server: Served, path: str, size: int) -> None:
+        url = urlsplit(server.url)
+        self.size, self.sent = size, 0
+        self.digest = hashlib.sha256()
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=60)
+        head = (
+            f"PUT {entry_url('crashes', path)} HTTP/1.1\r\n"
+            f"Host: {url.netloc}\r\n"
+            f"Authorization: {server.headers['Authorization']}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+
+    def send(self, count: int) -> None:
+        while count:
+            piece = os.urandom(min(count, MiB))
+            self.sock.sendall(piece)
+            self.digest.update(piece)
+            self.sent += len(piece)
+            count -= len(piece)
+
+    def finish(self) -> int:
+        """Send the rest of the body; the response's status."""
+        self.send(self.size - self.sent)
+        response = b""
+        while chunk := self.sock.recv(65536):
+            response += chunk
+        self.close()
+        return int(response.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def owner_of(server: Served, temp_file: str) -> int | None:
+    """The worker holding `temp_file` open (its upload's writer), if any."""
+    path = str(server.objects_dir / ".tmp" / temp_file)
+    for pid in server.server.worker_pids():
+        try:
+            if any(f.path == path for f in psutil.Process(pid).open_files()):
+                return pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def start_upload(server: Served, path: str, size: int, known: set[str]) -> tuple[RawUpload, str]:
+    """Start an upload and send its first MiB; return it with its temp file once it exists."""
+    upload = RawUpload(server, path, size)
+    upload.send(MiB)
+    new = wait_for(lambda: set(server.temp_files()) - known, f"the temp file of {path}")
+    (temp_file,) = new
+    return upload, temp_file
+
+
+def accepting_worker(server: Served, sock: socket.socket) -> int | None:
+    """The worker that accepted our connection `sock` (None while it is still queued)."""
+    port = sock.getsockname()[1]
+    for pid in server.server.worker_pids():
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.raddr and c.raddr.port == port for c in connections):
+            return pid
+    return None
+
+
+def wait_until_serving(server: Served, pid: int, timeout: float = 60) -> None:
+    """Until worker `pid` accepts connections: a gunicorn worker builds the app (whose storage
+    backend sweeps the temp area) before it accepts any."""
+    url = urlsplit(server.url)
+    deadline = time.monotonic() + timeout
+    held: list[socket.socket] = []
+    try:
+        while True:
+            assert time.monotonic() < deadline, f"worker {pid} never accepted a connection"
+            sock = socket.create_connection((url.hostname, url.port), timeout=10)
+            held.append(sock)  # kept open, so the next connection may go to the other worker
+            if wait_for(lambda s=sock: accepting_worker(server, s), "an accept") == pid:
+                return
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_killed_uploads_temp_file_goes_when_its_worker_is_replaced(tmp_path):
+    with served(tmp_path, workers=2, threads=4) as server, ExitStack() as uploads:
+        # Sockets closed before the server stops, so a failure never waits on its graceful stop.
+        requests.post(
+            f"{server.url}/api/v1/projects",
+            json={"name": "crashes", "slug": "crashes"},
+            headers=server.headers,
+        ).raise_for_status()
+        assert server.temp_files() == []
+
+        doomed, doomed_file = start_upload(server, "big.bin", 100 * MiB, set())
+        uploads.callback(doomed.close)
+        doomed.send(3 * MiB)
+        victim = wait_for(lambda: owner_of(server, doomed_file), "the doomed upload's worker")
+
+        # An upload in the other worker (connections go to either: retry until one does).
+        for _ in range(40):
+            survivor, survivor_file = start_upload(server, "kept.bin", 8 * MiB, {doomed_file})
+            uploads.callback(survivor.close)
+            survivor_worker = wait_for(
+                lambda f=survivor_file: owner_of(server, f), "the surviving upload's worker"
+            )
+            if survivor_worker != victim:
+                break
+            survivor.close()  # same worker: the server drops this upload and its temp file
+            wait_for(lambda f=survivor_file: f not in server.temp_files(), "a dropped upload")
+        else:
+            pytest.fail("no upload ever went to the other worker")
+
+        workers_before = set(server.server.worker_pids())
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for(
+            lambda: set(server.server.worker_pids()) - workers_before - {victim},
+            "gunicorn to boot a replacement worker",
+        ).pop()
+        wait_until_serving(server, replacement)
+        assert requests.get(f"{server.url}/api/v1/health/live", timeout=10).status_code == 200
+
+        assert doomed_file not in server.temp_files()  # removed at once, not after a day
+        assert server.temp_files() == [survivor_file]  # the live upload's file is untouched
+        assert survivor.finish() == 201
+        got = requests.get(server.url + entry_url("crashes", "kept.bin"), headers=server.headers)
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).digest() == survivor.digest.digest()
+        assert server.temp_files() == []
+        lost = requests.get(server.url + entry_url("crashes", "big.bin"), headers=server.headers)
+        assert lost.status_code == 404  # the killed upload left no entry either
+        assert "local storage: removed temp files of uploads that died" in server.server.log()

@@ -1,0 +1,167 @@
+"""The bounds on waiting for dependencies: bulkheads, S3's retry budget, Redis and PostgreSQL
+client settings."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from app.bulkhead import Bulkhead, default_slots
+from app.config import ConfigError
+from app.db import postgres_bounds
+from app.redis_client import open_redis
+from app.storage import StorageUnavailable
+from plugins.storage_s3.backend import RetryBudget, S3Storage
+from plugins.storage_s3.settings import S3Settings
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("threads", "slots"), [(1, 1), (2, 1), (4, 2), (8, 6), (16, 12)])
+def test_a_bulkhead_leaves_a_reserve_of_threads(threads, slots):
+    assert default_slots(threads) == slots
+
+
+def test_a_full_bulkhead_refuses_at_once_and_a_freed_slot_serves_again():
+    bulkhead = Bulkhead("storage", 2, Refused)
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with bulkhead.slot():
+            entered.set()
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for holder in holders:
+        entered.clear()
+        holder.start()
+        assert entered.wait(10)
+    with pytest.raises(Refused, match="2 requests of this process are already waiting"):
+        with bulkhead.slot():
+            pass
+    assert bulkhead.refused == 1
+    release.set()
+    for holder in holders:
+        holder.join(10)
+    with bulkhead.slot():
+        pass
+
+
+def test_a_guarded_iterator_holds_a_slot_only_while_it_steps():
+    bulkhead = Bulkhead("storage", 1, Refused)
+    closed = []
+
+    def chunks():
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            closed.append(True)
+
+    guarded = bulkhead.guard_iterator(chunks())
+    assert next(guarded) == b"a"
+    with bulkhead.slot():  # free between steps: the consumer is slow, not the dependency
+        pass
+    guarded.close()
+    assert closed == [True]
+
+
+def test_storage_refusals_are_the_503_kind():
+    bulkhead = Bulkhead("storage", 1, StorageUnavailable)
+    with bulkhead.slot(), pytest.raises(StorageUnavailable), bulkhead.slot():
+        pass
+
+
+def test_s3_retries_stop_when_another_attempt_could_pass_the_budget(monkeypatch):
+    budget = RetryBudget(budget=20.0, attempt_bound=13.0)
+    context: dict = {}
+    now = [100.0]
+    monkeypatch.setattr("plugins.storage_s3.backend.time.monotonic", lambda: now[0])
+    budget.started(context)
+    request = {"context": context}
+    # 1 s in: backoff (2 s) + a whole attempt (13 s) still fit in 20 s: botocore decides.
+    now[0] = 101.0
+    assert budget.may_retry(request_dict=request, attempts=1) is None
+    # 6 s in: 6 + 2 + 13 > 20: no retry, whatever botocore's own handler would say.
+    now[0] = 106.0
+    assert budget.may_retry(request_dict=request, attempts=1) is False
+    assert budget.may_retry(request_dict={"context": {}}, attempts=1) is None
+
+
+def test_the_s3_budget_must_hold_one_attempt():
+    with pytest.raises(ConfigError, match="CTXCLOUD_S3_RETRY_BUDGET"):
+        S3Settings(bucket="bucket", connect_timeout=3, read_timeout=10, retry_budget=5)
+    with pytest.raises(ConfigError, match="CTXCLOUD_S3_RETRY_BUDGET"):
+        S3Settings(bucket="bucket", retry_budget=float("inf"))
+    assert S3Settings(bucket="bucket").retry_budget >= S3Settings(bucket="bucket").attempt_bound
+
+
+def test_the_s3_client_registers_its_retry_budget():
+    client = S3Storage(S3Settings(bucket="bucket", endpoint_url="http://127.0.0.1:9")).client
+    # The budget's handler answers first (a call that started long ago may not retry).
+    _, response = client.meta.events.emit_until_response(
+        "needs-retry.s3.GetObject",
+        request_dict={"context": {RetryBudget.STARTED: 0.0}},
+        attempts=1,
+        response=None,
+        endpoint=None,
+        operation=None,
+        caught_exception=None,
+    )
+    assert response is False
+
+
+def test_redis_waits_are_bounded_and_its_pool_is_a_bulkhead():
+    client = open_redis(
+        {
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_MAX_CONNECTIONS": 3,
+            "REDIS_POOL_TIMEOUT": 0.25,
+            "REDIS_SOCKET_TIMEOUT": 1.0,
+            "REDIS_CONNECT_TIMEOUT": 1.5,
+        }
+    )
+    pool = client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (3, 0.25)
+    assert pool.connection_kwargs["socket_timeout"] == 1.0
+    assert pool.connection_kwargs["socket_connect_timeout"] == 1.5
+    assert open_redis({"REDIS_URL": None}) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REDIS_SOCKET_TIMEOUT", 0), ("REDIS_POOL_TIMEOUT", "soon"), ("REDIS_MAX_CONNECTIONS", -1)],
+)
+def test_a_redis_bound_that_is_no_bound_stops_the_start(name, value):
+    config = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_MAX_CONNECTIONS": None,
+        "REDIS_POOL_TIMEOUT": 0.25,
+        "REDIS_SOCKET_TIMEOUT": 1.0,
+        "REDIS_CONNECT_TIMEOUT": 1.0,
+        name: value,
+    }
+    with pytest.raises(ConfigError, match=f"CTXCLOUD_{name}"):
+        open_redis(config)
+
+
+def test_postgresql_waits_are_bounded_and_the_url_may_say_otherwise():
+    config = {
+        "DATABASE_CONNECT_TIMEOUT": 3,
+        "DATABASE_STATEMENT_TIMEOUT": 30,
+        "DATABASE_LOCK_TIMEOUT": 10,
+    }
+    bounds = postgres_bounds(config, {})
+    assert bounds["connect_timeout"] == 3
+    assert bounds["tcp_user_timeout"] > 0 and bounds["keepalives"] == 1
+    assert "-c statement_timeout=30000" in bounds["options"]
+    assert "-c lock_timeout=10000" in bounds["options"]
+    mine = postgres_bounds(config, {"connect_timeout": "10", "options": "-c statement_timeout=0"})
+    assert "connect_timeout" not in mine  # the URL's own value stays
+    assert mine["options"].endswith("-c statement_timeout=0")  # later settings win in libpq
