@@ -7,11 +7,12 @@ import re
 import pytest
 import yaml
 
+from tests.deploy import proxyconf
 from tests.deploy.conftest import ROOT
 
 pytestmark = pytest.mark.deploy
 
-SERVICES = {"app", "migrate", "postgres", "redis", "minio", "minio-init"}
+SERVICES = {"app", "proxy", "migrate", "postgres", "redis", "minio", "minio-init"}
 # Settings the service needs on this stack, each from .env.
 REQUIRED_APP_ENV = (
     "CTXCLOUD_DATABASE_URL",
@@ -93,7 +94,7 @@ def test_start_order_waits_for_health_and_one_shots(services):
 
 
 def test_long_running_services_have_healthchecks(services):
-    for name in ("app", "postgres", "redis", "minio"):
+    for name in ("app", "proxy", "postgres", "redis", "minio"):
         check = services[name]["healthcheck"]
         assert check["test"] and check["interval"] and check["retries"], name
     assert "/api/v1/health/live" in " ".join(services["app"]["healthcheck"]["test"])
@@ -167,5 +168,82 @@ def test_app_container_is_hardened(services):
     assert "/tmp" in app["tmpfs"]
     assert any(v.endswith(":/var/lib/ctxcloud") for v in app["volumes"])
     assert app["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
-    # Metrics are published on loopback only.
-    assert any(p.startswith("127.0.0.1:") and p.endswith(":9100") for p in app["ports"])
+    # Metrics are published on loopback only, and the API not at all (the proxy is the entry).
+    assert app["ports"] == ["127.0.0.1:${CTXCLOUD_METRICS_PORT:-9100}:9100"]
+    assert app["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"  # on the compose network
+
+
+# ---- the buffering proxy -------------------------------------------------------------------
+
+
+def test_only_the_proxy_publishes_the_api(services):
+    published = {
+        name: service.get("ports", []) for name, service in services.items() if "ports" in service
+    }
+    assert published["proxy"] == ["${CTXCLOUD_HTTP_PORT:-8000}:8080"]
+    assert set(published) == {"proxy", "app"}
+    assert all(port.startswith("127.0.0.1:") for port in published["app"])
+
+
+def test_proxy_runs_the_charts_nginx_template(services):
+    proxy = services["proxy"]
+    source, target, mode = proxy["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == proxyconf.TEMPLATE  # the chart's file, not a copy
+    assert (target, mode) == ("/etc/nginx/templates/nginx.conf.template", "ro")
+    env = proxy["environment"]
+    # The image's entrypoint writes /tmp/nginx.conf from it; nginx is started on that file.
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/tmp"
+    assert env["NGINX_ENVSUBST_FILTER"] == "^NGINX_"
+    assert proxy["command"][:3] == ["nginx", "-c", "/tmp/nginx.conf"]
+    assert proxy["command"][-2:] == ["-g", "daemon off;"]
+    assert env["NGINX_UPSTREAM"] == "app:8000"
+    # Every placeholder of the template has a value here, and nothing else is set.
+    filled = {name for name in env if not name.startswith("NGINX_ENVSUBST_")}
+    assert filled == proxyconf.placeholders()
+    assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
+    assert "/api/v1/health/live" in " ".join(proxy["healthcheck"]["test"])
+    assert "8080" in " ".join(proxy["healthcheck"]["test"])
+
+
+def test_proxy_container_is_hardened(services, compose):
+    proxy = services["proxy"]
+    assert proxy["read_only"] is True
+    assert proxy["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in proxy["security_opt"]
+    assert "user" not in proxy  # the unprivileged image's own non-root user
+    assert proxy["image"].startswith("${CTXCLOUD_PROXY_IMAGE:-nginxinc/nginx-unprivileged:")
+    assert proxy["tmpfs"] == ["/tmp"]  # the pid file and the rendered nginx.conf
+    # Request bodies are spooled to a named volume (disk), not to the tmpfs (memory).
+    spool = next(v for v in proxy["volumes"] if v.endswith(":/var/cache/nginx"))
+    assert spool.split(":")[0] in compose["volumes"]
+    assert proxy["ulimits"]["nofile"]["soft"] >= 2 * 4096
+
+
+def test_app_trusts_exactly_the_proxy_hop(services, env_example):
+    env = services["app"]["environment"]
+    assert REFERENCE.fullmatch(env["CTXCLOUD_TRUSTED_PROXY_HOPS"]).group(3) == "1"
+    assert env_example["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "1"
+
+
+def test_proxy_defaults_match_env_example_and_the_chart(services, env_example):
+    """Each knob's compose default, its .env.example value and the chart's default agree, so the
+    two deployments start from the same nginx.conf."""
+    env = services["proxy"]["environment"]
+    for name, raw in env.items():
+        match = REFERENCE.fullmatch(str(raw))
+        if match and match.group(1) == name:
+            assert env_example[name] == match.group(3), name
+    compose_defaults = proxyconf.render_compose()
+    configured = proxyconf.render_compose(env_example)
+    assert configured == compose_defaults  # .env.example changes nothing
+    chart = proxyconf.render_chart()
+    assert chart.replace("server 127.0.0.1:8000;", "server app:8000;") == compose_defaults
+
+
+def test_incomplete_multipart_uploads_expire_on_minio(services):
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_API_STALE_UPLOADS_EXPIRY"] == "24h"
+    assert minio["MINIO_API_STALE_UPLOADS_CLEANUP_INTERVAL"] == "6h"
+    # MinIO refuses the S3 lifecycle rule: minio-init does not try it (docs/storage.md).
+    script = " ".join(services["minio-init"]["command"])
+    assert "AbortIncompleteMultipartUpload" not in script

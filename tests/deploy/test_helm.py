@@ -52,10 +52,30 @@ def objects(manifests: dict[str, list[dict]]) -> list[dict]:
     return [doc for docs in manifests.values() for doc in docs]
 
 
-def one(manifests: dict[str, list[dict]], kind: str) -> dict:
-    found = [doc for doc in objects(manifests) if doc["kind"] == kind]
+def one(manifests: dict[str, list[dict]], kind: str, name: str | None = None) -> dict:
+    """The one object of `kind` (of that name: the service's ConfigMap is "ctxcloud", the
+    proxy's "ctxcloud-proxy")."""
+    if kind == "ConfigMap" and name is None:
+        name = RELEASE
+    found = [
+        doc
+        for doc in objects(manifests)
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def volumes(manifests: dict[str, list[dict]]) -> dict[str, dict]:
+    """The Deployment's volumes by name."""
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    return {volume["name"]: volume for volume in pod["volumes"]}
+
+
+def containers(manifests: dict[str, list[dict]]) -> dict[str, dict]:
+    """The Deployment's containers by name."""
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    return {container["name"]: container for container in pod["containers"]}
 
 
 def production_values() -> dict:
@@ -76,9 +96,14 @@ def assert_valid(manifests: dict[str, list[dict]], version: str) -> list[str]:
 # ---- lint ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, PRODUCTION_VALUES], ids=["default", "production"])
+@pytest.mark.parametrize(
+    "values_file", [None, PRODUCTION_VALUES, "no-proxy"], ids=["default", "production", "no-proxy"]
+)
 def test_helm_lint_strict_finds_no_warning_or_error(values_file):
-    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    if values_file == "no-proxy":
+        values = {"proxy": {"enabled": False}}
+    else:
+        values = yaml.safe_load(values_file.read_text()) if values_file else None
     report = helm.lint(CHART, values, strict=True, kube_version=f"v{LATEST_KUBE}")
     assert report["total_charts_linted"] == 1
     problems = [m for m in report["messages"] if m["severity"] >= WARNING]
@@ -107,6 +132,7 @@ def test_default_values_render_valid_manifests(version):
     assert kinds == sorted(
         [
             "ConfigMap",
+            "ConfigMap",  # the proxy's nginx.conf
             "Deployment",
             "Job",
             "PodDisruptionBudget",
@@ -183,8 +209,7 @@ def test_every_option_on_renders_valid_manifests():
     }
     manifests = render(values)
     assert_valid(manifests, LATEST_KUBE)
-    deployment = one(manifests, "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = containers(manifests)["ctxcloud"]
     assert container["image"] == "ctxcloud@sha256:" + "a" * 64
     config = one(manifests, "ConfigMap")["data"]
     assert config["GUNICORN_WORKERS"] == "3"
@@ -210,6 +235,14 @@ def _probe(container: dict, name: str) -> dict:
     return container[name]["httpGet"]
 
 
+def _loopback_probe(container: dict, name: str) -> str:
+    """The URL an exec probe fetches with Python's urllib inside the container."""
+    command = container[name]["exec"]["command"]
+    assert command[:2] == ["python", "-c"]
+    (url,) = re.findall(r"urlopen\('([^']+)'", command[2])
+    return url
+
+
 def assert_hardened(pod_spec: dict, container: dict) -> None:
     pod = pod_spec["securityContext"]
     assert pod["runAsNonRoot"] is True
@@ -227,6 +260,23 @@ def assert_hardened(pod_spec: dict, container: dict) -> None:
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     for name in mounts.values():
         assert "emptyDir" in volumes[name]
+
+
+def assert_proxy_hardened(pod_spec: dict, proxy: dict) -> None:
+    ctx = proxy["securityContext"]
+    assert ctx["runAsNonRoot"] is True
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m for m in proxy["volumeMounts"]}
+    assert set(mounts) == {"/etc/nginx/ctxcloud", "/tmp", "/var/cache/nginx"}
+    assert mounts["/etc/nginx/ctxcloud"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert "configMap" in volumes[mounts["/etc/nginx/ctxcloud"]["name"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    # The body spool is on disk (an emptyDir without medium: Memory), never in RAM.
+    spool = volumes[mounts["/var/cache/nginx"]["name"]]
+    assert spool["emptyDir"].get("medium") != "Memory"
 
 
 def test_three_replicas_render_deployment_hpa_pdb_and_migration_job():
@@ -249,12 +299,23 @@ def test_three_replicas_render_deployment_hpa_pdb_and_migration_job():
     }
 
     pod_spec = deployment["spec"]["template"]["spec"]
-    (container,) = pod_spec["containers"]
-    assert _probe(container, "livenessProbe") == {"path": "/api/v1/health/live", "port": "http"}
-    assert _probe(container, "readinessProbe") == {"path": "/api/v1/health/ready", "port": "http"}
-    assert _probe(container, "startupProbe")["path"] == "/api/v1/health/live"
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    container, proxy = pod_spec["containers"]
+    assert (container["name"], proxy["name"]) == ("ctxcloud", "proxy")
+    # gunicorn listens on the pod's loopback behind the proxy: probes run inside the container.
+    live, ready = (
+        "http://127.0.0.1:8000/api/v1/health/live",
+        "http://127.0.0.1:8000/api/v1/health/ready",
+    )
+    assert _loopback_probe(container, "livenessProbe") == live
+    assert _loopback_probe(container, "readinessProbe") == ready
+    assert _loopback_probe(container, "startupProbe") == live
+    assert _probe(proxy, "readinessProbe") == {"path": "/api/v1/health/live", "port": "http"}
+    assert proxy["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    for each in (container, proxy):
+        assert each["resources"]["requests"]["cpu"]  # the HPA's CPU utilisation needs both
+        assert each["resources"]["limits"]
     assert_hardened(pod_spec, container)
+    assert_proxy_hardened(pod_spec, proxy)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
@@ -328,13 +389,15 @@ def test_config_change_rolls_the_pods():
         checksums({"secrets": {"jwtSecretKey": "new"}})["checksum/secret"]
         != base["checksum/secret"]
     )
+    proxy_change = checksums({"proxy": {"clientHeaderTimeout": "5s"}})
+    assert proxy_change["checksum/proxy-config"] != base["checksum/proxy-config"]
 
 
 def test_existing_secret_replaces_the_charts_secret():
     manifests = render({"secrets": {"existingSecret": "vault-synced", "jwtSecretKey": "ignored"}})
     kinds = [d["kind"] for d in objects(manifests)]
     assert "Secret" not in kinds
-    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = containers(manifests)["ctxcloud"]
     assert {"secretRef": {"name": "vault-synced"}} in container["envFrom"]
     annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/secret" not in annotations
@@ -352,9 +415,11 @@ def test_config_map_carries_settings_and_no_secret():
     assert data["CTXCLOUD_ENV"] == "production"
     assert data["CTXCLOUD_STORAGE_BACKEND"] == "s3"
     assert data["CTXCLOUD_S3_BUCKET"] == "ctxcloud-prod-objects"
-    assert data["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "1"
-    assert data["GUNICORN_BIND"] == "0.0.0.0:8000"
+    # The ingress (trustedProxyHops: 1) and the pod's own proxy.
+    assert data["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "2"
+    assert data["GUNICORN_BIND"] == "127.0.0.1:8000"
     assert data["METRICS_PORT"] == "9100"
+    assert data["METRICS_HOST"] == "0.0.0.0"
     assert "GUNICORN_WORKERS" not in data  # null: derived from the CPU limit
     for name in data:
         assert not re.search(r"SECRET|PEPPER|MASTER_KEYS|PASSWORD|DATABASE_URL", name), name
@@ -364,8 +429,9 @@ def test_config_map_carries_settings_and_no_secret():
 def test_metrics_off_removes_the_listener():
     manifests = render({"metrics": {"enabled": False}})
     assert one(manifests, "ConfigMap")["data"]["METRICS_PORT"] == "0"
-    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert "ports" not in containers(manifests)["ctxcloud"]  # behind the proxy: none at all
+    manifests = render({"metrics": {"enabled": False}, "proxy": {"enabled": False}})
+    assert [p["name"] for p in containers(manifests)["ctxcloud"]["ports"]] == ["http"]
 
 
 def test_notes_warn_about_missing_secrets():
@@ -386,6 +452,19 @@ def test_notes_warn_about_missing_secrets():
         {"gunicorn": {"workers": 0}},
         {"config": {"logLevel": "LOUD"}},
         {"service": {"type": "Cluster"}},
+        {"proxy": {"enable": False}},
+        {"proxy": {"enabled": "yes"}},
+        {"proxy": {"clientHeaderTimeout": "10 seconds"}},
+        {"proxy": {"clientBodyTimeout": "0"}},
+        {"proxy": {"maxEntryBodySize": "5GB"}},
+        {"proxy": {"clientBodyBufferSize": "1g"}},
+        {"proxy": {"workerProcesses": 0}},
+        {"proxy": {"workerConnections": 100}},
+        {"proxy": {"connectionsPerAddress": 0}},
+        {"proxy": {"realIpFrom": "the ingress"}},
+        {"proxy": {"realIpFrom": "10.0.0.0/8; allow all"}},
+        {"proxy": {"image": {"digest": "sha256:short"}}},
+        {"proxy": {"spool": {"sizeLimit": "lots"}}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values):
@@ -427,3 +506,225 @@ def test_every_values_key_is_in_the_schema():
                 walk(value, props[key], f"{path}{key}.")
 
     walk(values, schema, "")
+
+
+# ---- the proxy sidecar -------------------------------------------------------------------
+
+
+def named_ports(container: dict) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+
+
+def test_proxy_sidecar_fronts_gunicorn_by_default():
+    manifests = render()
+    pod = containers(manifests)
+    assert list(pod) == ["ctxcloud", "proxy"]
+    app, proxy = pod["ctxcloud"], pod["proxy"]
+    # The Service's port reaches the proxy; gunicorn has no port on the pod's address.
+    assert one(manifests, "Service")["spec"]["ports"][0]["targetPort"] == "http"
+    assert named_ports(proxy) == {"http": 8080}
+    assert "http" not in named_ports(app)
+    data = one(manifests, "ConfigMap")["data"]
+    assert data["GUNICORN_BIND"] == "127.0.0.1:8000"
+    assert data["GUNICORN_FORWARDED_ALLOW_IPS"] == "127.0.0.1"  # the proxy, in the pod
+    assert data["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "1"
+    assert data["METRICS_HOST"] == "0.0.0.0"
+    # nginx reads the rendered nginx.conf from the proxy ConfigMap, mounted read-only.
+    conf_map = one(manifests, "ConfigMap", f"{RELEASE}-proxy")
+    conf = conf_map["data"]["nginx.conf"]
+    assert re.search(r"^\s*listen 8080 default_server;", conf, re.M)
+    assert re.search(r"^\s*server 127\.0\.0\.1:8000;", conf, re.M)
+    assert "${" not in conf
+    command = proxy["command"]
+    assert command[:3] == ["nginx", "-c", "/etc/nginx/ctxcloud/nginx.conf"]
+    assert command[-2:] == ["-g", "daemon off;"]
+    volumes = {
+        v["name"]: v for v in one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    mount = next(m for m in proxy["volumeMounts"] if m["mountPath"] == "/etc/nginx/ctxcloud")
+    assert volumes[mount["name"]]["configMap"]["name"] == conf_map["metadata"]["name"]
+    assert proxy["image"] == "nginxinc/nginx-unprivileged:1.28-alpine"
+    # The proxy keeps serving through the preStop pause, like gunicorn.
+    assert proxy["lifecycle"] == app["lifecycle"]
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/proxy-config"])
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_without_the_proxy_gunicorn_faces_the_service(version):
+    manifests = render({"proxy": {"enabled": False}, "config": {"trustedProxyHops": 1}})
+    assert_valid(manifests, version)
+    pod = containers(manifests)
+    assert list(pod) == ["ctxcloud"]
+    app = pod["ctxcloud"]
+    assert named_ports(app)["http"] == 8000
+    assert _probe(app, "livenessProbe") == {"path": "/api/v1/health/live", "port": "http"}
+    assert _probe(app, "readinessProbe") == {"path": "/api/v1/health/ready", "port": "http"}
+    assert _probe(app, "startupProbe") == {"path": "/api/v1/health/live", "port": "http"}
+    data = one(manifests, "ConfigMap")["data"]
+    assert data["GUNICORN_BIND"] == "0.0.0.0:8000"
+    assert data["CTXCLOUD_TRUSTED_PROXY_HOPS"] == "1"  # the ingress alone
+    names = [doc["metadata"]["name"] for doc in objects(manifests) if doc["kind"] == "ConfigMap"]
+    assert names == [RELEASE]
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/proxy-config" not in annotations
+    assert set(volumes(manifests)) == {"tmp", "data"}
+
+
+def test_without_the_proxy_the_notes_say_what_must_buffer():
+    unbuffered = {
+        "proxy": {"enabled": False},
+        "secrets": {"existingSecret": "managed"},
+        "ingress": {
+            "enabled": True,
+            "annotations": {"nginx.ingress.kubernetes.io/proxy-request-buffering": "off"},
+        },
+    }
+    assert "WARNING: proxy.enabled is false" in notes(unbuffered)
+    buffered = copy.deepcopy(unbuffered)
+    buffered["ingress"]["annotations"] = {}
+    text = notes(buffered)
+    assert "WARNING" not in text and "must buffer whole" in text
+    assert "proxy.enabled" not in notes({"secrets": {"existingSecret": "managed"}})
+
+
+@pytest.mark.parametrize("proxy", [True, False], ids=["proxy", "no-proxy"])
+def test_probes_and_the_service_name_ports_that_exist(proxy):
+    manifests = render({"proxy": {"enabled": proxy}})
+    pod = containers(manifests)
+    for container in pod.values():
+        ports = named_ports(container)
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            handler = container.get(probe, {})
+            for kind in ("httpGet", "tcpSocket"):
+                if kind in handler:
+                    assert handler[kind]["port"] in ports, (container["name"], probe)
+    target = one(manifests, "Service")["spec"]["ports"][0]["targetPort"]
+    owners = [name for name, container in pod.items() if target in named_ports(container)]
+    assert owners == (["proxy"] if proxy else ["ctxcloud"])
+    if proxy:
+        assert named_ports(pod["proxy"])[target] == 8080
+
+
+def test_proxy_values_fill_nginx_conf():
+    values = {
+        "proxy": {
+            "workerProcesses": 3,
+            "workerConnections": 1024,
+            "clientHeaderTimeout": "5s",
+            "clientBodyTimeout": "20s",
+            "sendTimeout": "15s",
+            "keepaliveTimeout": "10s",
+            "keepaliveRequests": 50,
+            "clientBodyBufferSize": "32k",
+            "maxJsonBodySize": "8m",
+            "maxEntryBodySize": "20g",
+            "maxTempFileSize": "0",
+            "connectionsPerAddress": 7,
+            "upstreamKeepalive": 4,
+            "upstreamKeepaliveTimeout": "3s",
+            "proxyConnectTimeout": "2s",
+            "proxySendTimeout": "120s",
+            "proxyReadTimeout": "90s",
+            "realIpFrom": "10.0.0.0/8",
+        },
+        "gunicorn": {"gracefulTimeout": 20},
+    }
+    conf = one(render(values), "ConfigMap", f"{RELEASE}-proxy")["data"]["nginx.conf"]
+    expected = [
+        "worker_processes 3;",
+        "worker_rlimit_nofile 2048;",  # twice the connections
+        "worker_connections 1024;",
+        "worker_shutdown_timeout 20s;",  # gunicorn's graceful timeout
+        "client_header_timeout 5s;",
+        "client_body_timeout 20s;",
+        "send_timeout 15s;",
+        "keepalive_timeout 10s;",
+        "keepalive_requests 50;",
+        "client_body_buffer_size 32k;",
+        "client_max_body_size 8m;",
+        "client_max_body_size 20g;",
+        "proxy_max_temp_file_size 0;",
+        "limit_conn ctxcloud_per_address 7;",
+        "keepalive 4;",
+        "keepalive_timeout 3s;",
+        "proxy_connect_timeout 2s;",
+        "proxy_send_timeout 120s;",
+        "proxy_read_timeout 90s;",
+        "set_real_ip_from 10.0.0.0/8;",
+    ]
+    lines = {line.strip() for line in conf.splitlines()}
+    assert [line for line in expected if line not in lines] == []
+    default = one(render(), "ConfigMap", f"{RELEASE}-proxy")["data"]["nginx.conf"]
+    assert "set_real_ip_from unix:;" in default  # no TCP peer is trusted by default
+
+
+def test_proxy_image_digest_and_spool_volume():
+    claim = {
+        "ephemeral": {
+            "volumeClaimTemplate": {
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "50Gi"}},
+                }
+            }
+        }
+    }
+    values = {"proxy": {"image": {"digest": "sha256:" + "b" * 64}, "spool": {"volume": claim}}}
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    proxy = containers(manifests)["proxy"]
+    assert proxy["image"] == "nginxinc/nginx-unprivileged@sha256:" + "b" * 64
+    volumes = {
+        v["name"]: v for v in one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["proxy-spool"] == {"name": "proxy-spool", **claim}
+    default = {
+        v["name"]: v for v in one(render(), "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert default["proxy-spool"]["emptyDir"] == {"sizeLimit": "10Gi"}
+
+
+def test_graceful_stop_fits_the_grace_period():
+    manifests = render()
+    conf = one(manifests, "ConfigMap", f"{RELEASE}-proxy")["data"]["nginx.conf"]
+    (shutdown,) = re.findall(r"worker_shutdown_timeout (\d+)s;", conf)
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    prestop = int(containers(manifests)["proxy"]["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pod["terminationGracePeriodSeconds"] > prestop + int(shutdown)
+
+
+def test_production_example_keeps_the_proxy_and_bounds_the_ingress():
+    values = production_values()
+    manifests = render(values)
+    conf = one(manifests, "ConfigMap", f"{RELEASE}-proxy")["data"]["nginx.conf"]
+    assert "set_real_ip_from 10.0.0.0/8;" in conf  # the ingress controller's pods
+    assert list(containers(manifests)) == ["ctxcloud", "proxy"]
+    annotations = one(manifests, "Ingress")["metadata"]["annotations"]
+    # The edge refuses what the proxy would refuse; the body limit is never "unlimited".
+    assert (
+        annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+        == (values["proxy"]["maxEntryBodySize"])
+    )
+    # The ingress streams to the proxy (which buffers) only because the proxy is on.
+    if annotations.get("nginx.ingress.kubernetes.io/proxy-request-buffering") == "off":
+        assert values["proxy"]["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        {"enabled": False},
+        {"realIpFrom": "192.168.10.0/24"},
+        {"realIpFrom": "fd00::/8"},
+        {"realIpFrom": "10.1.2.3"},
+        {"maxEntryBodySize": "50g", "maxTempFileSize": "0", "clientBodyBufferSize": "1m"},
+        {"proxyReadTimeout": "2m", "clientHeaderTimeout": "500ms"},
+        {"spool": {"sizeLimit": "100Gi", "volume": {"emptyDir": {}}}},
+        {"resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}},
+    ],
+)
+def test_schema_accepts_proxy_settings(proxy):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({"proxy": proxy})
+    assert_valid(render({"proxy": proxy}), LATEST_KUBE)

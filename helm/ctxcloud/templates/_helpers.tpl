@@ -147,3 +147,68 @@ seccompProfile:
 - name: data
   mountPath: /var/lib/ctxcloud
 {{- end }}
+
+{{/* The proxy sidecar's image: repository:tag, or repository@digest. */}}
+{{- define "ctxcloud.proxy.image" -}}
+{{- if .Values.proxy.image.digest }}
+{{- printf "%s@%s" .Values.proxy.image.repository .Values.proxy.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.proxy.image.repository .Values.proxy.image.tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The value of every NGINX_* placeholder of files/nginx.conf.template, as YAML. docker-compose.yml
+fills the same placeholders from its environment (with the same defaults as values.yaml).
+*/}}
+{{- define "ctxcloud.proxy.settings" -}}
+{{- $p := .Values.proxy -}}
+NGINX_UPSTREAM: "127.0.0.1:8000"
+NGINX_WORKER_PROCESSES: {{ $p.workerProcesses | int | toString | quote }}
+NGINX_WORKER_CONNECTIONS: {{ $p.workerConnections | int | toString | quote }}
+NGINX_WORKER_RLIMIT_NOFILE: {{ mul 2 ($p.workerConnections | int) | toString | quote }}
+NGINX_WORKER_SHUTDOWN_TIMEOUT: {{ printf "%ds" (.Values.gunicorn.gracefulTimeout | int) | quote }}
+NGINX_REAL_IP_FROM: {{ default "unix:" $p.realIpFrom | quote }}
+NGINX_CLIENT_HEADER_TIMEOUT: {{ $p.clientHeaderTimeout | quote }}
+NGINX_CLIENT_BODY_TIMEOUT: {{ $p.clientBodyTimeout | quote }}
+NGINX_SEND_TIMEOUT: {{ $p.sendTimeout | quote }}
+NGINX_KEEPALIVE_TIMEOUT: {{ $p.keepaliveTimeout | quote }}
+NGINX_KEEPALIVE_REQUESTS: {{ $p.keepaliveRequests | int | toString | quote }}
+NGINX_CLIENT_BODY_BUFFER_SIZE: {{ $p.clientBodyBufferSize | quote }}
+NGINX_MAX_JSON_BODY_SIZE: {{ $p.maxJsonBodySize | quote }}
+NGINX_MAX_ENTRY_BODY_SIZE: {{ $p.maxEntryBodySize | quote }}
+NGINX_PROXY_MAX_TEMP_FILE_SIZE: {{ $p.maxTempFileSize | quote }}
+NGINX_CONNECTIONS_PER_ADDRESS: {{ $p.connectionsPerAddress | int | toString | quote }}
+NGINX_UPSTREAM_KEEPALIVE: {{ $p.upstreamKeepalive | int | toString | quote }}
+NGINX_UPSTREAM_KEEPALIVE_TIMEOUT: {{ $p.upstreamKeepaliveTimeout | quote }}
+NGINX_PROXY_CONNECT_TIMEOUT: {{ $p.proxyConnectTimeout | quote }}
+NGINX_PROXY_SEND_TIMEOUT: {{ $p.proxySendTimeout | quote }}
+NGINX_PROXY_READ_TIMEOUT: {{ $p.proxyReadTimeout | quote }}
+{{- end }}
+
+{{/*
+nginx.conf: files/nginx.conf.template with each placeholder replaced, as envsubst does for
+docker-compose.yml. A placeholder left over (one the settings above lack) fails the render.
+*/}}
+{{- define "ctxcloud.proxy.conf" -}}
+{{- $conf := .Files.Get "files/nginx.conf.template" }}
+{{- if not $conf }}
+{{- fail "files/nginx.conf.template is missing from the chart" }}
+{{- end }}
+{{- range $name, $value := include "ctxcloud.proxy.settings" . | fromYaml }}
+{{- $conf = replace (printf "${%s}" $name) (toString $value) $conf }}
+{{- end }}
+{{- if contains "${NGINX_" $conf }}
+{{- fail "files/nginx.conf.template has an NGINX_* placeholder that ctxcloud.proxy.settings does not fill" }}
+{{- end }}
+{{- $conf }}
+{{- end }}
+
+{{/* An exec probe of gunicorn on the pod's loopback (with the proxy, nothing else reaches it). */}}
+{{- define "ctxcloud.loopbackProbe" -}}
+exec:
+  command:
+    - python
+    - -c
+    - {{ printf "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000%s', timeout=%d).status == 200 else 1)" .path (int (.timeout | default 3)) | quote }}
+{{- end }}
