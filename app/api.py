@@ -18,12 +18,18 @@ from flask_smorest import pagination
 from flask_smorest.utils import prepare_response
 
 from app.errors import PROBLEM_MIMETYPE, ProblemSchema, problem_type
+from app.json_input import is_json_media_type
 from app.ratelimit import UNLIMITED_BLUEPRINTS
 from app.roles import ROLE_PERMISSIONS
 
 # Reusable error responses, referenced by name from operations (e.g. by @requires).
 ERROR_RESPONSES = {
     "BadRequest": (400, "bad_request", "The request is malformed."),
+    "InvalidJson": (
+        400,
+        "invalid_json",
+        "The body is not valid JSON: Expecting ',' delimiter (line 3, column 5).",
+    ),
     "Unauthorized": (401, "unauthorized", "Missing or invalid credential."),
     "Forbidden": (403, "forbidden", "This credential lacks the permission 'context:write'."),
     "QuotaExceeded": (
@@ -39,12 +45,30 @@ ERROR_RESPONSES = {
         "entry_too_large",
         "The entry is larger than the limit of 1048576 bytes.",
     ),
+    "PayloadTooLarge": (
+        413,
+        "payload_too_large",
+        "The request body is larger than the limit of 16777216 bytes.",
+    ),
     "UnsupportedMediaType": (
         415,
         "unsupported_media_type",
         "The tenant allows no entries of type 'image/png'.",
     ),
+    "NotJson": (
+        415,
+        "unsupported_media_type",
+        "This operation takes a JSON body: send it with Content-Type: application/json "
+        "(the request has 'text/plain').",
+    ),
     "RangeNotSatisfiable": (416, "range_not_satisfiable", "The range is outside the entry."),
+    "RequestTimeout": (408, "request_timeout", "The request body did not arrive in time."),
+    "UriTooLong": (414, "uri_too_long", "The request line is too long."),
+    "HeaderFieldsTooLarge": (
+        431,
+        "request_header_fields_too_large",
+        "The request's header fields are too large.",
+    ),
     "ValidationError": (422, "validation_error", "The request is not valid."),
     "RateLimited": (429, "rate_limited", "Rate limit exceeded: 600 per 1 minute."),
     "IntegrityError": (500, "integrity_error", "The stored entry failed its integrity check."),
@@ -59,6 +83,10 @@ Versioned project context for many tenants. Walkthrough: `docs/api.md`.
   token (`POST /api/v1/auth/token`) or an API key (`ctx_...`; `X-API-Key` works too). The tenant
   always comes from the credential. Each operation names the permission it needs.
 - **Errors** are `application/problem+json` (RFC 9457) with a stable `code` and a `request_id`.
+- **JSON input** is strict (RFC 8259, UTF-8): at most 64 levels deep, numbers of at most 100
+  digits, no NaN or Infinity (nor numbers past the double range), no key twice in one object.
+  Breaking a rule is a 400 `invalid_json` naming the `rule` (and `line`, `column`); a body not
+  sent as `application/json` is a 415, one past 16 MiB a 413 `payload_too_large`.
 - **Rate limits**: every operation but health and docs counts against the caller's budget and
   answers `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a spent budget is a
   429 `rate_limited` with `Retry-After`.
@@ -67,6 +95,37 @@ Versioned project context for many tenants. Walkthrough: `docs/api.md`.
 
 # Responses whose status has more than one code.
 RESPONSE_DESCRIPTIONS = {
+    "BadRequest": "Bad Request: the request is malformed (`bad_request`), or breaks a rule the "
+    "operation names (such as `invalid_path`, or `invalid_json` for a JSON header); nothing "
+    "was changed",
+    "InvalidJson": "Bad Request: the body is not strict JSON (`invalid_json`: `rule` names the "
+    "rule it broke, `line` and `column` where; a required body that is absent or empty is "
+    "rule `empty`), or the request holds a value the service refuses (`bad_request`, or the "
+    "operation's own codes such as `invalid_path`); nothing was changed",
+    "EntryTooLarge": "Content Too Large: an entry past the tenant's `max_entry_bytes` "
+    "(`entry_too_large`), or, where the operation takes JSON, a body past the service's limit "
+    "(`payload_too_large`); nothing was stored",
+    "PayloadTooLarge": "Content Too Large: the body is past the service's limit for JSON "
+    "bodies (`payload_too_large`; `MAX_JSON_BYTES`, 16 MiB by default), whether or not "
+    "Content-Length was sent; nothing was changed",
+    "UnsupportedMediaType": "Unsupported Media Type: an entry type the tenant does not allow, "
+    "or, where the operation takes JSON, a body not sent as `application/json` "
+    "(`unsupported_media_type`); nothing was stored",
+    "NotJson": "Unsupported Media Type: the body was not sent as `application/json` (or "
+    "`application/*+json`) (`unsupported_media_type`); nothing was changed",
+    "Unauthorized": "Unauthorized: a missing or invalid credential (`unauthorized`), or a "
+    "genuine token past its expiry (`token_expired`: refresh it, or log in again for a refresh "
+    "token); `WWW-Authenticate` carries the Bearer challenge",
+    "RequestTimeout": "Request Timeout: the request head or body arrived too slowly "
+    "(`request_timeout`; docs/availability.md); nothing was stored and the connection closed: "
+    "retry",
+    "UriTooLong": "URI Too Long: the request line is past the server's limit (`uri_too_long`, "
+    "4094 bytes by default)",
+    "HeaderFieldsTooLarge": "Request Header Fields Too Large: more header fields, or a longer "
+    "header line, than the server accepts (`request_header_fields_too_large`; 100 fields of "
+    "8190 bytes by default)",
+    "Unavailable": "Service Unavailable: a dependency (database, cache or storage) is down or "
+    "too slow (`unavailable`); retry after `Retry-After` seconds",
     "QuotaExceeded": "Forbidden: the credential lacks the permission (`forbidden`), or the "
     "tenant's quota is reached (`quota_exceeded`, with `quota`, `limit` and `used`); nothing "
     "was changed",
@@ -95,6 +154,8 @@ def problem_example(status: int, code: str, detail: str) -> dict:
         example["errors"] = {"name": ["Missing data for required field."]}
     if code == "quota_exceeded":
         example.update(quota="max_projects", limit=20, used=20)
+    if code == "invalid_json":
+        example.update(rule="syntax", line=3, column=5)
     return example
 
 
@@ -145,6 +206,24 @@ def _has_response(responses: dict[Any, Any], status: str) -> bool:
     return any(str(key) == status for key in responses)
 
 
+def _response_is(responses: dict[Any, Any], status: str, name: str) -> bool:
+    """Whether the response for `status` is the named component (by name or by $ref)."""
+    found = [value for key, value in responses.items() if str(key) == status]
+    return bool(found) and found[0] in (name, _ref("responses", name))
+
+
+def _set_response(responses: dict[Any, Any], status: str, response: Any) -> None:
+    for key in [key for key in responses if str(key) == status]:
+        del responses[key]
+    responses[status] = response
+
+
+def takes_json(operation: dict[str, Any]) -> bool:
+    """Whether an operation's request body is JSON (and so read by the strict reader)."""
+    content = (operation.get("requestBody") or {}).get("content") or {}
+    return any(is_json_media_type(media_type) for media_type in content)
+
+
 class OperationConventions(BasePlugin):
     """Document on every operation what the core enforces on every route."""
 
@@ -170,10 +249,26 @@ def document_operation(
     if access:
         lines.append(access)
     takes_input = path_parameters or operation.get("parameters") or operation.get("requestBody")
-    if takes_input and not _has_response(responses, "400"):
+    if takes_json(operation):
+        # The strict reader's problems (app/json_input.py), the body limit and the media type.
+        if _response_is(responses, "400", "BadRequest") or not _has_response(responses, "400"):
+            _set_response(responses, "400", _ref("responses", "InvalidJson"))
+        if not _has_response(responses, "413"):
+            responses["413"] = _ref("responses", "PayloadTooLarge")
+        if not _has_response(responses, "415"):
+            responses["415"] = _ref("responses", "NotJson")
+    elif takes_input and not _has_response(responses, "400"):
         # A body that is not JSON at all, or a value no database stores (a NUL character).
         responses["400"] = _ref("responses", "BadRequest")
+    # The server's own limits hold on every operation (app/gunicorn_worker.py).
+    for status, name in (("408", "RequestTimeout"), ("414", "UriTooLong")):
+        if not _has_response(responses, status):
+            responses[status] = _ref("responses", name)
+    if not _has_response(responses, "431"):
+        responses["431"] = _ref("responses", "HeaderFieldsTooLarge")
     if operation.get("security"):
+        if not _has_response(responses, "503"):
+            responses["503"] = _ref("responses", "Unavailable")
         if not _has_response(responses, "401"):
             responses["401"] = _ref("responses", "Unauthorized")
         if operation.get("x-permission") and not _has_response(responses, "403"):
@@ -191,6 +286,19 @@ def document_operation(
                 for name in RATE_LIMIT_HEADERS:
                     headers.setdefault(name, _ref("headers", name))
     operation["description"] = "\n\n".join(line for line in lines if line)
+
+
+class SchemaKeywords(BasePlugin):
+    """JSON Schema keywords a marshmallow schema declares beyond its fields.
+
+    A rule about several fields (exactly one of `content` and `content_base64`) is no field's:
+    a schema class states it as ``OPENAPI_KEYWORDS = {"oneOf": [...], "example": {...}}``,
+    merged into its component, so the document says what the service enforces.
+    """
+
+    def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> dict | None:
+        keywords = getattr(kwargs.get("schema"), "OPENAPI_KEYWORDS", None)
+        return dict(keywords) if isinstance(keywords, dict) else None
 
 
 class PaginationMetadataSchema(pagination.PaginationMetadataSchema):
@@ -213,7 +321,11 @@ class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
 
     def _init_spec(self, **kwargs: Any) -> None:
-        kwargs["extra_plugins"] = [*(kwargs.get("extra_plugins") or ()), OperationConventions()]
+        kwargs["extra_plugins"] = [
+            *(kwargs.get("extra_plugins") or ()),
+            OperationConventions(),
+            SchemaKeywords(),
+        ]
         kwargs.setdefault("info", {"description": API_DESCRIPTION})
         super()._init_spec(**kwargs)
 
@@ -262,6 +374,14 @@ class Api(flask_smorest.Api):
                     "WWW-Authenticate": {
                         "schema": {"type": "string"},
                         "description": "Bearer challenge",
+                    }
+                }
+            if status == 503:
+                response["headers"] = {
+                    "Retry-After": {
+                        "schema": {"type": "integer"},
+                        "description": "Seconds until a retry may succeed",
+                        "example": 5,
                     }
                 }
             if status == 429:

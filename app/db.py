@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -52,15 +53,39 @@ class JSONField(peewee.TextField):
 
     (peewee's own JSONField picks its SQL helpers when the model is bound, which a per-app
     database cannot do at import time.)
+
+    Only strict RFC 8259 JSON is written. Rows written before the service refused NaN and
+    Infinity may hold them: they read as None (logged once per column), so no response built
+    from them is invalid JSON.
     """
 
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, peewee.Node):
             return value
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def python_value(self, value: Any) -> Any:
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        if "NaN" not in value and "Infinity" not in value:  # inside a string: the slower read
+            return json.loads(value)
+        return json.loads(value, parse_constant=lambda _: self._non_finite())
+
+    def _non_finite(self) -> None:
+        column = f"{self.model._meta.table_name}.{self.column_name}"
+        if column not in _NON_FINITE_COLUMNS:
+            _NON_FINITE_COLUMNS.add(column)
+            _log.warning(
+                "stored JSON holds NaN or Infinity (written before they were refused); "
+                "read as null",
+                extra={"column": column},
+            )
+        return None
+
+
+# Columns already logged as holding NaN or Infinity.
+_NON_FINITE_COLUMNS: set[str] = set()
+_log = logging.getLogger("ctxcloud.db")
 
 
 class BytesField(peewee.BlobField):

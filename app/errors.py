@@ -53,6 +53,14 @@ class BadRequest(ProblemError):
     status, code = 400, "bad_request"
 
 
+class InvalidJson(ProblemError, ValueError):
+    """A JSON text that breaks a rule of the strict reader (app/json_input.py): `rule`, and
+    `line` and `column` where known. A ValueError too, as json's own errors are, so
+    `request.get_json(silent=True)` still answers None."""
+
+    status, code = 400, "invalid_json"
+
+
 class InvalidPath(ProblemError):
     status, code = 400, "invalid_path"
 
@@ -344,4 +352,17 @@ class ProblemSchema(ma.Schema):
             "description": "unsupported_media_type: the content types the tenant allows",
             "example": ["text/*", "application/json"],
         },
+    )
+    rule = ma.fields.String(
+        metadata={
+            "description": "invalid_json: the rule the body broke (syntax, empty, encoding, "
+            "depth, number_digits, non_finite_number, duplicate_key)",
+            "example": "syntax",
+        }
+    )
+    line = ma.fields.Integer(
+        metadata={"description": "invalid_json: the line where it broke (from 1)", "example": 3}
+    )
+    column = ma.fields.Integer(
+        metadata={"description": "invalid_json: the column where it broke (from 1)", "example": 5}
     )

@@ -14,7 +14,7 @@ import pluggy
 import redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import auth, dev_secrets, docs_assets, health, introspection, ratelimit
+from app import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
 from app.api import Api
 from app.bulkhead import Bulkhead, default_slots
 from app.config import ConfigError, disabled_plugins, load_config, require_production_settings
@@ -55,7 +55,7 @@ class CtxCloud:
 def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     """Build a ctxcloud app; `config` overrides every other layer (tests use it)."""
     app = flask.Flask("app", static_folder=None)
-    app.json.sort_keys = False
+    json_input.install(app, sort_keys=False)  # strict JSON in (bodies, get_json) and out
     load_config(app.config, config)
     configure_logging(app.config)
     _apply_secrets(app.config)

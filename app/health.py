@@ -8,9 +8,9 @@ from collections.abc import Callable
 import flask
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.auth import public
+from app.blueprint import Blueprint
 from app.version import VERSION
 
 log = logging.getLogger("ctxcloud.health")

@@ -7,9 +7,9 @@ import dataclasses
 import flask
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.auth import requires
+from app.blueprint import Blueprint
 from app.plugins import describe_plugins
 
 blp = Blueprint(

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from app.auth import requires
+from app.blueprint import Blueprint
 from app.version import VERSION
 
 EXTENSION = "ctxcloud.metrics"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import marshmallow as ma
 from marshmallow import validate
 
@@ -10,6 +12,14 @@ from plugins.auth_apikey.keys import KEY_EXAMPLE
 from plugins.tenants.schemas import AwareTimestamp
 
 _id_list = {"validate": validate.Length(max=1000)}
+EXAMPLE_LIFETIME = datetime.timedelta(days=90)
+
+
+def expiry_example() -> str:
+    """Midnight UTC 90 days from now: a documented expiry must be in the future whenever the
+    document is read (it is built with the app, from this module's import)."""
+    day = datetime.datetime.now(datetime.UTC).date() + EXAMPLE_LIFETIME
+    return f"{day.isoformat()}T00:00:00Z"
 
 
 class ApiKeySchema(ma.Schema):
@@ -94,5 +104,8 @@ class ApiKeyCreateSchema(ma.Schema):
     )
     expires_at = AwareTimestamp(
         allow_none=True,
-        metadata={"description": "When the key stops working (RFC 3339, with an offset)"},
+        metadata={
+            "description": "When the key stops working (RFC 3339, with an offset; in the future)",
+            "example": expiry_example(),
+        },
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.auth import current_actor, public, requires_authentication
+from app.blueprint import Blueprint
 from app.errors import Unauthorized
 from plugins.auth_jwt import service
 from plugins.auth_jwt.schemas import LoginSchema, TokenSchema

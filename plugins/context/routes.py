@@ -6,16 +6,17 @@ import hashlib
 
 import flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api import page_and_size
 from app.auth import current_actor, requires
+from app.blueprint import Blueprint
 from app.errors import EntryTooLarge, NotFound
 from plugins.context import http, service
 from plugins.context.manifest_cache import manifest_cache
 from plugins.context.paths import validate_prefix
 from plugins.context.schemas import (
     MAX_REVISION,
+    PATH_RULE,
     CommitSchema,
     EntryQuerySchema,
     EntrySchema,
@@ -66,8 +67,12 @@ PATH_PARAM = {
     "in": "path",
     "name": "path",
     "required": True,
-    "schema": {"type": "string"},
-    "description": "Entry path (relative, '/'-separated, at most 1024 bytes)",
+    # What a regular expression can say of the rule; paths.py (and docs/context.md) has it all.
+    "schema": {"type": "string", **PATH_RULE},
+    "description": "Entry path: relative, '/'-separated, normalised to NFC, at most 1024 bytes "
+    "of UTF-8; no empty, '.' or '..' segment, no backslash, no control, bidirectional, "
+    "noncharacter or invisible format character, no segment that shows nothing "
+    "(else 400 `invalid_path`). Percent-encode it as any URL path; '/' stays as is.",
     "example": "docs/adr/0001.md",
 }
 PROJECT_PARAM = {
@@ -78,6 +83,8 @@ PROJECT_PARAM = {
     "description": "Project id or slug",
     "example": "handbook",
 }
+
+NUMBER_PARAM = {"in": "path", "name": "number", "description": "Revision number", "example": 7}
 
 
 def manifest_etag(project_id: str, revision: int, query: dict) -> str:
@@ -223,7 +230,9 @@ class EntryItem(MethodView):
         requestBody={
             "required": True,
             "content": {"*/*": BINARY},
-            "description": "The entry's bytes; Content-Type is kept",
+            "description": "The entry's bytes; Content-Type is kept (none, or a bare "
+            "`application/x-www-form-urlencoded` as curl -d sends: the tenant's "
+            "`default_content_type`)",
         },
         responses={
             "200": {
@@ -287,12 +296,15 @@ class EntryItem(MethodView):
 
         Records the deletion as a new revision (the entry stays readable at older revisions).
         """
-        service.delete_entry(current_actor(), project, http.entry_path(path), http.preconditions())
+        actor = current_actor()
+        found = projects.resolve(actor, project)
+        path = http.entry_path(path, exists=lambda p: service.head_entry(found, p) is not None)
+        service.delete_entry(actor, project, path, http.preconditions())
 
 
 def _version(actor, project_ref: str, path: str, revision: int | None):
-    path = http.entry_path(path)
     found = projects.resolve(actor, project_ref)
+    path = http.entry_path(path, exists=lambda p: service.entry_at(found, p, revision) is not None)
     version = service.entry_at(found, path, revision)
     if version is None:
         raise NotFound("No such entry.")
@@ -354,7 +366,7 @@ class Revisions(MethodView):
         return items
 
 
-@blp.route(f"/revisions/<int(max={MAX_REVISION}):number>", parameters=[PROJECT_PARAM])
+@blp.route(f"/revisions/<int(max={MAX_REVISION}):number>", parameters=[PROJECT_PARAM, NUMBER_PARAM])
 class RevisionItem(MethodView):
     @requires("context:read")
     @blp.response(200, RevisionSchema)

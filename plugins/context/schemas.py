@@ -6,9 +6,14 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.fields import Timestamp
+from plugins.context.paths import MAX_PATH_BYTES, PATH_PATTERN
 
 # Revision numbers are 64-bit in the database; a larger one is a 422, not an overflow.
 MAX_REVISION = 2**63 - 1
+
+# Documented, not enforced here: a path that breaks the rule is a 400 `invalid_path` from the
+# service, as in entry URLs, not a 422 (paths.py holds the whole rule).
+PATH_RULE = {"minLength": 1, "maxLength": MAX_PATH_BYTES, "pattern": PATH_PATTERN}
 
 _EXAMPLE_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -119,8 +124,26 @@ class EntryQuerySchema(ma.Schema):
 
 
 class CommitPutSchema(ma.Schema):
+    # The service takes exactly one of content and content_base64 (422 otherwise): the
+    # document says so (app/api.py SchemaKeywords), with an example that obeys it.
+    OPENAPI_KEYWORDS = {
+        "oneOf": [{"required": ["content"]}, {"required": ["content_base64"]}],
+        "example": {
+            "path": "docs/adr/0002.md",
+            "content": "# Use Redis for rate limits\n",
+            "content_type": "text/markdown",
+            "metadata": {"author": "ana"},
+        },
+    }
+
     path = ma.fields.String(
-        required=True, metadata={"description": "Entry path", "example": "docs/adr/0002.md"}
+        required=True,
+        metadata={
+            "description": "Entry path, as in entry URLs (normalised to NFC; an invalid one is "
+            "a 400 `invalid_path`)",
+            "example": "docs/adr/0002.md",
+            **PATH_RULE,
+        },
     )
     content = ma.fields.String(
         metadata={
@@ -168,7 +191,7 @@ class CommitSchema(ma.Schema):
         metadata={"description": "Entries to write (at most 1000)"},
     )
     delete = ma.fields.List(
-        ma.fields.String(),
+        ma.fields.String(metadata=PATH_RULE),
         load_default=list,
         validate=validate.Length(max=1000),
         metadata={

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import peewee
@@ -28,7 +28,7 @@ from app.errors import (
     ValidationFailed,
 )
 from plugins.context.models import Entry, EntryVersion, Revision
-from plugins.context.paths import validate_path
+from plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
 from plugins.projects import service as projects
 from plugins.projects.models import Project
 from plugins.tenants import config as tenant_config
@@ -302,7 +302,7 @@ def put_entry(
     expected_sha256: str | None = None,
 ) -> tuple[EntryVersion, bool]:
     """Store one entry as a new revision; returns (version, created)."""
-    validate_path(write.path)
+    write = replace(write, path=validate_path(write.path))
     project = projects.resolve(actor, project_ref)
     preconditions.check(head_entry(project, write.path))  # fail before the upload if we can
     space = _space_for(actor.tenant, [write.size_hint])
@@ -326,9 +326,9 @@ def put_entry(
 
 def delete_entry(actor: Actor, project_ref: str, path: str, preconditions: Preconditions) -> int:
     """Delete one entry as a new revision; 404 if it does not exist."""
-    validate_path(path)
     with database.atomic():
         project = projects.resolve(actor, project_ref, lock=True)
+        path = existing_path(path, lambda normal: head_entry(project, normal) is not None)
         current = head_entry(project, path)
         if current is None:
             raise NotFound("No such entry.")
@@ -384,22 +384,32 @@ def commit(
     puts: list[EntryWrite],
     deletes: list[str],
 ) -> Revision:
-    """Apply every put and delete as one revision, or nothing at all."""
-    paths = [write.path for write in puts] + list(deletes)
-    if not paths:
+    """Apply every put and delete as one revision, or nothing at all.
+
+    Paths are compared in NFC: the two spellings of one path are one path (a duplicate)."""
+    if not puts and not deletes:
         raise ValidationFailed({"put": ["Nothing to commit: give put and/or delete."]})
-    for path in paths:
+    puts = [replace(write, path=_commit_path(write.path)) for write in puts]
+    # A delete may name an entry stored before the character rules (UnsafePath): it must exist.
+    legacy: dict[str, UnsafePath] = {}
+    normal_deletes = []
+    for path in deletes:
         try:
-            validate_path(path)
-        except InvalidPath as exc:
-            # The same answer as for an entry URL (API.md): 400 invalid_path, naming the path.
-            raise InvalidPath(f"{path!r}: {exc.detail}") from None
+            normal_deletes.append(_commit_path(path))
+        except UnsafePath as exc:
+            legacy[exc.path] = exc
+            normal_deletes.append(exc.path)
+    deletes = normal_deletes
+    paths = [write.path for write in puts] + deletes
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:
         raise ValidationFailed(
             {"paths": {p: ["The path appears more than once in this commit."] for p in duplicates}}
         )
     project = projects.resolve(actor, project_ref)
+    for normal, refused in legacy.items():
+        if head_entry(project, normal) is None:
+            raise InvalidPath(refused.detail)
     _check_parent(project, parent_revision)
     _space_for(actor.tenant, [write.size_hint for write in puts])
     stored: list[objects.StoredObject] = []
@@ -425,6 +435,17 @@ def commit(
     except BaseException:
         objects.delete_quietly([obj.key for obj in stored])
         raise
+
+
+def _commit_path(path: str) -> str:
+    """The path in NFC; invalid, the same answer as for an entry URL (API.md): 400
+    invalid_path, naming the path (an UnsafePath stays one, for deletes of old entries)."""
+    try:
+        return validate_path(path)
+    except UnsafePath as exc:
+        raise UnsafePath(f"{quoted(path)}: {exc.detail}", exc.path) from None
+    except InvalidPath as exc:
+        raise InvalidPath(f"{quoted(path)}: {exc.detail}") from None
 
 
 def _check_parent(project: Project, parent_revision: int | None) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api import page_and_size
 from app.auth import current_actor, requires
+from app.blueprint import Blueprint
 from plugins.projects import service
 from plugins.projects.schemas import ProjectCreateSchema, ProjectSchema, ProjectUpdateSchema
 

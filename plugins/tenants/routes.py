@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api import page_and_size
 from app.auth import Actor, current_actor, requires, requires_authentication
+from app.blueprint import Blueprint
 from plugins.tenants import service
 from plugins.tenants.config import SettingsSchema, TenantConfigChangeSchema, TenantConfigSchema
 from plugins.tenants.schemas import (

@@ -501,7 +501,8 @@ def test_bodies_are_stored_byte_exact(client, auth, project, data):
         "text/markdown; charset=utf-8",
         "application/json",
         "image/png",
-        "application/x-www-form-urlencoded",
+        # With a parameter: meant (bare, it is curl -d's default: tests/api/test_entry_paths.py).
+        "application/x-www-form-urlencoded; charset=utf-8",
         "multipart/form-data; boundary=xyz",
         "text/plain",
     ],
@@ -530,11 +531,14 @@ def test_entry_metadata_header(app, client, auth, project):
     assert json.loads(get(client, auth, "a").headers["Entry-Metadata"]) == meta
 
     keys = stored_keys(app)
-    for bad in ("{not json", "[1, 2]", '"text"', "42", "null", json.dumps({"k": "v" * 9000})):
+    for bad in ("[1, 2]", '"text"', "42", "null", json.dumps({"k": "v" * 9000})):
         body = assert_problem(
             put(client, auth, "a", b"y", **{"Entry-Metadata": bad}), 422, "validation_error"
         )
         assert "Entry-Metadata" in body["errors"]
+    # Not JSON at all: the strict reader's 400 (tests/api/test_bad_json.py has every rule).
+    response = put(client, auth, "a", b"y", **{"Entry-Metadata": "{not json"})
+    assert assert_problem(response, 400, "invalid_json")["rule"] == "syntax"
     assert_nothing_stored(app, client, auth, 1, keys)
     # A replacement without the header has no metadata.
     assert put(client, auth, "a", b"z", 200).get_json()["metadata"] == {}

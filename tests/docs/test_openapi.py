@@ -175,3 +175,77 @@ def test_an_invalid_example_is_caught(spec):
     assert schema_errors(spec, {"type": "string", "format": "date-time"}, "yesterday")
     problem = {"$ref": "#/components/schemas/Problem"}
     assert schema_errors(spec, problem, {"title": "Not Found", "status": "404"})
+
+
+def json_body_operations(spec: dict) -> list[tuple[str, str, dict]]:
+    return [
+        (method, path, op)
+        for method, path, op in operations(spec)
+        if "application/json" in (op.get("requestBody") or {}).get("content", {})
+    ]
+
+
+def test_json_operations_document_their_body_problems(spec):
+    """A body the strict reader refuses (400 invalid_json), one past the limit (413) and one
+    not sent as JSON (415): every operation taking JSON says so, with examples."""
+    found = json_body_operations(spec)
+    assert len(found) >= 10
+    for method, path, op in found:
+        where = f"{method} {path}"
+        assert op["requestBody"].get("required") is True, f"{where}: body not marked required"
+        bad = resolve(spec, op["responses"]["400"])
+        example = bad["content"][PROBLEM]["example"]
+        assert example["code"] == "invalid_json", where
+        assert {"rule", "line", "column"} <= set(example), where
+        assert "`invalid_json`" in bad["description"], where
+        too_large = resolve(spec, op["responses"]["413"])
+        assert "`payload_too_large`" in too_large["description"], where
+        not_json = resolve(spec, op["responses"]["415"])
+        assert "application/json" in not_json["description"], where
+        assert not_json["content"][PROBLEM]["example"]["code"] == "unsupported_media_type"
+
+
+def test_the_problem_schema_documents_the_invalid_json_members(spec):
+    problem = {"$ref": "#/components/schemas/Problem"}
+    body = {
+        "type": "urn:ctxcloud:problem:invalid_json",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "The body is not valid JSON: Expecting value (line 1, column 1).",
+        "code": "invalid_json",
+        "rule": "syntax",
+        "line": 1,
+        "column": 1,
+        "request_id": "4f9c2b1e0a7d4c33",
+    }
+    assert schema_errors(spec, problem, body) == []
+
+
+def test_commit_puts_take_exactly_one_of_content_and_content_base64(spec):
+    """The service refuses both and neither (422); the schema says so, so clients know."""
+    put = {"$ref": "#/components/schemas/CommitPut"}
+    assert schema_errors(spec, put, {"path": "a.md", "content": "x"}) == []
+    assert schema_errors(spec, put, {"path": "a.md", "content_base64": "eA=="}) == []
+    assert schema_errors(spec, put, {"path": "a.md", "content": "x", "content_base64": "eA=="})
+    assert schema_errors(spec, put, {"path": "a.md"})
+
+
+def test_request_bodies_state_whole_numbers_as_integers(spec):
+    """Every number a request body takes is a whole number (counts, revisions, quotas):
+    `type: integer`, never `number`, which would let clients send 2.5."""
+
+    def numbers(schema: Any, seen: frozenset[str] = frozenset()) -> list[str]:
+        if isinstance(schema, dict):
+            ref = schema.get("$ref")
+            if ref:
+                return [] if ref in seen else numbers(resolve(spec, schema), seen | {ref})
+            kinds = schema.get("type")
+            found = ["number"] if kinds == "number" or "number" in (kinds or []) else []
+            return found + [n for value in schema.values() for n in numbers(value, seen)]
+        if isinstance(schema, list):
+            return [n for value in schema for n in numbers(value, seen)]
+        return []
+
+    for method, path, op in json_body_operations(spec):
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        assert numbers(schema) == [], f"{method} {path}"

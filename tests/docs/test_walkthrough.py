@@ -74,21 +74,29 @@ def test_the_api_walkthrough_runs_as_documented(app, app_config, tmp_path, capsy
     migrated = cli(env, "db", "upgrade")  # what `make run` does before it serves
     assert migrated.returncode == 0, migrated.stderr
 
-    workdir = tmp_path / "walkthrough"
-    workdir.mkdir()
+    # The page is followed from a checkout ("a second terminal in the same directory"): the
+    # commands run in an empty stand-in for it, which must stay empty. mktemp's folders go
+    # under this test's own tmp_path.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    curl_home = tmp_path / "curl"
+    curl_home.mkdir()
     # Every curl gives up after 30 s rather than hang the test; no user ~/.curlrc applies.
-    (workdir / ".curlrc").write_text("max-time = 30\n")
+    (curl_home / ".curlrc").write_text("max-time = 30\n")
     shell_env = {
         **os.environ,
         **env,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "CURL_HOME": str(workdir),
+        "CURL_HOME": str(curl_home),
+        "TMPDIR": str(scratch),
     }
     workers = int(env.get("GUNICORN_WORKERS", "2"))
     with gunicorn(env, tmp_path / "logs", workers=workers) as server:
         for command in page.commands:
             command.text = command.text.replace(DOC_URL, server.url)
-        ran = run(page.commands, shell_env, workdir, timeout=120)
+        ran = run(page.commands, shell_env, checkout, timeout=120, errors_dir=tmp_path / "stderr")
         log = server.log()
 
     for result in ran:
@@ -103,5 +111,8 @@ def test_the_api_walkthrough_runs_as_documented(app, app_config, tmp_path, capsy
         if not matches(result.command.expected, result.output):  # no lines: prints nothing
             pytest.fail(f"{where} printed something else\n{details}", pytrace=False)
     assert len(ran) == len(page.commands), f"stopped after {len(ran)} commands\n{log[-3000:]}"
+    left = sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*"))
+    assert left == [], f"the walkthrough left files in the folder it was run from: {left}"
+    assert list(scratch.iterdir()) == [], "its scratch folder (a refresh token) was not removed"
     with capsys.disabled():
         print(f"\ndocs/api.md: {len(ran)} commands run against {server.url}, outputs checked")

@@ -124,9 +124,13 @@ def script(commands: list[Command]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(commands: list[Command], env: dict[str, str], cwd: Path, timeout: float) -> list[Ran]:
-    """Run the commands with bash in `cwd`; what each printed, up to the first that failed."""
-    errors_dir = cwd / ".stderr"
+def run(
+    commands: list[Command], env: dict[str, str], cwd: Path, timeout: float, errors_dir: Path
+) -> list[Ran]:
+    """Run the commands with bash in `cwd`; what each printed, up to the first that failed.
+
+    What each wrote to stderr goes to `errors_dir`, outside `cwd`: the page's commands alone
+    decide what lands in the folder they run in."""
     errors_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.run(
         ["bash", "--noprofile", "--norc", "-c", script(commands)],
