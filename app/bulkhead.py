@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["Bulkhead", "default_slots", "worker_threads"]
+_END = object()
 
 WORKER_THREADS_ENV = "CTXCLOUD_WORKER_THREADS"
 DEFAULT_THREADS = 8
@@ -38,6 +39,15 @@ def default_slots(threads: int | None = None) -> int:
     return max(1, threads - max(2, threads // 4))
 
 
+# How long a new call waits for a slot before it is refused: long enough to absorb calls that
+# merely coincide, short enough to be "at once" next to a dependency's own timeouts.
+ENTRY_WAIT = 0.05
+# How long a call already admitted waits for a slot for its next step (the next chunk of a
+# download, or the backend's next step of an upload after a slow client): it was let in, so
+# it is only refused if the dependency stays saturated that long.
+STEP_WAIT = 2.0
+
+
 class Bulkhead:
     """A per-process cap on threads inside one dependency; past it, `refuse` is raised."""
 
@@ -47,28 +57,57 @@ class Bulkhead:
         self.name = name
         self.slots = slots
         self._free = threading.BoundedSemaphore(slots)
+        self._holding = threading.local()
         self._refuse = refuse
         self.refused = 0
 
+    def _refusal(self) -> Exception:
+        self.refused += 1
+        return self._refuse(
+            f"{self.name} is not answering fast enough: {self.slots} requests of this process "
+            "are already waiting on it"
+        )
+
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold a slot for the block, or raise at once when none is free."""
-        if not self._free.acquire(blocking=False):
-            self.refused += 1
-            raise self._refuse(
-                f"{self.name} is not answering fast enough: {self.slots} requests of this "
-                "process are already waiting on it"
-            )
+    def slot(self, wait: float = ENTRY_WAIT) -> Iterator[None]:
+        """Hold a slot for the block, or raise when none is free within `wait` seconds."""
+        if not self._free.acquire(timeout=wait):
+            raise self._refusal()
+        self._holding.slot = True
         try:
             yield
         finally:
-            self._free.release()
+            if getattr(self._holding, "slot", False):
+                self._holding.slot = False
+                self._free.release()
+
+    def outside(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """`chunks` (a client's body) read with this thread's slot given back meanwhile.
+
+        The dependency pulls the body through this while holding the slot: waiting for a slow
+        client is not waiting on the dependency, so the slot is free for others until the
+        next chunk is in hand. Stepping back in waits at most STEP_WAIT seconds for a slot.
+        """
+        source = iter(chunks)
+        while True:
+            stepped_out = getattr(self._holding, "slot", False)
+            if stepped_out:
+                self._holding.slot = False
+                self._free.release()
+            chunk = next(source, _END)  # raising here leaves the slot given back: nothing held
+            if stepped_out:
+                if not self._free.acquire(timeout=STEP_WAIT):
+                    raise self._refusal()
+                self._holding.slot = True
+            if chunk is _END:
+                return
+            yield chunk
 
     def guard_iterator(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Each step of `chunks` in a slot: a slow consumer holds none between steps."""
         try:
             while True:
-                with self.slot():
+                with self.slot(wait=STEP_WAIT):
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
@@ -77,3 +116,4 @@ class Bulkhead:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+

@@ -37,6 +37,7 @@ from http import HTTPStatus
 from typing import Any
 
 from gunicorn.http import errors as http_errors
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
 
@@ -117,6 +118,19 @@ def head_complete(data: bytes | bytearray) -> bool:
     while data.startswith(b"\r\n", start):
         start += 2
     return data.find(b"\r\n\r\n", start) >= 0 or data.find(b"\n\n", start) >= 0
+
+
+def _body_left(req: Any, conn: gthread.TConn) -> bool:
+    """Whether part of the request body is still on the network (not read, not buffered)."""
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    if isinstance(reader, LengthReader):
+        if reader.length <= 0:
+            return False
+        buffered = len(conn.parser.unreader.buf.getbuffer()) + len(conn.sock.pending)
+        return reader.length > buffered
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    return reader is not None
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -331,10 +345,13 @@ class ThreadWorker(gthread.ThreadWorker):
         # A body cut for being too slow leaves the rest unread: the answer closes the connection.
         conn.sock.expect_body(on_timeout=partial(setattr, req, "must_close", True))
         try:
-            return super().handle_request(req, conn)
+            keepalive = super().handle_request(req, conn)
         finally:
-            # gunicorn drains an unread body with its own deadline before keep-alive.
             conn.sock.unguarded()
+        # gunicorn would read what is left of a body the app did not read (a refused upload)
+        # on this thread, for up to 5 s; a slow client would hold it all that time. Unless
+        # the rest is already here, close instead: the loop lingers without a thread.
+        return keepalive and not _body_left(req, conn)
 
     # -- errors outside the app ------------------------------------------------
 

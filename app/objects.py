@@ -96,9 +96,11 @@ def store(tenant_id: str, project_id: str, chunks: Iterable[bytes]) -> StoredObj
     """Encrypt and store a plaintext stream; an exception from `chunks` leaves no object."""
     key = new_object_key()
     data_key = current_keystore().data_key(tenant_id)
-    measured = _Measured(chunks)
+    bulkhead = storage_bulkhead()
+    # The slot is held while the backend works, not while a slow client sends the next chunk.
+    measured = _Measured(bulkhead.outside(chunks))
     try:
-        with storage_bulkhead().slot():
+        with bulkhead.slot():
             written = storage().put(
                 key, crypto.encrypt_stream(data_key, measured, _aad(tenant_id, project_id, key))
             )

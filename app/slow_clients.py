@@ -21,12 +21,15 @@ imports nothing of Flask: the server loads it before the app.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["GuardedSocket", "RequestTimeout", "SlowClientLimits"]
+
+log = logging.getLogger("ctxcloud.slow_clients")
 
 
 class RequestTimeout(Exception):
@@ -171,6 +174,10 @@ class GuardedSocket:
                 sent = self.sock.send(view)
                 view = view[sent:]
         except TimeoutError:
+            log.info(
+                "client stopped reading the response: connection closed",
+                extra={"send_timeout": self.limits.send_timeout},
+            )
             raise BrokenPipeError(errno.EPIPE, "the client stopped reading the response") from None
         finally:
             self.sock.settimeout(previous)

@@ -165,3 +165,40 @@ def test_postgresql_waits_are_bounded_and_the_url_may_say_otherwise():
     mine = postgres_bounds(config, {"connect_timeout": "10", "options": "-c statement_timeout=0"})
     assert "connect_timeout" not in mine  # the URL's own value stays
     assert mine["options"].endswith("-c statement_timeout=0")  # later settings win in libpq
+
+
+def test_a_slow_client_body_holds_no_slot_while_it_is_awaited():
+    """The backend pulls the body through `outside` while it holds a slot: the slot is free
+    whenever the body's next chunk is awaited, and held again while the backend works."""
+    bulkhead = Bulkhead("storage", 1, Refused)
+    seen = []
+
+    def client_body():
+        for chunk in (b"a", b"b"):
+            with bulkhead.slot():  # another request can take the slot meanwhile
+                seen.append("free while awaited")
+            yield chunk
+
+    with bulkhead.slot():
+        for chunk in bulkhead.outside(client_body()):
+            with pytest.raises(Refused):  # held again while the backend has the chunk
+                with bulkhead.slot():
+                    pass
+            seen.append(chunk)
+    assert seen == ["free while awaited", b"a", "free while awaited", b"b"]
+    with bulkhead.slot():  # and given back in the end, exactly once
+        pass
+
+
+def test_a_body_that_fails_while_awaited_leaves_the_slot_free():
+    bulkhead = Bulkhead("storage", 1, Refused)
+
+    def failing():
+        yield b"a"
+        raise TimeoutError("the client stopped")
+
+    with pytest.raises(TimeoutError), bulkhead.slot():
+        for _ in bulkhead.outside(failing()):
+            pass
+    with bulkhead.slot():
+        pass
