@@ -343,6 +343,14 @@ def _nfc_paths(migrator, db) -> None:
         )
 
 
+def _object_key_index(migrator, db) -> None:
+    """`storage gc` asks which of a batch of object keys rows still name: an index lookup."""
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS context_entry_version_object_key "
+        "ON context_entry_version (object_key)"
+    )
+
+
 MIGRATIONS = [
     Migration("context.0001_initial", _initial, depends_on=("projects.0001_initial",)),
     Migration(
@@ -356,5 +364,11 @@ MIGRATIONS = [
         _nfc_paths,
         depends_on=("context.0002_count_stored_bytes",),
         description="Entry paths in NFC; clashing spellings merged or set apart",
+    ),
+    Migration(
+        "context.0004_object_key_index",
+        _object_key_index,
+        depends_on=("context.0003_nfc_paths",),
+        description="Index entry versions by object key, for storage gc",
     ),
 ]

@@ -25,7 +25,11 @@ class EntryVersion(BaseModel):
 
     class Meta:
         table_name = "context_entry_version"
-        indexes = ((("project", "path", "revision"), True), (("project", "revision"), False))
+        indexes = (
+            (("project", "path", "revision"), True),
+            (("project", "revision"), False),
+            (("object_key",), False),  # context.0004: storage gc looks objects up by key
+        )
 
     @property
     def etag(self) -> str:

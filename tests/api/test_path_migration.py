@@ -28,7 +28,12 @@ from tests.support.context import context_url, create_project, entry_url, put_en
 from tests.support.factories import bearer, make_api_key
 
 NFC_MIGRATION = "context.0003_nfc_paths"
-BEFORE = [m for m in TENANTS + PROJECTS + CONTEXT if m.id != NFC_MIGRATION]
+# Every migration before the NFC one (and none that depends on it).
+BEFORE = [
+    m
+    for m in TENANTS + PROJECTS + CONTEXT
+    if not (m.id.startswith("context.") and m.id >= NFC_MIGRATION)
+]
 NFC = unicodedata.normalize("NFC", "café/résumé.md")
 NFD = unicodedata.normalize("NFD", "café/résumé.md")
 CONFLICT = unicodedata.normalize("NFC", "café/résumé (Unicode conflict).md")
@@ -132,7 +137,7 @@ def test_a_path_stored_in_nfd_is_renamed_everywhere(db):
     project.revision_of(("put", NFD), ("put", "plain.md"))
     other = Project(db, "prj_b")  # the same spelling in another project is its own path
     other.revision_of(("put", NFD))
-    assert migrate(db) == [NFC_MIGRATION]
+    assert migrate(db)[0] == NFC_MIGRATION
     assert project.versions() == [
         (NFC, 1, False, "o/prj_a/1"),
         (NFC, 2, False, "o/prj_a/2"),
