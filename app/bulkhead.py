@@ -3,8 +3,9 @@
 A dependency that hangs (storage that accepts connections and never answers, say) would
 otherwise collect every thread of a worker, one request at a time, until nothing answers:
 not the health probes, not the routes that never touch it. A bulkhead caps the threads
-inside the dependency; a request that finds every slot taken is refused at once with 503
-``unavailable`` and Retry-After, and the threads left over keep serving everything else.
+inside the dependency; a request that finds every slot taken by calls that look stuck is
+refused at once with 503 ``unavailable`` and Retry-After, and the threads left over keep
+serving everything else. (When the holders are merely busy, it waits briefly instead.)
 
 The cap defaults to the worker's threads minus a reserve (a quarter of them, at least two),
 so a saturated dependency always leaves threads for the rest. gunicorn workers publish their
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -39,17 +41,21 @@ def default_slots(threads: int | None = None) -> int:
     return max(1, threads - max(2, threads // 4))
 
 
-# How long a new call waits for a slot before it is refused: long enough to absorb calls that
-# merely coincide, short enough to be "at once" next to a dependency's own timeouts.
-ENTRY_WAIT = 0.05
-# How long a call already admitted waits for a slot for its next step (the next chunk of a
-# download, or the backend's next step of an upload after a slow client): it was let in, so
-# it is only refused if the dependency stays saturated that long.
-STEP_WAIT = 2.0
+# A call that has held its slot this long looks stuck rather than busy.
+STALLED = 1.0
+# How long a call waits for a slot while the holders look busy (some started recently): long
+# enough for calls that merely coincide, bounded so that waiting never piles up.
+QUEUE_WAIT = 2.0
 
 
 class Bulkhead:
-    """A per-process cap on threads inside one dependency; past it, `refuse` is raised."""
+    """A per-process cap on threads inside one dependency; past it, `refuse` is raised.
+
+    When every slot is taken, a call is refused at once if every holder has been inside for
+    STALLED seconds or more (the dependency hangs: waiting would only add a thread to it);
+    otherwise the dependency is merely busy and the call waits up to QUEUE_WAIT seconds for a
+    slot, so a burst of ordinary calls is served, not refused.
+    """
 
     def __init__(self, name: str, slots: int, refuse: Callable[[str], Exception]) -> None:
         if slots < 1:
@@ -57,7 +63,7 @@ class Bulkhead:
         self.name = name
         self.slots = slots
         self._free = threading.BoundedSemaphore(slots)
-        self._holding = threading.local()
+        self._entered: dict[int, float] = {}  # holding thread -> when it took its slot
         self._refuse = refuse
         self.refused = 0
 
@@ -68,37 +74,46 @@ class Bulkhead:
             "are already waiting on it"
         )
 
-    @contextmanager
-    def slot(self, wait: float = ENTRY_WAIT) -> Iterator[None]:
-        """Hold a slot for the block, or raise when none is free within `wait` seconds."""
-        if not self._free.acquire(timeout=wait):
+    def _stalled(self) -> bool:
+        """Whether every slot is held by a call inside for STALLED seconds or more."""
+        entered = list(self._entered.values())
+        return len(entered) >= self.slots and time.monotonic() - max(entered) >= STALLED
+
+    def _enter(self) -> None:
+        free = self._free.acquire(blocking=False)
+        if not free and (self._stalled() or not self._free.acquire(timeout=QUEUE_WAIT)):
             raise self._refusal()
-        self._holding.slot = True
+        self._entered[threading.get_ident()] = time.monotonic()
+
+    def _leave(self) -> bool:
+        """Give this thread's slot back; False if it held none."""
+        if self._entered.pop(threading.get_ident(), None) is None:
+            return False
+        self._free.release()
+        return True
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot for the block, or raise (see the class) when none is to be had."""
+        self._enter()
         try:
             yield
         finally:
-            if getattr(self._holding, "slot", False):
-                self._holding.slot = False
-                self._free.release()
+            self._leave()
 
     def outside(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """`chunks` (a client's body) read with this thread's slot given back meanwhile.
 
         The dependency pulls the body through this while holding the slot: waiting for a slow
         client is not waiting on the dependency, so the slot is free for others until the
-        next chunk is in hand. Stepping back in waits at most STEP_WAIT seconds for a slot.
+        next chunk is in hand, then taken again (refused as a new call would be).
         """
         source = iter(chunks)
         while True:
-            stepped_out = getattr(self._holding, "slot", False)
-            if stepped_out:
-                self._holding.slot = False
-                self._free.release()
+            stepped_out = self._leave()
             chunk = next(source, _END)  # raising here leaves the slot given back: nothing held
             if stepped_out:
-                if not self._free.acquire(timeout=STEP_WAIT):
-                    raise self._refusal()
-                self._holding.slot = True
+                self._enter()
             if chunk is _END:
                 return
             yield chunk
@@ -107,7 +122,7 @@ class Bulkhead:
         """Each step of `chunks` in a slot: a slow consumer holds none between steps."""
         try:
             while True:
-                with self.slot(wait=STEP_WAIT):
+                with self.slot():
                     chunk = next(chunks, None)
                 if chunk is None:
                     return

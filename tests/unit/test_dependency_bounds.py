@@ -26,30 +26,72 @@ def test_a_bulkhead_leaves_a_reserve_of_threads(threads, slots):
     assert default_slots(threads) == slots
 
 
-def test_a_full_bulkhead_refuses_at_once_and_a_freed_slot_serves_again():
-    bulkhead = Bulkhead("storage", 2, Refused)
-    entered = threading.Event()
+class WatchedSlots:
+    """The bulkhead's semaphore, telling when a caller starts to wait for a slot."""
+
+    def __init__(self, semaphore) -> None:
+        self.semaphore = semaphore
+        self.waiting = threading.Event()
+        self.waits: list[float] = []
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.waits.append(timeout)
+            self.waiting.set()
+        return self.semaphore.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.semaphore.release()
+
+
+def hold_slots(bulkhead: Bulkhead, count: int) -> tuple[list[threading.Thread], threading.Event]:
+    """`count` threads each holding a slot until the returned event is set."""
     release = threading.Event()
+    entered = threading.Barrier(count + 1)
 
     def hold() -> None:
         with bulkhead.slot():
-            entered.set()
-            release.wait(10)
+            entered.wait(10)
+            release.wait(30)
 
-    holders = [threading.Thread(target=hold) for _ in range(2)]
+    holders = [threading.Thread(target=hold) for _ in range(count)]
     for holder in holders:
-        entered.clear()
         holder.start()
-        assert entered.wait(10)
+    entered.wait(10)
+    return holders, release
+
+
+def test_a_bulkhead_whose_holders_look_stuck_refuses_at_once(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("app.bulkhead.time.monotonic", lambda: clock[0])
+    bulkhead = Bulkhead("storage", 2, Refused)
+    bulkhead._free = watched = WatchedSlots(bulkhead._free)
+    holders, release = hold_slots(bulkhead, 2)
+    clock[0] += 5  # both holders have been inside for 5 s: the dependency hangs
     with pytest.raises(Refused, match="2 requests of this process are already waiting"):
         with bulkhead.slot():
             pass
+    assert watched.waits == []  # refused without waiting for a slot
     assert bulkhead.refused == 1
     release.set()
     for holder in holders:
         holder.join(10)
-    with bulkhead.slot():
+    with bulkhead.slot():  # slots given back serve again
         pass
+
+
+def test_a_bulkhead_whose_holders_are_busy_lets_a_call_wait_for_a_slot(monkeypatch):
+    monkeypatch.setattr("app.bulkhead.time.monotonic", lambda: 100.0)  # holders just entered
+    bulkhead = Bulkhead("storage", 2, Refused)
+    bulkhead._free = watched = WatchedSlots(bulkhead._free)
+    holders, release = hold_slots(bulkhead, 2)
+    freed = threading.Thread(target=lambda: watched.waiting.wait(10) and release.set())
+    freed.start()
+    with bulkhead.slot():  # waits, and gets the slot a finished holder gave back
+        pass
+    assert watched.waits and bulkhead.refused == 0
+    for thread in [*holders, freed]:
+        thread.join(10)
 
 
 def test_a_guarded_iterator_holds_a_slot_only_while_it_steps():
@@ -71,10 +113,14 @@ def test_a_guarded_iterator_holds_a_slot_only_while_it_steps():
     assert closed == [True]
 
 
-def test_storage_refusals_are_the_503_kind():
+def test_storage_refusals_are_the_503_kind(monkeypatch):
+    monkeypatch.setattr("app.bulkhead.QUEUE_WAIT", 0.0)
     bulkhead = Bulkhead("storage", 1, StorageUnavailable)
-    with bulkhead.slot(), pytest.raises(StorageUnavailable), bulkhead.slot():
+    holders, release = hold_slots(bulkhead, 1)
+    with pytest.raises(StorageUnavailable), bulkhead.slot():
         pass
+    release.set()
+    holders[0].join(10)
 
 
 def test_s3_retries_stop_when_another_attempt_could_pass_the_budget(monkeypatch):
@@ -167,9 +213,10 @@ def test_postgresql_waits_are_bounded_and_the_url_may_say_otherwise():
     assert mine["options"].endswith("-c statement_timeout=0")  # later settings win in libpq
 
 
-def test_a_slow_client_body_holds_no_slot_while_it_is_awaited():
+def test_a_slow_client_body_holds_no_slot_while_it_is_awaited(monkeypatch):
     """The backend pulls the body through `outside` while it holds a slot: the slot is free
     whenever the body's next chunk is awaited, and held again while the backend works."""
+    monkeypatch.setattr("app.bulkhead.QUEUE_WAIT", 0.0)
     bulkhead = Bulkhead("storage", 1, Refused)
     seen = []
 
