@@ -26,7 +26,7 @@ REDIS_SOCKET_TIMEOUT = 1.0
 REDIS_MAX_CONNECTIONS = None
 REDIS_POOL_TIMEOUT = 0.25
 # Threads of a process that may wait on the storage backend at once (None: the worker's threads
-# minus a reserve); past it, storage requests get 503 at once while the rest keep answering.
+# minus a reserve); past it, storage requests get 503 while the rest keep answering.
 STORAGE_MAX_CONCURRENCY = None
 # Storage backend name: "local" or a plugin's backend.
 STORAGE_BACKEND = "local"
