@@ -1,8 +1,8 @@
 """Which stack the tests run on: the embedded default, or PostgreSQL + Redis + S3 for real.
 
 `CTXCLOUD_TEST_STACK=production` points every app the tests build at the PostgreSQL and
-Redis servers on this machine (a fresh database and a dedicated Redis db index per run, both
-removed afterwards) and at an S3 server (moto over HTTP on a free loopback port, started
+Redis servers on this machine (a fresh database and a Redis db index claimed by this run, both
+emptied afterwards) and at an S3 server (moto over HTTP on a free loopback port, started
 here). Anything unreachable fails the run: the production tier never skips.
 """
 
@@ -19,11 +19,10 @@ import peewee
 from app import create_app
 from app.cli import all_migrations
 from app.migrations import upgrade
+from tests.support import redisdb
 
 STACK = os.environ.get("CTXCLOUD_TEST_STACK", "embedded")
 PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE_URL = os.environ.get("CTXCLOUD_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB_INDEX = int(os.environ.get("CTXCLOUD_TEST_REDIS_DB", "11"))
 
 is_production = STACK == "production"
 
@@ -48,15 +47,16 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def redis_db() -> Iterator[str]:
+    """This run's own Redis database (tests/support/redisdb.py), emptied before and after."""
     import redis
 
-    url = f"{REDIS_BASE_URL}/{REDIS_DB_INDEX}"
+    url = redisdb.url()
     client = redis.Redis.from_url(url, socket_connect_timeout=5)
-    client.flushdb()
+    redisdb.flush(client)
     try:
         yield url
     finally:
-        client.flushdb()
+        redisdb.flush(client)
         client.close()
 
 
@@ -96,7 +96,7 @@ def reset(app: flask.Flask) -> None:
         quoted = ", ".join(f'"{t}"' for t in tables)
         db.execute_sql(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
     if ext.redis is not None:
-        ext.redis.flushdb()
+        redisdb.flush(ext.redis)
 
 
 def close(app: flask.Flask) -> None:

@@ -24,12 +24,13 @@ import requests
 
 from app import create_app
 from tests.stack import postgres_database
+from tests.support import redisdb
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user
 from tests.support.server import Server, cli, gunicorn
 
 pytestmark = [pytest.mark.server, pytest.mark.integration]
 
-REDIS_URL = os.environ.get("CTXCLOUD_TEST_AUTH_REDIS", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("CTXCLOUD_TEST_AUTH_REDIS") or redisdb.url()
 WHOAMI = "/api/v1/auth/whoami"
 
 
@@ -85,7 +86,7 @@ def production(tmp_path_factory) -> Iterator[Deployment]:
     """PostgreSQL + Redis shared by two servers."""
     root = tmp_path_factory.mktemp("auth-production")
     flusher = redis.Redis.from_url(REDIS_URL)
-    flusher.flushdb()
+    redisdb.flush(flusher)
     try:
         with postgres_database() as database_url:
             env = {
@@ -97,7 +98,7 @@ def production(tmp_path_factory) -> Iterator[Deployment]:
             with deployment(env, root / "logs") as deployed:
                 yield deployed
     finally:
-        flusher.flushdb()
+        redisdb.flush(flusher)
         flusher.close()
 
 

@@ -22,6 +22,7 @@ from tests.integration.test_auth_multiprocess import (
     secrets_env,
 )
 from tests.stack import postgres_database
+from tests.support import redisdb
 from tests.support.factories import bearer, make_api_key, make_tenant
 from tests.support.s3server import aws_environment, moto_s3
 
@@ -32,7 +33,7 @@ pytestmark = [pytest.mark.server, pytest.mark.integration]
 def stack(tmp_path_factory) -> Iterator[tuple[Deployment, object]]:
     root = tmp_path_factory.mktemp("production-stack")
     flusher = redis.Redis.from_url(REDIS_URL)
-    flusher.flushdb()
+    redisdb.flush(flusher)
     try:
         with moto_s3() as s3, aws_environment(s3.env), postgres_database() as database_url:
             env = {
@@ -48,7 +49,7 @@ def stack(tmp_path_factory) -> Iterator[tuple[Deployment, object]]:
             with deployment(env, root / "logs") as deployed:
                 yield deployed, s3
     finally:
-        flusher.flushdb()
+        redisdb.flush(flusher)
         flusher.close()
 
 

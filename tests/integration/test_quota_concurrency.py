@@ -26,6 +26,7 @@ from app import create_app
 from plugins.users.passwords import generate_password
 from tests import stack
 from tests.integration.test_auth_multiprocess import secrets_env
+from tests.support import redisdb
 from tests.support.context import context_url, entry_url
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant
 from tests.support.server import Server, cli, gunicorn
@@ -33,8 +34,8 @@ from tests.support.server import Server, cli, gunicorn
 pytestmark = [pytest.mark.server, pytest.mark.integration]
 
 API = "/api/v1"
-# The production tier's Redis db (tests.stack uses 11, the auth tests 14).
-REDIS_URL = os.environ.get("CTXCLOUD_TEST_QUOTA_REDIS", "redis://127.0.0.1:6379/12")
+# This run's Redis db (tests/support/redisdb.py), emptied around the deployment.
+REDIS_URL = os.environ.get("CTXCLOUD_TEST_QUOTA_REDIS") or redisdb.url()
 _serial = itertools.count(1)
 
 
@@ -82,9 +83,9 @@ def deployed(tmp_path_factory) -> Iterator[Deployment]:
             s3 = resources.enter_context(moto_s3())
             resources.enter_context(aws_environment(s3.env))
             flusher = redis.Redis.from_url(REDIS_URL)
-            flusher.flushdb()
+            redisdb.flush(flusher)
             resources.callback(flusher.close)
-            resources.callback(flusher.flushdb)
+            resources.callback(redisdb.flush, flusher)
             env |= s3.environ(S3_PREFIX="quota-concurrency/")
             env["CTXCLOUD_DATABASE_URL"] = resources.enter_context(stack.postgres_database())
             env["CTXCLOUD_REDIS_URL"] = REDIS_URL

@@ -7,6 +7,7 @@ import redis
 
 from app import ratelimit
 from app.ratelimit import ProcessCounters, RedisCounters, parse_limit
+from tests.support import redisdb
 
 
 def exercise(counters, monkeypatch) -> None:
@@ -45,11 +46,11 @@ def test_process_counters_drop_ended_windows_when_full(monkeypatch):
 
 @pytest.mark.integration
 def test_redis_counters(monkeypatch):
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/14")
-    client.flushdb()
+    client = redis.Redis.from_url(redisdb.url())
+    redisdb.flush(client)
     try:
         exercise(RedisCounters(client), monkeypatch)
         assert 0 < client.pttl("k") <= 60_000
     finally:
-        client.flushdb()
+        redisdb.flush(client)
         client.close()

@@ -14,6 +14,7 @@ from plugins.tenants.revocation import (
     RedisGenerations,
     scope_of,
 )
+from tests.support import redisdb
 
 
 def test_file_generations_are_shared_by_every_opener(tmp_path):
@@ -78,12 +79,12 @@ def test_an_unreachable_redis_fails_closed():
 
 @pytest.mark.integration
 def test_redis_generations_are_shared():
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/14")
-    client.flushdb()
+    client = redis.Redis.from_url(redisdb.url())
+    redisdb.flush(client)
     try:
         one, two = RedisGenerations(client, "t:"), RedisGenerations(client, "t:")
         assert one.current("tnt_a") == 0
         two.bump("tnt_a")
         assert one.current("tnt_a") == 1 and one.current("tnt_b") == 0
     finally:
-        client.flushdb()
+        redisdb.flush(client)
