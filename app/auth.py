@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import flask
-
-from app import errors
+from ctxcloud import errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 PERMISSION_ATTR = "_ctxcloud_permission"
@@ -120,7 +119,7 @@ def authorize(action: str, resource: Any = None) -> Actor:
 
 def emit_audit(event_type: str, **fields: Any) -> None:
     """Send a security event to every ``audit_event`` implementation; never pass a secret."""
-    from app.requestlog import current_request_id
+    from ctxcloud.requestlog import current_request_id
 
     actor = flask.g.get("actor") if flask.has_request_context() else None
     event = {

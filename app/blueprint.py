@@ -16,10 +16,9 @@ from typing import Any
 
 import flask
 import flask_smorest
+from ctxcloud import json_input
 from webargs import core
 from webargs.flaskparser import FlaskParser
-
-from app import json_input
 
 
 class JsonBodyParser(FlaskParser):

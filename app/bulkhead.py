@@ -131,4 +131,3 @@ class Bulkhead:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-

@@ -7,20 +7,19 @@ from typing import Any
 
 import click
 import flask
+from ctxcloud import keystore, storage_gc
+from ctxcloud.db import describe_database
+from ctxcloud.migrations import Migration, pending, upgrade
+from ctxcloud.settings import ConfigError
+from ctxcloud.storage import StorageError
 from flask.cli import FlaskGroup, with_appcontext
-
-from app import keystore, storage_gc
-from app.config import ConfigError
-from app.db import describe_database
-from app.migrations import Migration, pending, upgrade
-from app.storage import StorageError
 
 # Below this, `storage gc` warns: an upload in progress (or its commit) may outlast the grace.
 MIN_SAFE_GRACE = 3600.0
 
 
 def _create_app() -> flask.Flask:
-    from app.factory import create_app
+    from ctxcloud.factory import create_app
 
     return create_app()
 

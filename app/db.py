@@ -13,10 +13,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import flask
 import peewee
+from ctxcloud.settings import ConfigError
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.postgres_ext import PooledPsycopg3Database
-
-from app.config import ConfigError
 
 
 class AppDatabase(peewee.DatabaseProxy):

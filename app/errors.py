@@ -9,9 +9,8 @@ from typing import Any, ClassVar
 
 import flask
 import marshmallow as ma
+from ctxcloud.slow_clients import RequestTimeout
 from werkzeug.exceptions import HTTPException
-
-from app.slow_clients import RequestTimeout
 
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger("ctxcloud.errors")
@@ -175,7 +174,7 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
 ) -> flask.Response:
     """Build the one problem+json response every error path uses."""
-    from app.requestlog import current_request_id
+    from ctxcloud.requestlog import current_request_id
 
     body: dict[str, Any] = {
         "type": problem_type(code),
@@ -264,9 +263,8 @@ def register_error_handlers(app: flask.Flask) -> None:
 def _dependency_errors() -> tuple[type[BaseException], ...]:
     import peewee
     import redis
+    from ctxcloud.storage import StorageUnavailable
     from playhouse.pool import MaxConnectionsExceeded
-
-    from app.storage import StorageUnavailable
 
     return (
         StorageUnavailable,

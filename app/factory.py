@@ -12,22 +12,26 @@ import flask
 import peewee
 import pluggy
 import redis
+from ctxcloud import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
+from ctxcloud.api import Api
+from ctxcloud.bulkhead import Bulkhead, default_slots
+from ctxcloud.crypto import MasterKeyring
+from ctxcloud.db import init_database, open_database
+from ctxcloud.errors import register_error_handlers
+from ctxcloud.keystore import Keystore
+from ctxcloud.metrics import init_metrics
+from ctxcloud.plugin_manager import build_plugin_manager, merged_mapping
+from ctxcloud.redis_client import open_redis
+from ctxcloud.requestlog import configure_logging, init_request_log
+from ctxcloud.roles import PERMISSIONS
+from ctxcloud.settings import (
+    ConfigError,
+    disabled_plugins,
+    load_config,
+    require_production_settings,
+)
+from ctxcloud.storage import StorageBackend, StorageUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
-
-from app import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
-from app.api import Api
-from app.bulkhead import Bulkhead, default_slots
-from app.config import ConfigError, disabled_plugins, load_config, require_production_settings
-from app.crypto import MasterKeyring
-from app.db import init_database, open_database
-from app.errors import register_error_handlers
-from app.keystore import Keystore
-from app.metrics import init_metrics
-from app.plugins import build_plugin_manager, merged_mapping
-from app.redis_client import open_redis
-from app.requestlog import configure_logging, init_request_log
-from app.roles import PERMISSIONS
-from app.storage import StorageBackend, StorageUnavailable
 
 # Secrets the embedded default generates and production must be given.
 GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")
@@ -54,7 +58,7 @@ class CtxCloud:
 
 def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     """Build a ctxcloud app; `config` overrides every other layer (tests use it)."""
-    app = flask.Flask("app", static_folder=None)
+    app = flask.Flask("ctxcloud", static_folder=None)
     json_input.install(app, sort_keys=False)  # strict JSON in (bodies, get_json) and out
     load_config(app.config, config)
     configure_logging(app.config)
@@ -195,7 +199,7 @@ def _health_checks(app: flask.Flask, ext: CtxCloud) -> dict[str, Callable[[], No
 
 
 def _register_commands(app: flask.Flask) -> None:
-    from app.cli import db_group, keys_group, storage_group
+    from ctxcloud.cli import db_group, keys_group, storage_group
 
     app.cli.add_command(db_group)
     app.cli.add_command(keys_group)

@@ -7,11 +7,10 @@ from collections.abc import Callable
 
 import flask
 import marshmallow as ma
+from ctxcloud.auth import public
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.version import VERSION
 from flask.views import MethodView
-
-from app.auth import public
-from app.blueprint import Blueprint
-from app.version import VERSION
 
 log = logging.getLogger("ctxcloud.health")
 blp = Blueprint(

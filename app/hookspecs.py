@@ -16,10 +16,9 @@ if TYPE_CHECKING:
 
     import flask
     import flask_smorest
-
-    from app.auth import Actor
-    from app.migrations import Migration
-    from app.storage import StorageBackend
+    from ctxcloud.auth import Actor
+    from ctxcloud.migrations import Migration
+    from ctxcloud.storage import StorageBackend
 
 PROJECT_NAME = "ctxcloud"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -60,7 +59,7 @@ def register_commands(cli: flask.cli.AppGroup) -> None:
 def database_migrations() -> list[Migration]:
     """Schema migrations this plugin owns, run in dependency order by ``ctxcloud db upgrade``.
 
-    Return a list of ``app.migrations.Migration``. Ids are global ("plugin.0001_name");
+    Return a list of ``ctxcloud.migrations.Migration``. Ids are global ("plugin.0001_name");
     ``depends_on`` names migrations (of any plugin) that must run first. Never run at web start.
     """
 
@@ -119,7 +118,7 @@ def authenticate(request: flask.Request) -> Actor | None:
     """Turn the request's credential into an Actor; stops at the first non-None result.
 
     Return None when the credential is not yours (another plugin may know it). A credential
-    that is yours but bad (unknown, expired, revoked) raises ``app.errors.Unauthorized``:
+    that is yours but bad (unknown, expired, revoked) raises ``ctxcloud.errors.Unauthorized``:
     it never falls through to another plugin.
     """
 
@@ -148,7 +147,7 @@ def permission_allowed(actor: Actor, action: str, resource: Any) -> bool | None:
 def tenant_resolved(tenant: Any, actor: Actor) -> None:
     """A request's tenant is known (it always comes from the credential); observe it.
 
-    Called once per authenticated request. Raise an ``app.errors.ProblemError`` to refuse
+    Called once per authenticated request. Raise an ``ctxcloud.errors.ProblemError`` to refuse
     the request (for example a suspended tenant).
     """
 

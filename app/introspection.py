@@ -6,11 +6,10 @@ import dataclasses
 
 import flask
 import marshmallow as ma
+from ctxcloud.auth import requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.plugin_manager import describe_plugins
 from flask.views import MethodView
-
-from app.auth import requires
-from app.blueprint import Blueprint
-from app.plugins import describe_plugins
 
 blp = Blueprint(
     "introspection",
@@ -25,7 +24,7 @@ class PluginSchema(ma.Schema):
         metadata={"description": "Entry-point name", "example": "storage_local"}
     )
     module = ma.fields.String(
-        metadata={"description": "Imported module", "example": "plugins.storage_local"}
+        metadata={"description": "Imported module", "example": "ctxcloud.plugins.storage_local"}
     )
     distribution = ma.fields.String(
         metadata={"description": "Distribution shipping it", "example": "ctxcloud"}

@@ -11,10 +11,9 @@ import time
 
 import flask
 import peewee
-
-from app.crypto import MasterKeyring, new_data_key
-from app.db import BaseModel, BytesField, utcnow
-from app.migrations import Migration
+from ctxcloud.crypto import MasterKeyring, new_data_key
+from ctxcloud.db import BaseModel, BytesField, utcnow
+from ctxcloud.migrations import Migration
 
 # How long a process may keep an unwrapped data key; bounds how long a destroyed key stays
 # usable by another process that had it cached (this process forgets at once).

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import peewee
+from ctxcloud.db import utcnow
+from ctxcloud.settings import ConfigError
 from playhouse.migrate import SchemaMigrator
-
-from app.config import ConfigError
-from app.db import utcnow
 
 HISTORY_TABLE = "ctxcloud_schema_migration"
 

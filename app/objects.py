@@ -15,15 +15,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import flask
-
-from app import crypto
-from app.bulkhead import Bulkhead
-from app.errors import IntegrityFailure
-from app.keystore import current_keystore
-from app.metrics import count_storage_bytes
-from app.read_ahead import ReadAhead
-from app.serial_worker import ChunkBatches
-from app.storage import ObjectNotFound, StorageBackend
+from ctxcloud import crypto
+from ctxcloud.bulkhead import Bulkhead
+from ctxcloud.errors import IntegrityFailure
+from ctxcloud.keystore import current_keystore
+from ctxcloud.metrics import count_storage_bytes
+from ctxcloud.read_ahead import ReadAhead
+from ctxcloud.serial_worker import ChunkBatches
+from ctxcloud.storage import ObjectNotFound, StorageBackend
 
 log = logging.getLogger("ctxcloud.objects")
 

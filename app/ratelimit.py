@@ -27,11 +27,10 @@ from typing import Any, Protocol
 
 import flask
 import redis
+from ctxcloud import errors
+from ctxcloud.auth import current_actor, deferring_credential_checks
+from ctxcloud.settings import ConfigError
 from limits import RateLimitItem, parse_many
-
-from app import errors
-from app.auth import current_actor, deferring_credential_checks
-from app.config import ConfigError
 
 log = logging.getLogger("ctxcloud.ratelimit")
 EXTENSION = "ctxcloud.ratelimit"

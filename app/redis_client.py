@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-
-from app.bulkhead import default_slots
-from app.config import ConfigError
+from ctxcloud.bulkhead import default_slots
+from ctxcloud.settings import ConfigError
 
 __all__ = ["open_redis"]
 

@@ -241,7 +241,7 @@ def make_project(target: Target) -> None:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
     rows = [
         "| probe | health + manifest answered (1 s each) | attackers cut | their answers | |",

@@ -15,7 +15,7 @@ import tempfile
 PROGRAM = """
 import time
 started = time.perf_counter()
-from app import create_app
+from ctxcloud import create_app
 app = create_app({"ENV": "testing", "DATA_DIR": %r})
 print(time.perf_counter() - started, len(app.extensions["ctxcloud"].pm.list_name_plugin()))
 """

@@ -4,7 +4,7 @@ Usage, in your backend's tests: subclass ``StorageConformance`` (the class name 
 start with ``Test`` for pytest to collect it) and provide a ``backend`` fixture::
 
     import pytest
-    from app.testing.storage_conformance import StorageConformance
+    from ctxcloud.testing.storage_conformance import StorageConformance
     from my_plugin import MyStorage
 
     class TestMyStorage(StorageConformance):
@@ -57,8 +57,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from app.storage import (
+from ctxcloud.storage import (
     CHUNK_SIZE,
     IncompleteUpload,
     ObjectInfo,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from plugins.auth_apikey.migrations import MIGRATIONS
-from plugins.auth_apikey.verify import presented_key, verify_api_key
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.auth_apikey.migrations import MIGRATIONS
+from ctxcloud.plugins.auth_apikey.verify import presented_key, verify_api_key
 
 
 @hookimpl
@@ -15,14 +15,14 @@ def config_defaults():
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.auth_apikey.routes import blp
+    from ctxcloud.plugins.auth_apikey.routes import blp
 
     return [blp]
 
 
 @hookimpl
 def register_commands(cli):
-    from plugins.auth_apikey.cli import api_keys_group, platform_keys_group
+    from ctxcloud.plugins.auth_apikey.cli import api_keys_group, platform_keys_group
 
     cli.add_command(api_keys_group)
     cli.add_command(platform_keys_group)
@@ -42,13 +42,13 @@ def authenticate(request):
 
 @hookimpl
 def tenant_deleting(tenant):
-    from plugins.auth_apikey.service import delete_tenant_keys
+    from ctxcloud.plugins.auth_apikey.service import delete_tenant_keys
 
     delete_tenant_keys(tenant.id)
 
 
 @hookimpl
 def tenant_usage(tenant):
-    from plugins.auth_apikey.service import usage
+    from ctxcloud.plugins.auth_apikey.service import usage
 
     return usage(tenant.id)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
+from ctxcloud.cli import emit
+from ctxcloud.plugins.auth_apikey import service
+from ctxcloud.plugins.auth_apikey.schemas import ApiKeyCreatedSchema
+from ctxcloud.plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
 from flask.cli import with_appcontext
-
-from app.cli import emit
-from plugins.auth_apikey import service
-from plugins.auth_apikey.schemas import ApiKeyCreatedSchema
-from plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from ctxcloud.api import page_and_size
+from ctxcloud.auth import current_actor, requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.plugins.auth_apikey import service
+from ctxcloud.plugins.auth_apikey.schemas import (
+    ApiKeyCreatedSchema,
+    ApiKeyCreateSchema,
+    ApiKeySchema,
+)
 from flask.views import MethodView
-
-from app.api import page_and_size
-from app.auth import current_actor, requires
-from app.blueprint import Blueprint
-from plugins.auth_apikey import service
-from plugins.auth_apikey.schemas import ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeySchema
 
 MAX_PAGE_SIZE = 1000
 NO_STORE = {"Cache-Control": "no-store"}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime
 
 import marshmallow as ma
+from ctxcloud.fields import Timestamp
+from ctxcloud.plugins.auth_apikey.keys import KEY_EXAMPLE
+from ctxcloud.plugins.tenants.schemas import AwareTimestamp
 from marshmallow import validate
-
-from app.fields import Timestamp
-from plugins.auth_apikey.keys import KEY_EXAMPLE
-from plugins.tenants.schemas import AwareTimestamp
 
 _id_list = {"validate": validate.Length(max=1000)}
 EXAMPLE_LIFETIME = datetime.timedelta(days=90)

@@ -7,17 +7,16 @@ from collections.abc import Iterable
 
 import flask
 import peewee
-
-from app.auth import Actor, emit_audit
-from app.db import database, utcnow
-from app.errors import Forbidden, NotFound, ValidationFailed
-from app.ids import new_id
-from app.roles import PLATFORM_PERMISSIONS
-from plugins.auth_apikey.keys import generate_key, key_hash
-from plugins.auth_apikey.models import ApiKey
-from plugins.tenants import quotas
-from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import credentials_changed
+from ctxcloud.auth import Actor, emit_audit
+from ctxcloud.db import database, utcnow
+from ctxcloud.errors import Forbidden, NotFound, ValidationFailed
+from ctxcloud.ids import new_id
+from ctxcloud.plugins.auth_apikey.keys import generate_key, key_hash
+from ctxcloud.plugins.auth_apikey.models import ApiKey
+from ctxcloud.plugins.tenants import quotas
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import credentials_changed
+from ctxcloud.roles import PLATFORM_PERMISSIONS
 
 PLATFORM_SCOPE = "platform:admin"
 

@@ -15,15 +15,19 @@ import time
 from dataclasses import dataclass
 
 import flask
-
-from app.auth import Actor
-from app.db import utcnow
-from app.errors import Unauthorized
-from plugins.auth_apikey.keys import key_hash, key_prefix
-from plugins.auth_apikey.models import ApiKey
-from plugins.auth_apikey.service import pepper
-from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import CachedCredential, CredentialCache, credentials, scope_of
+from ctxcloud.auth import Actor
+from ctxcloud.db import utcnow
+from ctxcloud.errors import Unauthorized
+from ctxcloud.plugins.auth_apikey.keys import key_hash, key_prefix
+from ctxcloud.plugins.auth_apikey.models import ApiKey
+from ctxcloud.plugins.auth_apikey.service import pepper
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import (
+    CachedCredential,
+    CredentialCache,
+    credentials,
+    scope_of,
+)
 
 log = logging.getLogger("ctxcloud.auth")
 CACHE = "api_key"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.auth_jwt.migrations import MIGRATIONS
+from ctxcloud.plugins.auth_jwt.verify import presented_token, verify_access_token
 from flask_jwt_extended import JWTManager
-
-from app.hookspecs import hookimpl
-from plugins.auth_jwt.migrations import MIGRATIONS
-from plugins.auth_jwt.verify import presented_token, verify_access_token
 
 
 @hookimpl
@@ -21,7 +20,7 @@ def config_defaults():
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.auth_jwt.routes import blp
+    from ctxcloud.plugins.auth_jwt.routes import blp
 
     return [blp]
 
@@ -51,6 +50,6 @@ def authenticate(request):
 
 @hookimpl
 def tenant_deleting(tenant):
-    from plugins.auth_jwt.service import delete_tenant_families
+    from ctxcloud.plugins.auth_jwt.service import delete_tenant_families
 
     delete_tenant_families(tenant.id)

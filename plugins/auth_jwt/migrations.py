@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import peewee
-
-from app.migrations import Migration
+from ctxcloud.migrations import Migration
 
 
 def _initial(migrator, db) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import peewee
-
-from app.db import BaseModel, utcnow
+from ctxcloud.db import BaseModel, utcnow
 
 
 class TokenFamily(BaseModel):

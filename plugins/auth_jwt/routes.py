@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import flask
+from ctxcloud.auth import current_actor, public, requires_authentication
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.errors import Unauthorized
+from ctxcloud.plugins.auth_jwt import service
+from ctxcloud.plugins.auth_jwt.schemas import LoginSchema, TokenSchema
+from ctxcloud.plugins.auth_jwt.verify import presented_token
 from flask.views import MethodView
-
-from app.auth import current_actor, public, requires_authentication
-from app.blueprint import Blueprint
-from app.errors import Unauthorized
-from plugins.auth_jwt import service
-from plugins.auth_jwt.schemas import LoginSchema, TokenSchema
-from plugins.auth_jwt.verify import presented_token
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 BEARER_TOKEN = [{"bearerAuth": []}]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import marshmallow as ma
+from ctxcloud.plugins.users.passwords import MAX_LENGTH
 from marshmallow import validate
-
-from plugins.users.passwords import MAX_LENGTH
 
 
 class LoginSchema(ma.Schema):

@@ -13,9 +13,8 @@ from typing import Any
 import flask
 import flask_jwt_extended
 import jwt
+from ctxcloud.errors import Unauthorized
 from flask_jwt_extended.exceptions import JWTExtendedException
-
-from app.errors import Unauthorized
 
 ACCESS, REFRESH = "access", "refresh"
 
@@ -39,6 +38,8 @@ class TokenExpired(Unauthorized):
                 )
             },
         )
+
+
 REQUIRED_CLAIMS = ("sub", "tid", "fid", "jti", "type", "exp", "iat")
 MAX_TOKEN_LENGTH = 4096
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 import time
 
 import flask
-
-from app.auth import Actor
-from app.errors import Unauthorized
-from app.roles import ROLE_PERMISSIONS
-from plugins.auth_jwt.models import TokenFamily
-from plugins.auth_jwt.tokens import ACCESS, TokenExpired, decode
-from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import (
+from ctxcloud.auth import Actor
+from ctxcloud.errors import Unauthorized
+from ctxcloud.plugins.auth_jwt.models import TokenFamily
+from ctxcloud.plugins.auth_jwt.tokens import ACCESS, TokenExpired, decode
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import (
     CachedCredential,
     CredentialCache,
     credentials,
     scope_of,
 )
-from plugins.users.models import User
+from ctxcloud.plugins.users.models import User
+from ctxcloud.roles import ROLE_PERMISSIONS
 
 CACHE = "jwt"
 

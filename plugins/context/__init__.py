@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from plugins.context.migrations import MIGRATIONS
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.context.migrations import MIGRATIONS
 
 
 @hookimpl
@@ -20,22 +20,22 @@ def config_defaults():
 
 @hookimpl
 def startup(app):
-    from plugins.context.manifest_cache import init_manifest_cache
+    from ctxcloud.plugins.context.manifest_cache import init_manifest_cache
 
     init_manifest_cache(app)
 
 
 @hookimpl
 def register_commands(cli):
-    from plugins.context.cli import context_group
+    from ctxcloud.plugins.context.cli import context_group
 
     cli.add_command(context_group)
 
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.context.paths import EntryPathConverter
-    from plugins.context.routes import blp
+    from ctxcloud.plugins.context.paths import EntryPathConverter
+    from ctxcloud.plugins.context.routes import blp
 
     app.url_map.converters["entry_path"] = EntryPathConverter
     return [blp]
@@ -48,14 +48,14 @@ def database_migrations():
 
 @hookimpl
 def project_deleting(project):
-    from plugins.context.service import delete_project_context
+    from ctxcloud.plugins.context.service import delete_project_context
 
     return delete_project_context(project)
 
 
 @hookimpl
 def tenant_usage(tenant):
-    from plugins.context.service import usage
+    from ctxcloud.plugins.context.service import usage
 
     return usage(tenant.id)
 
@@ -63,7 +63,7 @@ def tenant_usage(tenant):
 @hookimpl
 def objects_in_use(keys):
     # Across tenants by nature: a storage sweep sees keys, never whose; only keys come back.
-    from plugins.context.models import EntryVersion
+    from ctxcloud.plugins.context.models import EntryVersion
 
     query = EntryVersion.select(EntryVersion.object_key).where(
         EntryVersion.object_key.in_(list(keys))

@@ -7,11 +7,10 @@ import time
 
 import click
 import flask
+from ctxcloud.plugins.context.pruning import prune_project
+from ctxcloud.plugins.projects.models import Project
+from ctxcloud.plugins.tenants.models import Tenant
 from flask.cli import with_appcontext
-
-from plugins.context.pruning import prune_project
-from plugins.projects.models import Project
-from plugins.tenants.models import Tenant
 
 
 @click.group("context")
@@ -53,7 +52,7 @@ def prune(keep: int | None, project_id: str | None, every: int | None, as_json: 
     the platform's quota, else CTXCLOUD_REVISIONS_KEPT); tenants that keep everything are
     skipped.
     """
-    from app.cli import emit
+    from ctxcloud.cli import emit
 
     while True:
         results = [prune_project(pid, kept) for pid, kept in projects_to_prune(keep, project_id)]

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
-
-from app.migrations import Migration
+from ctxcloud.migrations import Migration
 
 log = logging.getLogger("ctxcloud.migrations")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import peewee
-
-from app.db import BaseModel, JSONField, utcnow
-from plugins.projects.models import Project
+from ctxcloud.db import BaseModel, JSONField, utcnow
+from ctxcloud.plugins.projects.models import Project
 
 
 class EntryVersion(BaseModel):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app import objects
-from app.db import database, for_update
-from plugins.context.models import EntryVersion
-from plugins.projects.models import Project
-from plugins.tenants import quotas
+from ctxcloud import objects
+from ctxcloud.db import database, for_update
+from ctxcloud.plugins.context.models import EntryVersion
+from ctxcloud.plugins.projects.models import Project
+from ctxcloud.plugins.tenants import quotas
 
 
 @dataclass(frozen=True)

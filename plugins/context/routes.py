@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import flask
-from flask.views import MethodView
-
-from app.api import page_and_size
-from app.auth import current_actor, requires
-from app.blueprint import Blueprint
-from app.errors import EntryTooLarge, NotFound
-from plugins.context import http, service
-from plugins.context.manifest_cache import manifest_cache
-from plugins.context.paths import validate_prefix
-from plugins.context.schemas import (
+from ctxcloud.api import page_and_size
+from ctxcloud.auth import current_actor, requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.errors import EntryTooLarge, NotFound
+from ctxcloud.plugins.context import http, service
+from ctxcloud.plugins.context.manifest_cache import manifest_cache
+from ctxcloud.plugins.context.paths import validate_prefix
+from ctxcloud.plugins.context.schemas import (
     MAX_REVISION,
     PATH_RULE,
     CommitSchema,
@@ -24,7 +22,8 @@ from plugins.context.schemas import (
     ManifestSchema,
     RevisionSchema,
 )
-from plugins.projects import service as projects
+from ctxcloud.plugins.projects import service as projects
+from flask.views import MethodView
 
 blp = Blueprint(
     "context",

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import peewee
-
-from app import objects
-from app.auth import Actor
-from app.db import database, utcnow
-from app.errors import (
+from ctxcloud import objects
+from ctxcloud.auth import Actor
+from ctxcloud.db import database, utcnow
+from ctxcloud.errors import (
     ChecksumMismatch,
     Conflict,
     InvalidPath,
@@ -27,12 +26,12 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from plugins.context.models import Entry, EntryVersion, Revision
-from plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
-from plugins.projects import service as projects
-from plugins.projects.models import Project
-from plugins.tenants import config as tenant_config
-from plugins.tenants import quotas
+from ctxcloud.plugins.context.models import Entry, EntryVersion, Revision
+from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
+from ctxcloud.plugins.projects import service as projects
+from ctxcloud.plugins.projects.models import Project
+from ctxcloud.plugins.tenants import config as tenant_config
+from ctxcloud.plugins.tenants import quotas
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TEXT_TYPES = {

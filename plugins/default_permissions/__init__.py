@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hookspecs import hookimpl
-from app.roles import PERMISSIONS
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.roles import PERMISSIONS
 
 
 @hookimpl

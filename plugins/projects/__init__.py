@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from plugins.projects.migrations import MIGRATIONS
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.projects.migrations import MIGRATIONS
 
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.projects.routes import blp
+    from ctxcloud.plugins.projects.routes import blp
 
     return [blp]
 
@@ -20,13 +20,13 @@ def database_migrations():
 
 @hookimpl
 def tenant_deleting(tenant):
-    from plugins.projects.service import delete_tenant_projects
+    from ctxcloud.plugins.projects.service import delete_tenant_projects
 
     return delete_tenant_projects(tenant.id)
 
 
 @hookimpl
 def tenant_usage(tenant):
-    from plugins.projects.service import usage
+    from ctxcloud.plugins.projects.service import usage
 
     return usage(tenant.id)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import peewee
-
-from app.db import BaseModel, JSONField, utcnow
+from ctxcloud.db import BaseModel, JSONField, utcnow
 
 
 class Project(BaseModel):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from ctxcloud.api import page_and_size
+from ctxcloud.auth import current_actor, requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.plugins.projects import service
+from ctxcloud.plugins.projects.schemas import (
+    ProjectCreateSchema,
+    ProjectSchema,
+    ProjectUpdateSchema,
+)
 from flask.views import MethodView
-
-from app.api import page_and_size
-from app.auth import current_actor, requires
-from app.blueprint import Blueprint
-from plugins.projects import service
-from plugins.projects.schemas import ProjectCreateSchema, ProjectSchema, ProjectUpdateSchema
 
 blp = Blueprint(
     "projects",

@@ -1,6 +1,6 @@
 """The embedded default storage backend: objects as files under a local directory."""
 
-from app.hookspecs import hookimpl
+from ctxcloud.hookspecs import hookimpl
 
 from .backend import LocalStorage
 

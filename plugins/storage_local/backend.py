@@ -33,8 +33,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from app.serial_worker import ChunkBatches
-from app.storage import (
+from ctxcloud.serial_worker import ChunkBatches
+from ctxcloud.storage import (
     CHUNK_SIZE,
     ObjectInfo,
     ObjectNotFound,

@@ -34,8 +34,7 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
-
-from app.storage import (
+from ctxcloud.storage import (
     CHUNK_SIZE,
     IncompleteUpload,
     ObjectInfo,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from plugins.tenants.migrations import MIGRATIONS
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.tenants.migrations import MIGRATIONS
 
 
 @hookimpl
@@ -29,14 +29,14 @@ def config_defaults():
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.tenants.routes import own_tenant_blp, tenants_blp, whoami_blp
+    from ctxcloud.plugins.tenants.routes import own_tenant_blp, tenants_blp, whoami_blp
 
     return [tenants_blp, own_tenant_blp, whoami_blp]
 
 
 @hookimpl
 def register_commands(cli):
-    from plugins.tenants.cli import tenants_group
+    from ctxcloud.plugins.tenants.cli import tenants_group
 
     cli.add_command(tenants_group)
 
@@ -48,8 +48,8 @@ def database_migrations():
 
 @hookimpl
 def startup(app):
-    from plugins.tenants.config import check_service_defaults
-    from plugins.tenants.revocation import init_credentials
+    from ctxcloud.plugins.tenants.config import check_service_defaults
+    from ctxcloud.plugins.tenants.revocation import init_credentials
 
     check_service_defaults(app.config)
     init_credentials(app)
@@ -57,6 +57,6 @@ def startup(app):
 
 @hookimpl
 def tenant_resolved(tenant, actor):
-    from plugins.tenants.service import refuse_suspended
+    from ctxcloud.plugins.tenants.service import refuse_suspended
 
     refuse_suspended(tenant)

@@ -9,14 +9,13 @@ from typing import Any
 
 import click
 import marshmallow as ma
+from ctxcloud.cli import emit
+from ctxcloud.errors import ProblemError, ValidationFailed
+from ctxcloud.plugins.tenants import service
+from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
+from ctxcloud.plugins.tenants.models import DELETING, Tenant
+from ctxcloud.plugins.tenants.schemas import TenantSchema, UsageSchema
 from flask.cli import with_appcontext
-
-from app.cli import emit
-from app.errors import ProblemError, ValidationFailed
-from plugins.tenants import service
-from plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
-from plugins.tenants.models import DELETING, Tenant
-from plugins.tenants.schemas import TenantSchema, UsageSchema
 
 
 @contextmanager

@@ -14,11 +14,10 @@ from typing import Any
 
 import flask
 import marshmallow as ma
+from ctxcloud.errors import ValidationFailed
+from ctxcloud.ratelimit import is_limit
+from ctxcloud.settings import ConfigError
 from marshmallow import validate
-
-from app.config import ConfigError
-from app.errors import ValidationFailed
-from app.ratelimit import is_limit
 
 # Each quota and the service setting that gives its default.
 QUOTAS = {

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-
-from app.db import BaseModel, JSONField, utcnow
-from plugins.tenants import config as tenant_config
+from ctxcloud.db import BaseModel, JSONField, utcnow
+from ctxcloud.plugins.tenants import config as tenant_config
 
 ACTIVE, SUSPENDED, DELETING = "active", "suspended", "deleting"
 # What a platform operator may set; `deleting` is entered only by deleting the tenant.

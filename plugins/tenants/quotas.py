@@ -17,9 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
-
-from app.db import BaseModel, for_update
-from app.errors import QuotaExceeded
+from ctxcloud.db import BaseModel, for_update
+from ctxcloud.errors import QuotaExceeded
 
 # "No limit" for byte counts that must be a number (the largest BIGINT).
 UNLIMITED_BYTES = 2**63 - 1

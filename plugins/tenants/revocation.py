@@ -9,7 +9,7 @@ only while the generation it was verified under is still current, and a verifier
 generation *before* it reads the database, so a stale entry can never be stored as fresh.
 
 With ``REDIS_URL`` the counters live in Redis (one GET per request, every host; read in the
-rate limiter's own round trip when the limiter is on, see ``app.auth.deferred_checks``).
+rate limiter's own round trip when the limiter is on, see ``ctxcloud.auth.deferred_checks``).
 Without it they live in a small memory-mapped file in the data directory, exact for every
 process on the host (the embedded default, gunicorn workers included).
 """
@@ -27,9 +27,8 @@ from typing import Any, Protocol
 
 import flask
 import redis
-
-from app import errors
-from app.auth import DeferredCheck, deferred_checks
+from ctxcloud import errors
+from ctxcloud.auth import DeferredCheck, deferred_checks
 
 EXTENSION = "ctxcloud.credentials"
 PLATFORM_SCOPE = "platform"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 
-from flask.views import MethodView
-
-from app.api import page_and_size
-from app.auth import Actor, current_actor, requires, requires_authentication
-from app.blueprint import Blueprint
-from plugins.tenants import service
-from plugins.tenants.config import SettingsSchema, TenantConfigChangeSchema, TenantConfigSchema
-from plugins.tenants.schemas import (
+from ctxcloud.api import page_and_size
+from ctxcloud.auth import Actor, current_actor, requires, requires_authentication
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.plugins.tenants import service
+from ctxcloud.plugins.tenants.config import (
+    SettingsSchema,
+    TenantConfigChangeSchema,
+    TenantConfigSchema,
+)
+from ctxcloud.plugins.tenants.schemas import (
     OwnTenantSchema,
     TenantCreateSchema,
     TenantSchema,
@@ -19,6 +21,7 @@ from plugins.tenants.schemas import (
     UsageSchema,
     WhoamiSchema,
 )
+from flask.views import MethodView
 
 MAX_PAGE_SIZE = 1000
 

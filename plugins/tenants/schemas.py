@@ -6,11 +6,10 @@ import datetime
 from typing import Any
 
 import marshmallow as ma
+from ctxcloud.fields import Timestamp
+from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
+from ctxcloud.plugins.tenants.models import STATUSES
 from marshmallow import validate
-
-from app.fields import Timestamp
-from plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
-from plugins.tenants.models import STATUSES
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$"
 

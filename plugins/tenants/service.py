@@ -8,19 +8,18 @@ from typing import Any
 
 import flask
 import peewee
-
-from app import ratelimit
-from app.auth import emit_audit
-from app.db import database, for_update, utcnow
-from app.errors import Conflict, NotFound, TenantSuspended, Unauthorized, ValidationFailed
-from app.ids import new_id
-from app.keystore import current_keystore
-from app.objects import storage
-from plugins.tenants import config as tenant_config
-from plugins.tenants import quotas
-from plugins.tenants.models import ACTIVE, DELETING, SUSPENDED, Tenant
-from plugins.tenants.revocation import credentials_changed
-from plugins.tenants.schemas import SLUG_PATTERN
+from ctxcloud import ratelimit
+from ctxcloud.auth import emit_audit
+from ctxcloud.db import database, for_update, utcnow
+from ctxcloud.errors import Conflict, NotFound, TenantSuspended, Unauthorized, ValidationFailed
+from ctxcloud.ids import new_id
+from ctxcloud.keystore import current_keystore
+from ctxcloud.objects import storage
+from ctxcloud.plugins.tenants import config as tenant_config
+from ctxcloud.plugins.tenants import quotas
+from ctxcloud.plugins.tenants.models import ACTIVE, DELETING, SUSPENDED, Tenant
+from ctxcloud.plugins.tenants.revocation import credentials_changed
+from ctxcloud.plugins.tenants.schemas import SLUG_PATTERN
 
 _slug = re.compile(SLUG_PATTERN)
 

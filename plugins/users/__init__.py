@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.hookspecs import hookimpl
-from plugins.users.migrations import MIGRATIONS
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.plugins.users.migrations import MIGRATIONS
 
 
 @hookimpl
@@ -19,14 +19,14 @@ def config_defaults():
 
 @hookimpl
 def register_blueprints(app):
-    from plugins.users.routes import blp
+    from ctxcloud.plugins.users.routes import blp
 
     return [blp]
 
 
 @hookimpl
 def register_commands(cli):
-    from plugins.users.cli import users_group
+    from ctxcloud.plugins.users.cli import users_group
 
     cli.add_command(users_group)
 
@@ -38,13 +38,13 @@ def database_migrations():
 
 @hookimpl
 def tenant_deleting(tenant):
-    from plugins.users.service import delete_tenant_users
+    from ctxcloud.plugins.users.service import delete_tenant_users
 
     delete_tenant_users(tenant.id)
 
 
 @hookimpl
 def tenant_usage(tenant):
-    from plugins.users.service import usage
+    from ctxcloud.plugins.users.service import usage
 
     return usage(tenant.id)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
+from ctxcloud.cli import emit
+from ctxcloud.plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
+from ctxcloud.plugins.users import service
+from ctxcloud.plugins.users.passwords import generate_password
+from ctxcloud.plugins.users.schemas import UserSchema
+from ctxcloud.roles import ROLES
 from flask.cli import with_appcontext
-
-from app.cli import emit
-from app.roles import ROLES
-from plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
-from plugins.users import service
-from plugins.users.passwords import generate_password
-from plugins.users.schemas import UserSchema
 
 
 @click.group("users")

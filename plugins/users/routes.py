@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from ctxcloud.api import page_and_size
+from ctxcloud.auth import current_actor, requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.plugins.users import service
+from ctxcloud.plugins.users.schemas import UserCreateSchema, UserSchema, UserUpdateSchema
 from flask.views import MethodView
-
-from app.api import page_and_size
-from app.auth import current_actor, requires
-from app.blueprint import Blueprint
-from plugins.users import service
-from plugins.users.schemas import UserCreateSchema, UserSchema, UserUpdateSchema
 
 MAX_PAGE_SIZE = 1000
 

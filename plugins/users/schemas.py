@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
+from ctxcloud.fields import Timestamp
+from ctxcloud.plugins.users.passwords import MAX_LENGTH, MIN_LENGTH
+from ctxcloud.plugins.users.service import USERNAME_PATTERN
+from ctxcloud.roles import ROLES
 from marshmallow import validate
-
-from app.fields import Timestamp
-from app.roles import ROLES
-from plugins.users.passwords import MAX_LENGTH, MIN_LENGTH
-from plugins.users.service import USERNAME_PATTERN
 
 _username = validate.Regexp(
     USERNAME_PATTERN, error="1-64 letters, digits and . _ @ + -, starting alphanumeric."

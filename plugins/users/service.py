@@ -13,17 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import peewee
-
-from app.auth import Actor, emit_audit
-from app.db import database, for_update, utcnow
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from app.ids import new_id
-from app.roles import ROLE_PERMISSIONS, ROLES
-from plugins.tenants import quotas
-from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import credentials_changed
-from plugins.users.models import User
-from plugins.users.passwords import passwords, policy_errors
+from ctxcloud.auth import Actor, emit_audit
+from ctxcloud.db import database, for_update, utcnow
+from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ctxcloud.ids import new_id
+from ctxcloud.plugins.tenants import quotas
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import credentials_changed
+from ctxcloud.plugins.users.models import User
+from ctxcloud.plugins.users.passwords import passwords, policy_errors
+from ctxcloud.roles import ROLE_PERMISSIONS, ROLES
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 OWNER = "owner"

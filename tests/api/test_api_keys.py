@@ -10,8 +10,8 @@ import logging
 import re
 
 import pytest
+from ctxcloud.plugins.auth_apikey import verify
 
-from plugins.auth_apikey import verify
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
 
@@ -45,7 +45,7 @@ def test_a_created_key_is_shown_once_and_works(app, client, tenant, owner):
     listed = client.get(KEYS, headers=owner)
     read = client.get(f"{KEYS}/{body['id']}", headers=owner)
     with app.app_context():
-        from plugins.auth_apikey.models import ApiKey
+        from ctxcloud.plugins.auth_apikey.models import ApiKey
 
         stored_hash = ApiKey.get_by_id(body["id"]).key_hash
     for response in (listed, read):
@@ -61,7 +61,7 @@ def test_only_a_keyed_hash_is_stored(app, tenant):
     pepper = app.config["API_KEY_PEPPER"].encode()
     assert key.key_hash == hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()
     with app.app_context():
-        from plugins.auth_apikey.models import ApiKey
+        from ctxcloud.plugins.auth_apikey.models import ApiKey
 
         row = ApiKey.select().where(ApiKey.id == key.id).dicts().get()
     assert all(secret[13:] not in str(value) for value in row.values())
@@ -69,7 +69,7 @@ def test_only_a_keyed_hash_is_stored(app, tenant):
 
 def test_another_pepper_verifies_no_key(app, client, tenant, app_config):
     _, secret = make_api_key(app, tenant)
-    from app import create_app
+    from ctxcloud import create_app
 
     other = create_app({**app_config, "API_KEY_PEPPER": "another pepper entirely"})
     assert_problem(other.test_client().get(WHOAMI, headers=bearer(secret)), 401, "unauthorized")
@@ -240,7 +240,7 @@ def test_other_tenants_keys_are_404_and_never_listed(app, client, owner, other_t
 
 def test_last_used_is_written_at_most_once_a_minute(client, app, tenant, monkeypatch):
     key, secret = make_api_key(app, tenant)
-    from plugins.auth_apikey.models import ApiKey
+    from ctxcloud.plugins.auth_apikey.models import ApiKey
 
     def last_used():
         with app.app_context():

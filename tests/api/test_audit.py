@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from app.auth import emit_audit
-from app.requestlog import JsonFormatter
+from ctxcloud.auth import emit_audit
+from ctxcloud.requestlog import JsonFormatter
+
 from tests.support.factories import bearer, login, make_api_key, make_user
 
 

@@ -10,8 +10,8 @@ import time
 
 import jwt
 import pytest
+from ctxcloud.plugins.users.passwords import Passwords
 
-from plugins.users.passwords import Passwords
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
 
@@ -61,14 +61,15 @@ def test_login_answers_both_tokens_with_the_documented_claims(app, client, tenan
 
 
 def test_lifetimes_come_from_config(app_config, stack_config):
-    from app import create_app
+    from ctxcloud import create_app
+
     from tests.support.factories import make_tenant
 
     app_config.update(JWT_ACCESS_TOKEN_EXPIRES=60, JWT_REFRESH_TOKEN_EXPIRES=3600)
     application = create_app(app_config)
     with application.app_context():
-        from app.cli import all_migrations
-        from app.migrations import upgrade
+        from ctxcloud.cli import all_migrations
+        from ctxcloud.migrations import upgrade
 
         upgrade(application.extensions["ctxcloud"].database, all_migrations())
     tenant = make_tenant(application, "short")
@@ -80,7 +81,7 @@ def test_lifetimes_come_from_config(app_config, stack_config):
 
 
 def test_each_app_signs_with_its_own_secret(app_config, tokens):
-    from app import create_app
+    from ctxcloud import create_app
 
     other = create_app({**app_config, "JWT_SECRET_KEY": "another secret " * 4})
     response = other.test_client().get(WHOAMI, headers=bearer(tokens["access_token"]))
@@ -90,7 +91,7 @@ def test_each_app_signs_with_its_own_secret(app_config, tokens):
 def test_every_failed_login_gets_the_same_401(app, client, tenant, other_tenant, alice):
     disabled, disabled_password = make_user(app, tenant, "member", "dora")
     with app.app_context():
-        from plugins.users.models import User
+        from ctxcloud.plugins.users.models import User
 
         User.update(disabled=True).where(User.id == disabled.id).execute()
     attempts = [
@@ -315,7 +316,7 @@ def test_forged_refresh_tokens_are_401(app, client, tokens):
 def test_an_access_token_expires(app, client, tokens, monkeypatch):
     access = bearer(tokens["access_token"])
     assert client.get(WHOAMI, headers=access).status_code == 200  # cached now
-    from plugins.auth_jwt import verify
+    from ctxcloud.plugins.auth_jwt import verify
 
     later = time.time() + 901
     monkeypatch.setattr(verify.time, "time", lambda: later)
@@ -341,7 +342,7 @@ def test_a_key_in_the_bearer_header_is_not_taken_for_a_token(app, client, tenant
 
 
 def test_password_hashes_are_upgraded_on_login(app, client, tenant, alice):
-    from plugins.users.models import User
+    from ctxcloud.plugins.users.models import User
 
     with app.app_context():
         before = User.get_by_id(alice[0].id).password_hash
@@ -354,7 +355,7 @@ def test_password_hashes_are_upgraded_on_login(app, client, tenant, alice):
 
 
 def test_expired_families_are_pruned_at_login(app, client, tenant, alice, tokens):
-    from plugins.auth_jwt.models import TokenFamily
+    from ctxcloud.plugins.auth_jwt.models import TokenFamily
 
     with app.app_context():
         TokenFamily.update(expires_at=datetime.datetime(2000, 1, 1)).where(

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from ctxcloud import create_app
+from ctxcloud.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE, ciphertext_size
+from ctxcloud.errors import IntegrityFailure
+from ctxcloud.objects import RESPONSE_CHUNK
 
-from app import create_app
-from app.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE, ciphertext_size
-from app.errors import IntegrityFailure
-from app.objects import RESPONSE_CHUNK
 from tests import stack
 from tests.api.test_core import assert_problem
 from tests.support.context import (
@@ -423,7 +423,7 @@ def test_rotate_master_rewraps_data_keys_and_keeps_data_readable(
             both_client.get(entry_url("theirs", "b"), headers=second_auth).data == b"second tenant"
         )
 
-    from app.keystore import TenantKey
+    from ctxcloud.keystore import TenantKey
 
     with app.app_context():
         rows = {row.tenant_id: row.master_key_id for row in TenantKey.select()}

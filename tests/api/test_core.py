@@ -6,9 +6,8 @@ import json
 import logging
 
 import pytest
+from ctxcloud.storage import StorageUnavailable
 from openapi_spec_validator import validate
-
-from app.storage import StorageUnavailable
 
 
 def assert_problem(response, status: int, code: str) -> dict:
@@ -93,7 +92,7 @@ def test_request_id_is_echoed_when_sane_and_generated_otherwise(client):
 
 
 def test_access_log_is_structured_json(app, client, capsys):
-    from app.requestlog import JsonFormatter
+    from ctxcloud.requestlog import JsonFormatter
 
     records = []
     handler = logging.Handler()

@@ -17,9 +17,8 @@ import unicodedata
 
 import pytest
 import regex
-
-from plugins.context.models import Entry, EntryVersion
-from plugins.context.paths import (
+from ctxcloud.plugins.context.models import Entry, EntryVersion
+from ctxcloud.plugins.context.paths import (
     PATH_PATTERN,
     REFUSED,
     SHAPING,
@@ -27,6 +26,7 @@ from plugins.context.paths import (
     needs_base,
     validate_path,
 )
+
 from tests.api.test_core import assert_problem
 from tests.support.context import context_url, create_project, entry_url
 from tests.support.factories import bearer, make_api_key

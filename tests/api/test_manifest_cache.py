@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from plugins.context.manifest_cache import ManifestCache, manifest_cache
+from ctxcloud.plugins.context.manifest_cache import ManifestCache, manifest_cache
+
 from tests.api.test_core import assert_problem
 from tests.support.context import context_url, create_project, put_entry
 from tests.support.factories import bearer, make_api_key, make_tenant

@@ -6,16 +6,16 @@ Multiprocess mode under gunicorn is covered by tests/deploy/test_gunicorn_conf.p
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from app import create_app, errors
-from app.metrics import (
+from ctxcloud import create_app, errors
+from ctxcloud.metrics import (
     EXTENSION,
     UNMATCHED_ROUTE,
     count_auth_failure,
     count_rate_limited,
     count_storage_bytes,
 )
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.api.test_core import assert_problem
 from tests.support.context import create_project, entry_url, put_entry
 from tests.support.factories import bearer, make_platform_key

@@ -16,13 +16,13 @@ import unicodedata
 from contextlib import ExitStack
 
 import pytest
+from ctxcloud.cli import all_migrations
+from ctxcloud.db import open_database
+from ctxcloud.migrations import upgrade
+from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
+from ctxcloud.plugins.projects.migrations import MIGRATIONS as PROJECTS
+from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
 
-from app.cli import all_migrations
-from app.db import open_database
-from app.migrations import upgrade
-from plugins.context.migrations import MIGRATIONS as CONTEXT
-from plugins.projects.migrations import MIGRATIONS as PROJECTS
-from plugins.tenants.migrations import MIGRATIONS as TENANTS
 from tests.stack import postgres_database
 from tests.support.context import context_url, create_project, entry_url, put_entry
 from tests.support.factories import bearer, make_api_key

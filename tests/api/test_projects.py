@@ -439,7 +439,7 @@ def test_deleting_a_project_deletes_its_context_and_stored_objects(app, client, 
 
     # Every stored object of the project is gone; the other project's object stays.
     assert stored_keys(app) == kept_keys
-    from plugins.context.models import Entry, EntryVersion, Revision
+    from ctxcloud.plugins.context.models import Entry, EntryVersion, Revision
 
     with app.app_context():
         for model in (Entry, EntryVersion, Revision):

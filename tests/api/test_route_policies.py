@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.auth import AUTHENTICATED, route_policy
+from ctxcloud.auth import AUTHENTICATED, route_policy
 
 # Routes served by flask-smorest itself (the spec and the docs page) are public by design.
 FRAMEWORK_PUBLIC = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui"}

@@ -13,10 +13,10 @@ import time
 
 import pluggy
 import pytest
+from ctxcloud import hookimpl, hookspecs, objects
+from ctxcloud.storage import StorageUnavailable
+from ctxcloud.storage_gc import GcRefused, collect_garbage
 
-from app import hookimpl, hookspecs, objects
-from app.storage import StorageUnavailable
-from app.storage_gc import GcRefused, collect_garbage
 from tests import stack
 from tests.support.context import (
     context_url,
@@ -92,7 +92,7 @@ def orphan_of_a_killed_put(app, client, auth, monkeypatch) -> str:
         def killed(*args, **kwargs):
             raise RuntimeError("the worker was killed here")
 
-        from plugins.context import service
+        from ctxcloud.plugins.context import service
 
         patch.setattr(service.quotas, "add_storage", killed)
         response = put_entry(client, auth, P, "never-recorded", b"lost in the gap" * 100)

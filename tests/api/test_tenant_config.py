@@ -311,8 +311,8 @@ def test_the_headers_show_the_tighter_of_the_two_budgets(app, client, admin, ten
     ],
 )
 def test_a_default_no_tenant_could_have_stops_the_start(app_config, setting, value):
-    from app import create_app
-    from app.config import ConfigError
+    from ctxcloud import create_app
+    from ctxcloud.settings import ConfigError
 
     with pytest.raises(ConfigError, match=f"CTXCLOUD_{setting}"):
         create_app({**app_config, setting: value})

@@ -7,9 +7,9 @@ import base64
 import logging
 
 import pytest
+from ctxcloud.keystore import TenantKey, TenantKeyDestroyed
+from ctxcloud.storage import StorageUnavailable
 
-from app.keystore import TenantKey, TenantKeyDestroyed
-from app.storage import StorageUnavailable
 from tests.api.test_core import assert_problem
 from tests.support.context import create_project, entry_url, object_keys_of, put_entry, storage
 from tests.support.factories import bearer, login, make_api_key, make_user
@@ -72,13 +72,13 @@ def read_files(client, headers: dict, project: str, paths) -> dict[str, bytes]:
 
 def rows_of(app, tenant_id: str, project_ids: list[str]) -> dict[str, int]:
     """How many rows of each kind the tenant has in the database."""
-    from plugins.auth_apikey.models import ApiKey
-    from plugins.auth_jwt.models import TokenFamily
-    from plugins.context.models import Entry, EntryVersion, Revision
-    from plugins.projects.models import Project
-    from plugins.tenants.models import Tenant
-    from plugins.tenants.quotas import TenantUsage
-    from plugins.users.models import User
+    from ctxcloud.plugins.auth_apikey.models import ApiKey
+    from ctxcloud.plugins.auth_jwt.models import TokenFamily
+    from ctxcloud.plugins.context.models import Entry, EntryVersion, Revision
+    from ctxcloud.plugins.projects.models import Project
+    from ctxcloud.plugins.tenants.models import Tenant
+    from ctxcloud.plugins.tenants.quotas import TenantUsage
+    from ctxcloud.plugins.users.models import User
 
     with app.app_context():
         counts = {
@@ -208,7 +208,7 @@ def test_deleting_a_tenant_removes_everything_it_owns_and_nothing_of_another(
         "users": 0,
         "api_keys": 0,
     }
-    from plugins.tenants.models import Tenant
+    from ctxcloud.plugins.tenants.models import Tenant
 
     with app.app_context():
         new_tenant = Tenant.get_by_id(reborn_id)
@@ -296,8 +296,8 @@ def test_an_interrupted_deletion_shreds_the_data_at_once_and_can_be_finished(
         assert destroyed.destroyed_at is not None and destroyed.wrapped_key == b""
         left = stored(app, keys)
         assert set(left) == keys - set(deleted) and len(left) == len(keys) - 1
-        from app import objects
-        from plugins.context.models import EntryVersion
+        from ctxcloud import objects
+        from ctxcloud.plugins.context.models import EntryVersion
 
         with app.app_context():
             version = EntryVersion.get(EntryVersion.object_key == next(iter(left)))
@@ -357,7 +357,7 @@ def test_deleted_objects_of_the_tenant_were_unreadable_even_if_copied_away_first
     copies = stored(app, object_keys_of(app, project))
     assert client.delete(f"{TENANTS}/{tenant.id}", headers=admin).status_code == 204
     backend = storage(app)
-    from app import objects
+    from ctxcloud import objects
 
     with app.app_context():
         for key, ciphertext in copies.items():

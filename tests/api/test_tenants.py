@@ -7,8 +7,8 @@ import logging
 import re
 
 import pytest
+from ctxcloud.hookspecs import hookimpl
 
-from app.hookspecs import hookimpl
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_tenant, make_user
 
@@ -190,9 +190,9 @@ def test_deleting_a_tenant_removes_its_identity_and_calls_tenant_deleting(
     assert_problem(client.get(f"{TENANTS}/{tenant.id}", headers=admin), 404, "not_found")
     assert client.get("/api/v1/tenant", headers=bearer(other_key)).status_code == 200
     with app.app_context():
-        from plugins.auth_apikey.models import ApiKey
-        from plugins.auth_jwt.models import TokenFamily
-        from plugins.users.models import User
+        from ctxcloud.plugins.auth_apikey.models import ApiKey
+        from ctxcloud.plugins.auth_jwt.models import TokenFamily
+        from ctxcloud.plugins.users.models import User
 
         for model in (User, ApiKey, TokenFamily):
             assert not model.select().where(model.tenant_id == tenant.id).exists()

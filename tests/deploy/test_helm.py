@@ -117,7 +117,7 @@ def test_chart_metadata():
     assert meta["apiVersion"] == "v2"
     assert meta["name"] == "ctxcloud"
     assert meta["type"] == "application"
-    from app.version import VERSION
+    from ctxcloud.version import VERSION
 
     assert meta["appVersion"] == VERSION
 

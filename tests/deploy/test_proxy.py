@@ -618,8 +618,8 @@ def test_the_test_copy_keeps_every_protective_directive(rendered, tmp_path):
 
 def test_limits_stay_consistent_with_the_service(rendered):
     """The JSON limit is the service's MAX_JSON_BYTES, the entry limit its MAX_ENTRY_BYTES."""
-    from config import default
-    from plugins.context import config_defaults
+    from ctxcloud.config import default
+    from ctxcloud.plugins.context import config_defaults
 
     # The server-wide limit (JSON routes), the entry routes' one, and none on error pages.
     limits = re.findall(r"^\s*client_max_body_size (\w+);", rendered, re.M)

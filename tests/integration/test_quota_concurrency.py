@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
+from ctxcloud import create_app
+from ctxcloud.plugins.users.passwords import generate_password
 
-from app import create_app
-from plugins.users.passwords import generate_password
 from tests import stack
 from tests.integration.test_auth_multiprocess import secrets_env
 from tests.support import redisdb
@@ -180,8 +180,8 @@ def accepted_and_refused(responses: list[requests.Response], created: int) -> tu
 
 def tenant_object_keys(deployed: Deployment, tenant: Tenant) -> set[str]:
     """Object keys of every stored entry version of the tenant, read from the database."""
-    from plugins.context.models import EntryVersion
-    from plugins.projects.models import Project
+    from ctxcloud.plugins.context.models import EntryVersion
+    from ctxcloud.plugins.projects.models import Project
 
     with deployed.app.app_context():
         projects = [p.id for p in Project.of_tenant(tenant.id)]
@@ -296,7 +296,7 @@ def test_concurrent_project_creations_never_pass_max_projects(deployed, tenant):
     accepted, refused = accepted_and_refused(responses, 201)
     assert (len(accepted), len(refused)) == (N, 2 * N)
 
-    from plugins.projects.models import Project
+    from ctxcloud.plugins.projects.models import Project
 
     with deployed.app.app_context():
         in_database = {p.slug for p in Project.of_tenant(tenant.id)}
@@ -351,7 +351,7 @@ def test_concurrent_user_creations_never_pass_max_users(deployed, tenant):
     accepted, refused = accepted_and_refused(responses, 201)
     assert (len(accepted), len(refused)) == (N, 2 * N)
 
-    from plugins.users.models import User
+    from ctxcloud.plugins.users.models import User
 
     with deployed.app.app_context():
         in_database = {u.username for u in User.of_tenant(tenant.id)}
@@ -360,8 +360,8 @@ def test_concurrent_user_creations_never_pass_max_users(deployed, tenant):
 
 
 def test_the_usage_lock_is_taken_on_a_tenants_first_quota_checked_write(deployed):
-    from app.db import database
-    from plugins.tenants import quotas
+    from ctxcloud.db import database
+    from ctxcloud.plugins.tenants import quotas
 
     fresh = make_tenant(deployed.app, slug=f"quota-{next(_serial)}")
     with deployed.app.app_context():
@@ -376,9 +376,9 @@ def test_the_usage_lock_is_taken_on_a_tenants_first_quota_checked_write(deployed
     not stack.is_production, reason="SQLite's IMMEDIATE transactions serialise the two writers"
 )
 def test_a_tenants_first_concurrent_writes_are_not_refused_while_they_fit(deployed, monkeypatch):
-    from app.db import database
-    from plugins.tenants import quotas
-    from plugins.tenants.models import Tenant as TenantRow
+    from ctxcloud.db import database
+    from ctxcloud.plugins.tenants import quotas
+    from ctxcloud.plugins.tenants.models import Tenant as TenantRow
 
     fresh = make_tenant(deployed.app, slug=f"quota-{next(_serial)}")
     with deployed.app.app_context():

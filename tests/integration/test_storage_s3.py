@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from ctxcloud import create_app
+from ctxcloud.plugins.storage_s3 import backend as s3_backend
+from ctxcloud.plugins.storage_s3.backend import S3Storage
+from ctxcloud.storage import ObjectInfo, ObjectNotFound, StorageUnavailable
+from ctxcloud.testing.storage_conformance import StorageConformance
 
-from app import create_app
-from app.storage import ObjectInfo, ObjectNotFound, StorageUnavailable
-from app.testing.storage_conformance import StorageConformance
-from plugins.storage_s3 import backend as s3_backend
-from plugins.storage_s3.backend import S3Storage
 from tests.support import s3server
 from tests.support.s3server import S3Server, aws_environment, moto_s3
 
@@ -461,7 +461,7 @@ def test_scan_reads_sizes_and_times_from_the_listing_pages(
 # sent (until stdin closes): killed there, it can abort nothing.
 _UPLOADER = """
 import json, sys
-from plugins.storage_s3.backend import S3Storage
+from ctxcloud.plugins.storage_s3.backend import S3Storage
 
 def body():
     yield b"a" * (5 * 1024 * 1024)
@@ -668,7 +668,7 @@ def test_the_app_on_s3_reports_storage_health_and_follows_an_outage(tmp_path) ->
 
 
 def test_the_app_refuses_to_start_on_s3_without_a_bucket(tmp_path) -> None:
-    from app.config import ConfigError
+    from ctxcloud.settings import ConfigError
 
     with pytest.raises(ConfigError, match="CTXCLOUD_S3_BUCKET"):
         create_app({"ENV": "testing", "DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "s3"})

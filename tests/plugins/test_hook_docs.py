@@ -6,8 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
-
-from app import hookspecs
+from ctxcloud import hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from ctxcloud import create_app
+from ctxcloud.plugin_manager import PluginError
+from ctxcloud.settings import ConfigError
 
-from app import create_app
-from app.config import ConfigError
-from app.plugins import PluginError
 from tests.support.fakedist import installed_distribution
 
 # A complete third-party plugin: an auth method, a permission veto, a storage backend and routes.
@@ -15,10 +15,10 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from app import hookimpl
-from app.auth import Actor, requires
-from app.errors import Unauthorized
-from app.storage import ObjectInfo, ObjectNotFound, StorageBackend
+from ctxcloud import hookimpl
+from ctxcloud.auth import Actor, requires
+from ctxcloud.errors import Unauthorized
+from ctxcloud.storage import ObjectInfo, ObjectNotFound, StorageBackend
 
 blp = Blueprint("acme", __name__, url_prefix="/api/v1/acme", description="ACME extras")
 
@@ -137,7 +137,7 @@ def test_third_party_plugin_adds_routes_backend_auth_and_veto(acme, tmp_path):
     # It is listed with its distribution and version.
     plugins = {
         p.name: p
-        for p in __import__("app.plugins", fromlist=["x"]).describe_plugins(
+        for p in __import__("ctxcloud.plugin_manager", fromlist=["x"]).describe_plugins(
             app.extensions["ctxcloud"].pm, app.extensions["ctxcloud"].plugin_dists
         )
     }
@@ -167,7 +167,7 @@ def test_unknown_backend_name_fails_start_up_clearly(tmp_path):
 
 def test_two_backends_of_one_name_fail_start_up(tmp_path):
     source = """
-from app import hookimpl
+from ctxcloud import hookimpl
 @hookimpl
 def storage_backends():
     return {"local": lambda config: None}
@@ -182,7 +182,7 @@ def storage_backends():
 def test_two_blueprints_on_one_prefix_fail_start_up(tmp_path):
     source = """
 from flask_smorest import Blueprint
-from app import hookimpl
+from ctxcloud import hookimpl
 blp = Blueprint("imposter", __name__, url_prefix="/api/v1/health")
 @hookimpl
 def register_blueprints(app):
@@ -200,7 +200,7 @@ def register_blueprints(app):
 
 def test_unknown_hook_name_fails_start_up(tmp_path):
     source = """
-from app import hookimpl
+from ctxcloud import hookimpl
 @hookimpl
 def register_blueprint(app):  # typo: the hook is register_blueprints
     return []
@@ -227,8 +227,8 @@ def test_a_route_requiring_an_unregistered_permission_fails_start_up(tmp_path):
     source = """
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from app import hookimpl
-from app.auth import requires
+from ctxcloud import hookimpl
+from ctxcloud.auth import requires
 blp = Blueprint("sloppy", __name__, url_prefix="/api/v1/sloppy")
 @blp.route("")
 class Sloppy(MethodView):
@@ -259,7 +259,7 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path):
 
 def test_config_defaults_hook_sits_beneath_every_other_layer(tmp_path):
     source = """
-from app import hookimpl
+from ctxcloud import hookimpl
 @hookimpl
 def config_defaults():
     return {"ACME_COLOUR": "blue", "ACME_SIZE": 3}
@@ -281,7 +281,7 @@ def test_two_apps_share_no_plugin_manager_or_database(tmp_path):
     a, b = first.extensions["ctxcloud"], second.extensions["ctxcloud"]
     assert a.pm is not b.pm
     assert a.database is not b.database and a.database.database != b.database.database
-    from app.db import database
+    from ctxcloud.db import database
 
     with first.app_context():
         assert database.obj is a.database

@@ -1,7 +1,7 @@
 """Every route x every method x every kind of credential: tenant B is invisible and untouched.
 
 The matrix is generated from the app, not hand-listed: it walks ``app.url_map``, takes each
-route's declared policy from ``app.auth.route_policy`` (a permission, ``public`` or
+route's declared policy from ``ctxcloud.auth.route_policy`` (a permission, ``public`` or
 ``authenticated``), fills the path parameters with real resources of tenant B (the victim)
 and calls every method with every credential kind below. What a call must answer follows
 from the policy alone (docs/authentication.md, docs/security.md, docs/tenants.md#isolation):
@@ -41,9 +41,9 @@ from urllib.parse import quote
 
 import jwt
 import pytest
+from ctxcloud.auth import AUTHENTICATED, route_policy
+from ctxcloud.roles import ROLE_PERMISSIONS, TENANT_PERMISSIONS
 
-from app.auth import AUTHENTICATED, route_policy
-from app.roles import ROLE_PERMISSIONS, TENANT_PERMISSIONS
 from tests.api.test_route_policies import FRAMEWORK_PUBLIC
 from tests.support.context import stored_keys
 from tests.support.factories import (
@@ -251,9 +251,9 @@ def make_victim(app, client) -> Victim:
 
     # What must never appear in a response to anyone but B's own authorised callers.
     with app.app_context():
-        from plugins.auth_apikey.models import ApiKey
-        from plugins.auth_jwt.models import TokenFamily
-        from plugins.context.models import EntryVersion
+        from ctxcloud.plugins.auth_apikey.models import ApiKey
+        from ctxcloud.plugins.auth_jwt.models import TokenFamily
+        from ctxcloud.plugins.context.models import EntryVersion
 
         keys = list(ApiKey.select().where(ApiKey.tenant_id == tenant.id))
         families = [f.id for f in TokenFamily.select().where(TokenFamily.tenant_id == tenant.id)]
@@ -324,7 +324,7 @@ def snapshot(app, client, victim: Victim) -> dict:
             ]
             if mine:
                 rows[table] = sorted(mine)
-        from plugins.context.models import EntryVersion
+        from ctxcloud.plugins.context.models import EntryVersion
 
         object_keys = sorted(
             key

@@ -102,7 +102,7 @@ def object_file(app: flask.Flask, key: str) -> StoredFile:
 
 def object_keys_of(app: flask.Flask, project_id: str) -> set[str]:
     """Keys of every stored version of a project (read from the database, not the API)."""
-    from plugins.context.models import EntryVersion
+    from ctxcloud.plugins.context.models import EntryVersion
 
     with app.app_context():
         return {
@@ -115,7 +115,7 @@ def object_keys_of(app: flask.Flask, project_id: str) -> set[str]:
 
 def object_key_of(app: flask.Flask, project_id: str, path: str) -> str:
     """The object key of a path's newest stored version."""
-    from plugins.context.models import EntryVersion
+    from ctxcloud.plugins.context.models import EntryVersion
 
     with app.app_context():
         version = (

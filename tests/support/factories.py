@@ -6,15 +6,15 @@ import datetime
 import itertools
 from collections.abc import Iterable
 
-from app.roles import TENANT_PERMISSIONS
-from plugins.auth_apikey import service as api_keys
-from plugins.auth_apikey.models import ApiKey
-from plugins.tenants import service as tenants
-from plugins.tenants.models import Tenant
-from plugins.tenants.revocation import credentials_changed
-from plugins.users import service as users
-from plugins.users.models import User
-from plugins.users.passwords import generate_password
+from ctxcloud.plugins.auth_apikey import service as api_keys
+from ctxcloud.plugins.auth_apikey.models import ApiKey
+from ctxcloud.plugins.tenants import service as tenants
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import credentials_changed
+from ctxcloud.plugins.users import service as users
+from ctxcloud.plugins.users.models import User
+from ctxcloud.plugins.users.passwords import generate_password
+from ctxcloud.roles import TENANT_PERMISSIONS
 
 _serial = itertools.count(1)
 

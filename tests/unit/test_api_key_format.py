@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from plugins.auth_apikey.keys import KEY_EXAMPLE, KEY_PATTERN, generate_key, key_hash, key_prefix
+from ctxcloud.plugins.auth_apikey.keys import (
+    KEY_EXAMPLE,
+    KEY_PATTERN,
+    generate_key,
+    key_hash,
+    key_prefix,
+)
 
 
 def test_generated_keys_have_the_documented_shape():

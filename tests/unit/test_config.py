@@ -7,9 +7,8 @@ import os
 import stat
 
 import pytest
-
-from app import create_app
-from app.config import ConfigError
+from ctxcloud import create_app
+from ctxcloud.settings import ConfigError
 
 
 def test_layers_apply_in_order(tmp_path, monkeypatch):

@@ -17,11 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from app import crypto
-from app.crypto import (
+from ctxcloud import crypto
+from ctxcloud.crypto import (
     SEGMENT_SIZE,
     TAG_SIZE,
     IntegrityError,
@@ -34,6 +31,8 @@ from app.crypto import (
     new_data_key,
     plaintext_size,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 S = SEGMENT_SIZE
 STRIDE = S + TAG_SIZE

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import flask
-
-from app.auth import deferring_credential_checks
-from plugins.tenants.revocation import CredentialCache
+from ctxcloud.auth import deferring_credential_checks
+from ctxcloud.plugins.tenants.revocation import CredentialCache
 
 
 class CountingRedisGenerations:

@@ -7,14 +7,13 @@ import threading
 
 import pytest
 import redis
-
-from app.bulkhead import Bulkhead, default_slots
-from app.config import ConfigError
-from app.db import postgres_bounds
-from app.redis_client import open_redis
-from app.storage import StorageUnavailable
-from plugins.storage_s3.backend import RetryBudget, S3Storage
-from plugins.storage_s3.settings import S3Settings
+from ctxcloud.bulkhead import Bulkhead, default_slots
+from ctxcloud.db import postgres_bounds
+from ctxcloud.plugins.storage_s3.backend import RetryBudget, S3Storage
+from ctxcloud.plugins.storage_s3.settings import S3Settings
+from ctxcloud.redis_client import open_redis
+from ctxcloud.settings import ConfigError
+from ctxcloud.storage import StorageUnavailable
 
 
 class Refused(Exception):
@@ -63,7 +62,7 @@ def hold_slots(bulkhead: Bulkhead, count: int) -> tuple[list[threading.Thread], 
 
 def test_a_bulkhead_whose_holders_look_stuck_refuses_at_once(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("app.bulkhead.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("ctxcloud.bulkhead.time.monotonic", lambda: clock[0])
     bulkhead = Bulkhead("storage", 2, Refused)
     bulkhead._free = watched = WatchedSlots(bulkhead._free)
     holders, release = hold_slots(bulkhead, 2)
@@ -81,7 +80,7 @@ def test_a_bulkhead_whose_holders_look_stuck_refuses_at_once(monkeypatch):
 
 
 def test_a_bulkhead_whose_holders_are_busy_lets_a_call_wait_for_a_slot(monkeypatch):
-    monkeypatch.setattr("app.bulkhead.time.monotonic", lambda: 100.0)  # holders just entered
+    monkeypatch.setattr("ctxcloud.bulkhead.time.monotonic", lambda: 100.0)  # holders just entered
     bulkhead = Bulkhead("storage", 2, Refused)
     bulkhead._free = watched = WatchedSlots(bulkhead._free)
     holders, release = hold_slots(bulkhead, 2)
@@ -114,7 +113,7 @@ def test_a_guarded_iterator_holds_a_slot_only_while_it_steps():
 
 
 def test_storage_refusals_are_the_503_kind(monkeypatch):
-    monkeypatch.setattr("app.bulkhead.QUEUE_WAIT", 0.0)
+    monkeypatch.setattr("ctxcloud.bulkhead.QUEUE_WAIT", 0.0)
     bulkhead = Bulkhead("storage", 1, StorageUnavailable)
     holders, release = hold_slots(bulkhead, 1)
     with pytest.raises(StorageUnavailable), bulkhead.slot():
@@ -127,7 +126,7 @@ def test_s3_retries_stop_when_another_attempt_could_pass_the_budget(monkeypatch)
     budget = RetryBudget(budget=20.0, attempt_bound=13.0)
     context: dict = {}
     now = [100.0]
-    monkeypatch.setattr("plugins.storage_s3.backend.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("ctxcloud.plugins.storage_s3.backend.time.monotonic", lambda: now[0])
     budget.started(context)
     request = {"context": context}
     # 1 s in: backoff (2 s) + a whole attempt (13 s) still fit in 20 s: botocore decides.
@@ -216,7 +215,7 @@ def test_postgresql_waits_are_bounded_and_the_url_may_say_otherwise():
 def test_a_slow_client_body_holds_no_slot_while_it_is_awaited(monkeypatch):
     """The backend pulls the body through `outside` while it holds a slot: the slot is free
     whenever the body's next chunk is awaited, and held again while the backend works."""
-    monkeypatch.setattr("app.bulkhead.QUEUE_WAIT", 0.0)
+    monkeypatch.setattr("ctxcloud.bulkhead.QUEUE_WAIT", 0.0)
     bulkhead = Bulkhead("storage", 1, Refused)
     seen = []
 

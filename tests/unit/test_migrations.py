@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import peewee
 import pytest
-
-from app.config import ConfigError
-from app.migrations import Migration, applied, ordered, pending, upgrade
+from ctxcloud.migrations import Migration, applied, ordered, pending, upgrade
+from ctxcloud.settings import ConfigError
 
 
 def noop(migrator, db):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from plugins.users import config_defaults
-from plugins.users.passwords import Passwords, generate_password, passwords, policy_errors
+from ctxcloud.plugins.users import config_defaults
+from ctxcloud.plugins.users.passwords import Passwords, generate_password, passwords, policy_errors
 
 
 @pytest.mark.parametrize(

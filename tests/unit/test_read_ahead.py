@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-
-from app.read_ahead import ReadAhead
+from ctxcloud.read_ahead import ReadAhead
 
 
 class Source:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from app.errors import Unavailable
-from plugins.tenants.revocation import (
+from ctxcloud.errors import Unavailable
+from ctxcloud.plugins.tenants.revocation import (
     CredentialCache,
     FileGenerations,
     RedisGenerations,
     scope_of,
 )
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from tests.support import redisdb
 
 

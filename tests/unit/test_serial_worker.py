@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from app.serial_worker import SerialWorker
+from ctxcloud.serial_worker import SerialWorker
 
 
 def test_calls_run_in_order_and_only_the_first_inline():
@@ -46,7 +45,7 @@ def test_a_failed_call_raises_from_a_later_submit_or_finish():
 
 
 def test_chunk_batches_hand_over_batches_of_the_size_and_the_rest_at_finish():
-    from app.serial_worker import ChunkBatches
+    from ctxcloud.serial_worker import ChunkBatches
 
     batches: list[list[bytes]] = []
     chunks = ChunkBatches(batches.append, size=10)

@@ -6,8 +6,7 @@ import threading
 
 import peewee
 import pytest
-
-from app.db import QueuedSqliteDatabase
+from ctxcloud.db import QueuedSqliteDatabase
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from app.storage import (
+from ctxcloud.plugins.storage_local import backend as local_backend
+from ctxcloud.plugins.storage_local.backend import TEMP_DIR, LocalStorage
+from ctxcloud.storage import (
     CHUNK_SIZE,
     ObjectNotFound,
     StorageBackend,
@@ -30,9 +29,9 @@ from app.storage import (
     validate_key,
     validate_prefix,
 )
-from app.testing.storage_conformance import INVALID_KEYS, INVALID_PREFIXES, StorageConformance
-from plugins.storage_local import backend as local_backend
-from plugins.storage_local.backend import TEMP_DIR, LocalStorage
+from ctxcloud.testing.storage_conformance import INVALID_KEYS, INVALID_PREFIXES, StorageConformance
+from hypothesis import given
+from hypothesis import strategies as st
 
 MiB = 1024 * 1024
 
@@ -298,7 +297,7 @@ def test_check_leaves_no_probe_behind(storage: LocalStorage, root: Path) -> None
 _UPLOADER = textwrap.dedent(
     """
     import sys
-    from plugins.storage_local.backend import LocalStorage
+    from ctxcloud.plugins.storage_local.backend import LocalStorage
 
     def body():
         yield b"x" * 70000
@@ -464,7 +463,7 @@ def test_from_config_defaults_to_data_dir_objects(tmp_path: Path) -> None:
 
 
 def test_plugin_offers_local_through_the_hook(tmp_path: Path) -> None:
-    plugin = pytest.importorskip("plugins.storage_local")
+    plugin = pytest.importorskip("ctxcloud.plugins.storage_local")
     backends = plugin.storage_backends()
     assert set(backends) == {"local"}
     storage = backends["local"]({"DATA_DIR": str(tmp_path)})

@@ -17,17 +17,16 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
-
-from app.config import ConfigError
-from app.storage import (
+from ctxcloud.plugins.storage_s3.backend import S3Storage, _new_session
+from ctxcloud.plugins.storage_s3.settings import DEFAULTS, MIN_PART_SIZE, S3Settings
+from ctxcloud.settings import ConfigError
+from ctxcloud.storage import (
     IncompleteUpload,
     ObjectNotFound,
     StorageBackend,
     StorageError,
     StorageUnavailable,
 )
-from plugins.storage_s3.backend import S3Storage, _new_session
-from plugins.storage_s3.settings import DEFAULTS, MIN_PART_SIZE, S3Settings
 
 MiB = 1024 * 1024
 BUCKET = "unit-bucket"
@@ -155,7 +154,7 @@ def test_the_client_gets_retries_timeouts_and_addressing() -> None:
 
 
 def test_plugin_offers_s3_and_its_defaults() -> None:
-    plugin = pytest.importorskip("plugins.storage_s3")
+    plugin = pytest.importorskip("ctxcloud.plugins.storage_s3")
     assert set(plugin.storage_backends()) == {"s3"}
     assert plugin.config_defaults() == DEFAULTS
     assert all(name.startswith("S3_") for name in DEFAULTS)
@@ -168,14 +167,14 @@ def test_plugin_offers_s3_and_its_defaults() -> None:
 
 
 def test_create_app_without_a_bucket_names_the_variable(tmp_path) -> None:
-    from app import create_app
+    from ctxcloud import create_app
 
     with pytest.raises(ConfigError, match="CTXCLOUD_S3_BUCKET"):
         create_app({"ENV": "testing", "DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "s3"})
 
 
 def test_the_s3_defaults_are_in_every_app(tmp_path) -> None:
-    from app import create_app
+    from ctxcloud import create_app
 
     app = create_app({"ENV": "testing", "DATA_DIR": str(tmp_path)})
     assert app.config["S3_PART_SIZE"] == 8 * MiB

@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
+from ctxcloud.db import open_database
+from ctxcloud.migrations import upgrade
+from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
+from ctxcloud.plugins.projects.migrations import MIGRATIONS as PROJECTS
+from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
 
-from app.db import open_database
-from app.migrations import upgrade
-from plugins.context.migrations import MIGRATIONS as CONTEXT
-from plugins.projects.migrations import MIGRATIONS as PROJECTS
-from plugins.tenants.migrations import MIGRATIONS as TENANTS
 from tests.stack import postgres_database
 
 BEFORE_USAGE = [m for m in TENANTS + PROJECTS + CONTEXT if m.id.endswith("_initial")]

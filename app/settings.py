@@ -27,8 +27,8 @@ def environment_name(overrides: Mapping[str, Any] | None) -> str:
 def load_config(config: Config, overrides: Mapping[str, Any] | None = None) -> None:
     """Fill `config` in precedence order: tests and operators override files, never the reverse."""
     env = environment_name(overrides)
-    config.from_object("config.default")
-    config.from_object(f"config.{env}")
+    config.from_object("ctxcloud.config.default")
+    config.from_object(f"ctxcloud.config.{env}")
     config.from_prefixed_env(ENV_PREFIX, loads=_loads)
     if overrides:
         config.update(overrides)

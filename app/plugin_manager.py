@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pluggy
-
-from app import hookspecs
-from app.config import ConfigError
+from ctxcloud import hookspecs
+from ctxcloud.settings import ConfigError
 
 ENTRY_POINT_GROUP = "ctxcloud.plugins"
 
