@@ -44,7 +44,6 @@ def test_the_wheel_installs_only_ctxcloud(tmp_path):
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-q",
             "-w",
             str(tmp_path),
