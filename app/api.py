@@ -14,12 +14,13 @@ import flask
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
+from flask_smorest import pagination
+from flask_smorest.utils import prepare_response
+
 from ctxcloud.errors import PROBLEM_MIMETYPE, ProblemSchema, problem_type
 from ctxcloud.json_input import is_json_media_type
 from ctxcloud.ratelimit import UNLIMITED_BLUEPRINTS
 from ctxcloud.roles import ROLE_PERMISSIONS
-from flask_smorest import pagination
-from flask_smorest.utils import prepare_response
 
 # Reusable error responses, referenced by name from operations (e.g. by @requires).
 ERROR_RESPONSES = {

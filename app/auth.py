@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import flask
+
 from ctxcloud import errors
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -16,9 +16,10 @@ from typing import Any
 
 import flask
 import flask_smorest
-from ctxcloud import json_input
 from webargs import core
 from webargs.flaskparser import FlaskParser
+
+from ctxcloud import json_input
 
 
 class JsonBodyParser(FlaskParser):

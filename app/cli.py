@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 import flask
+from flask.cli import FlaskGroup, with_appcontext
+
 from ctxcloud import keystore, storage_gc
 from ctxcloud.db import describe_database
 from ctxcloud.migrations import Migration, pending, upgrade
 from ctxcloud.settings import ConfigError
 from ctxcloud.storage import StorageError
-from flask.cli import FlaskGroup, with_appcontext
 
 # Below this, `storage gc` warns: an upload in progress (or its commit) may outlast the grace.
 MIN_SAFE_GRACE = 3600.0

@@ -13,9 +13,10 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import flask
 import peewee
-from ctxcloud.settings import ConfigError
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.postgres_ext import PooledPsycopg3Database
+
+from ctxcloud.settings import ConfigError
 
 
 class AppDatabase(peewee.DatabaseProxy):

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 import flask
 import marshmallow as ma
-from ctxcloud.slow_clients import RequestTimeout
 from werkzeug.exceptions import HTTPException
+
+from ctxcloud.slow_clients import RequestTimeout
 
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger("ctxcloud.errors")
@@ -263,8 +264,9 @@ def register_error_handlers(app: flask.Flask) -> None:
 def _dependency_errors() -> tuple[type[BaseException], ...]:
     import peewee
     import redis
-    from ctxcloud.storage import StorageUnavailable
     from playhouse.pool import MaxConnectionsExceeded
+
+    from ctxcloud.storage import StorageUnavailable
 
     return (
         StorageUnavailable,

@@ -12,6 +12,8 @@ import flask
 import peewee
 import pluggy
 import redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
 from ctxcloud import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
 from ctxcloud.api import Api
 from ctxcloud.bulkhead import Bulkhead, default_slots
@@ -31,7 +33,6 @@ from ctxcloud.settings import (
     require_production_settings,
 )
 from ctxcloud.storage import StorageBackend, StorageUnavailable
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 # Secrets the embedded default generates and production must be given.
 GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")

@@ -36,12 +36,13 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
-from ctxcloud.bulkhead import WORKER_THREADS_ENV
-from ctxcloud.slow_clients import GuardedSocket, RequestTimeout, SlowClientLimits
 from gunicorn.http import errors as http_errors
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
+
+from ctxcloud.bulkhead import WORKER_THREADS_ENV
+from ctxcloud.slow_clients import GuardedSocket, RequestTimeout, SlowClientLimits
 
 __all__ = ["ThreadWorker", "problem_bytes"]
 

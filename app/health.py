@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import flask
 import marshmallow as ma
+from flask.views import MethodView
+
 from ctxcloud.auth import public
 from ctxcloud.blueprint import Blueprint
 from ctxcloud.version import VERSION
-from flask.views import MethodView
 
 log = logging.getLogger("ctxcloud.health")
 blp = Blueprint(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     import flask
     import flask_smorest
+
     from ctxcloud.auth import Actor
     from ctxcloud.migrations import Migration
     from ctxcloud.storage import StorageBackend

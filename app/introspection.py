@@ -6,10 +6,11 @@ import dataclasses
 
 import flask
 import marshmallow as ma
+from flask.views import MethodView
+
 from ctxcloud.auth import requires
 from ctxcloud.blueprint import Blueprint
 from ctxcloud.plugin_manager import describe_plugins
-from flask.views import MethodView
 
 blp = Blueprint(
     "introspection",

@@ -24,11 +24,12 @@ from itertools import accumulate
 from typing import IO, Any
 
 import flask
-from ctxcloud.errors import InvalidJson, UnsupportedMediaType
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream, get_input_stream
+
+from ctxcloud.errors import InvalidJson, UnsupportedMediaType
 
 # Deep enough for any real document (metadata included), far below Python's recursion limit.
 MAX_DEPTH = 64

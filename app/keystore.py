@@ -11,6 +11,7 @@ import time
 
 import flask
 import peewee
+
 from ctxcloud.crypto import MasterKeyring, new_data_key
 from ctxcloud.db import BaseModel, BytesField, utcnow
 from ctxcloud.migrations import Migration

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 
 import flask
-from ctxcloud.auth import requires
-from ctxcloud.blueprint import Blueprint
-from ctxcloud.version import VERSION
 from flask.views import MethodView
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
+
+from ctxcloud.auth import requires
+from ctxcloud.blueprint import Blueprint
+from ctxcloud.version import VERSION
 
 EXTENSION = "ctxcloud.metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import peewee
+from playhouse.migrate import SchemaMigrator
+
 from ctxcloud.db import utcnow
 from ctxcloud.settings import ConfigError
-from playhouse.migrate import SchemaMigrator
 
 HISTORY_TABLE = "ctxcloud_schema_migration"
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import flask
+
 from ctxcloud import crypto
 from ctxcloud.bulkhead import Bulkhead
 from ctxcloud.errors import IntegrityFailure

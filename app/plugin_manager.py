@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pluggy
+
 from ctxcloud import hookspecs
 from ctxcloud.settings import ConfigError
 

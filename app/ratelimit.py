@@ -27,10 +27,11 @@ from typing import Any, Protocol
 
 import flask
 import redis
+from limits import RateLimitItem, parse_many
+
 from ctxcloud import errors
 from ctxcloud.auth import current_actor, deferring_credential_checks
 from ctxcloud.settings import ConfigError
-from limits import RateLimitItem, parse_many
 
 log = logging.getLogger("ctxcloud.ratelimit")
 EXTENSION = "ctxcloud.ratelimit"

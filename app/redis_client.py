@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+
 from ctxcloud.bulkhead import default_slots
 from ctxcloud.settings import ConfigError
 

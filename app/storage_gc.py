@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pluggy
+
 from ctxcloud.storage import ObjectInfo, StorageBackend, StorageError
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "GcRefused", "GcReport", "Tally", "collect_garbage"]

@@ -30,13 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flask
+
 from ctxcloud import create_app
 from ctxcloud.auth import authorize, public, requires
 from ctxcloud.cli import all_migrations
 from ctxcloud.migrations import upgrade
 from ctxcloud.plugins.auth_apikey.verify import verify_api_key
-from ctxcloud.plugins.auth_jwt.verify import verify_access_token
-
+from ctxcloud.plugins.users.verify import verify_access_token
 from tests.support.factories import (
     bearer,
     login,

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cryptography
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from ctxcloud.crypto import SEGMENT_SIZE, decrypt_stream, encrypt_stream, new_data_key
 
 MIB = 1 << 20

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 import botocore
+
 from ctxcloud.plugins.storage_s3.backend import S3Storage
 from ctxcloud.plugins.storage_s3.settings import DEFAULTS
 from ctxcloud.storage import CHUNK_SIZE

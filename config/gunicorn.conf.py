@@ -13,9 +13,10 @@ import os
 import shutil
 from datetime import UTC, datetime
 
+from gunicorn.glogging import Logger
+
 from ctxcloud.gunicorn_worker import ThreadWorker
 from ctxcloud.slow_clients import SlowClientLimits
-from gunicorn.glogging import Logger
 
 # cgroup v2 CPU quota ("max 100000" or "<quota> <period>"); the v1 files are the fallback.
 CGROUP_CPU_MAX = os.environ.get("GUNICORN_CGROUP_CPU_MAX", "/sys/fs/cgroup/cpu.max")

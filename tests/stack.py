@@ -15,10 +15,10 @@ from contextlib import ExitStack, contextmanager
 
 import flask
 import peewee
+
 from ctxcloud import create_app
 from ctxcloud.cli import all_migrations
 from ctxcloud.migrations import upgrade
-
 from tests.support import redisdb
 
 STACK = os.environ.get("CTXCLOUD_TEST_STACK", "embedded")

@@ -57,6 +57,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from ctxcloud.storage import (
     CHUNK_SIZE,
     IncompleteUpload,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import peewee
+
 from ctxcloud.db import BaseModel, JSONField, utcnow
 
 

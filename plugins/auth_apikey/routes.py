@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask.views import MethodView
+
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import current_actor, requires
 from ctxcloud.blueprint import Blueprint
@@ -11,7 +13,6 @@ from ctxcloud.plugins.auth_apikey.schemas import (
     ApiKeyCreateSchema,
     ApiKeySchema,
 )
-from flask.views import MethodView
 
 MAX_PAGE_SIZE = 1000
 NO_STORE = {"Cache-Control": "no-store"}

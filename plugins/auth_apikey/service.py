@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import flask
 import peewee
+
 from ctxcloud.auth import Actor, emit_audit
 from ctxcloud.db import database, utcnow
 from ctxcloud.errors import Forbidden, NotFound, ValidationFailed

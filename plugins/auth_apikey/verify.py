@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import flask
+
 from ctxcloud.auth import Actor
 from ctxcloud.db import utcnow
 from ctxcloud.errors import Unauthorized

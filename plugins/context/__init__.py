@@ -1,4 +1,6 @@
-"""Versioned context: entries, atomic commits and revisions, stored encrypted."""
+"""Projects and their versioned context: per-tenant projects, addressed by id or slug, and
+their entries, atomic commits and revisions, stored encrypted. One feature: a project is the
+container of its context, and its head revision is the context's."""
 
 from __future__ import annotations
 
@@ -35,15 +37,23 @@ def register_commands(cli):
 @hookimpl
 def register_blueprints(app):
     from ctxcloud.plugins.context.paths import EntryPathConverter
+    from ctxcloud.plugins.context.project_routes import blp as projects_blp
     from ctxcloud.plugins.context.routes import blp
 
     app.url_map.converters["entry_path"] = EntryPathConverter
-    return [blp]
+    return [projects_blp, blp]
 
 
 @hookimpl
 def database_migrations():
     return MIGRATIONS
+
+
+@hookimpl
+def tenant_deleting(tenant):
+    from ctxcloud.plugins.context.projects import delete_tenant_projects
+
+    return delete_tenant_projects(tenant.id)
 
 
 @hookimpl
@@ -55,9 +65,9 @@ def project_deleting(project):
 
 @hookimpl
 def tenant_usage(tenant):
-    from ctxcloud.plugins.context.service import usage
+    from ctxcloud.plugins.context import projects, service
 
-    return usage(tenant.id)
+    return {**projects.usage(tenant.id), **service.usage(tenant.id)}
 
 
 @hookimpl

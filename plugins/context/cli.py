@@ -7,10 +7,11 @@ import time
 
 import click
 import flask
-from ctxcloud.plugins.context.pruning import prune_project
-from ctxcloud.plugins.projects.models import Project
-from ctxcloud.plugins.tenants.models import Tenant
 from flask.cli import with_appcontext
+
+from ctxcloud.plugins.context.models import Project
+from ctxcloud.plugins.context.pruning import prune_project
+from ctxcloud.plugins.tenants.models import Tenant
 
 
 @click.group("context")

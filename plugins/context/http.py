@@ -9,6 +9,9 @@ from itertools import chain
 from typing import Any
 
 import flask
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.http import http_date
+
 from ctxcloud import json_input, objects
 from ctxcloud.errors import (
     BadRequest,
@@ -21,8 +24,6 @@ from ctxcloud.plugins.context.models import EntryVersion
 from ctxcloud.plugins.context.paths import existing_path, validate_path
 from ctxcloud.plugins.context.service import DEFAULT_CONTENT_TYPE, Preconditions
 from ctxcloud.storage import CHUNK_SIZE
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.http import http_date
 
 METADATA_HEADER = "Entry-Metadata"
 # The type HTTP clients put on raw bytes sent without one (curl -d): see content_type().

@@ -1,4 +1,8 @@
-"""Schema of the context plugin, frozen as of each migration."""
+"""Schema of projects and their context, frozen as of each migration.
+
+The ids keep the names of the two plugins these tables came from (``projects.*``,
+``context.*``): a database records the ids it applied.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
+
 from ctxcloud.migrations import Migration
 
 log = logging.getLogger("ctxcloud.migrations")
+
+
+def _projects_initial(migrator, db) -> None:
+    class Project(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+        tenant_id = peewee.CharField(max_length=64, index=True)
+        slug = peewee.CharField(max_length=63)
+        name = peewee.CharField(max_length=200)
+        description = peewee.TextField(default="")
+        metadata = peewee.TextField(default="{}")
+        revision = peewee.BigIntegerField(default=0)
+        created_at = peewee.DateTimeField()
+        updated_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "project"
+            indexes = ((("tenant_id", "slug"), True),)
+
+    db.create_tables([Project])
+
+
+def _projects_history_start(migrator, db) -> None:
+    migrator.migrate(
+        migrator.add_column("project", "history_starts_at", peewee.BigIntegerField(default=0))
+    )
 
 
 def _initial(migrator, db) -> None:
@@ -351,6 +382,12 @@ def _object_key_index(migrator, db) -> None:
 
 
 MIGRATIONS = [
+    Migration("projects.0001_initial", _projects_initial),
+    Migration(
+        "projects.0002_history_starts_at",
+        _projects_history_start,
+        depends_on=("projects.0001_initial",),
+    ),
     Migration("context.0001_initial", _initial, depends_on=("projects.0001_initial",)),
     Migration(
         "context.0002_count_stored_bytes",

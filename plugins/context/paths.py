@@ -21,8 +21,9 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from ctxcloud.errors import InvalidPath
 from werkzeug.routing import BaseConverter
+
+from ctxcloud.errors import InvalidPath
 
 MAX_PATH_BYTES = 1024
 # NFC makes a string at most ~3 times shorter in UTF-8: a longer input can never fit.

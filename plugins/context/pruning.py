@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from ctxcloud import objects
 from ctxcloud.db import database, for_update
-from ctxcloud.plugins.context.models import EntryVersion
-from ctxcloud.plugins.projects.models import Project
+from ctxcloud.plugins.context.models import EntryVersion, Project
 from ctxcloud.plugins.tenants import quotas
 
 

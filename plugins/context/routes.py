@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import flask
+from flask.views import MethodView
+
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import current_actor, requires
 from ctxcloud.blueprint import Blueprint
 from ctxcloud.errors import EntryTooLarge, NotFound
-from ctxcloud.plugins.context import http, service
+from ctxcloud.plugins.context import http, projects, service
 from ctxcloud.plugins.context.manifest_cache import manifest_cache
 from ctxcloud.plugins.context.paths import validate_prefix
 from ctxcloud.plugins.context.schemas import (
@@ -22,8 +24,6 @@ from ctxcloud.plugins.context.schemas import (
     ManifestSchema,
     RevisionSchema,
 )
-from ctxcloud.plugins.projects import service as projects
-from flask.views import MethodView
 
 blp = Blueprint(
     "context",

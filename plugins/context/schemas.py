@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import marshmallow as ma
+from marshmallow import validate
+
 from ctxcloud.fields import Timestamp
 from ctxcloud.plugins.context.paths import MAX_PATH_BYTES, PATH_PATTERN
-from marshmallow import validate
 
 # Revision numbers are 64-bit in the database; a larger one is a 422, not an overflow.
 MAX_REVISION = 2**63 - 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import peewee
+
 from ctxcloud import objects
 from ctxcloud.auth import Actor
 from ctxcloud.db import database, utcnow
@@ -26,10 +27,9 @@ from ctxcloud.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ctxcloud.plugins.context.models import Entry, EntryVersion, Revision
+from ctxcloud.plugins.context import projects
+from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
-from ctxcloud.plugins.projects import service as projects
-from ctxcloud.plugins.projects.models import Project
 from ctxcloud.plugins.tenants import config as tenant_config
 from ctxcloud.plugins.tenants import quotas
 

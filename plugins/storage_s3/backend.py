@@ -34,6 +34,7 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+
 from ctxcloud.storage import (
     CHUNK_SIZE,
     IncompleteUpload,

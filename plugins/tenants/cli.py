@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 import marshmallow as ma
+from flask.cli import with_appcontext
+
 from ctxcloud.cli import emit
 from ctxcloud.errors import ProblemError, ValidationFailed
 from ctxcloud.plugins.tenants import service
 from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
 from ctxcloud.plugins.tenants.models import DELETING, Tenant
 from ctxcloud.plugins.tenants.schemas import TenantSchema, UsageSchema
-from flask.cli import with_appcontext
 
 
 @contextmanager

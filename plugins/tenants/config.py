@@ -14,10 +14,11 @@ from typing import Any
 
 import flask
 import marshmallow as ma
+from marshmallow import validate
+
 from ctxcloud.errors import ValidationFailed
 from ctxcloud.ratelimit import is_limit
 from ctxcloud.settings import ConfigError
-from marshmallow import validate
 
 # Each quota and the service setting that gives its default.
 QUOTAS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
+
 from ctxcloud.db import BaseModel, JSONField, utcnow
 from ctxcloud.plugins.tenants import config as tenant_config
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
+
 from ctxcloud.db import BaseModel, for_update
 from ctxcloud.errors import QuotaExceeded
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import flask
 import redis
+
 from ctxcloud import errors
 from ctxcloud.auth import DeferredCheck, deferred_checks
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+from flask.views import MethodView
+
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import Actor, current_actor, requires, requires_authentication
 from ctxcloud.blueprint import Blueprint
@@ -21,7 +23,6 @@ from ctxcloud.plugins.tenants.schemas import (
     UsageSchema,
     WhoamiSchema,
 )
-from flask.views import MethodView
 
 MAX_PAGE_SIZE = 1000
 

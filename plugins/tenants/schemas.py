@@ -6,10 +6,11 @@ import datetime
 from typing import Any
 
 import marshmallow as ma
+from marshmallow import validate
+
 from ctxcloud.fields import Timestamp
 from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
 from ctxcloud.plugins.tenants.models import STATUSES
-from marshmallow import validate
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import flask
 import peewee
+
 from ctxcloud import ratelimit
 from ctxcloud.auth import emit_audit
 from ctxcloud.db import database, for_update, utcnow

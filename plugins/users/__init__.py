@@ -1,9 +1,14 @@
-"""Users: people of a tenant with a role (viewer, member, admin, owner) and a password."""
+"""Users: people of a tenant with a role (viewer, member, admin, owner) and a password, and
+their logins: JWT access tokens (flask-jwt-extended) with rotating refresh tokens, revoked
+at once. One feature: a login is a user's, and a token is only as good as its user."""
 
 from __future__ import annotations
 
+from flask_jwt_extended import JWTManager
+
 from ctxcloud.hookspecs import hookimpl
 from ctxcloud.plugins.users.migrations import MIGRATIONS
+from ctxcloud.plugins.users.verify import presented_token, verify_access_token
 
 
 @hookimpl
@@ -14,14 +19,19 @@ def config_defaults():
         "PASSWORD_HASH_TIME_COST": 3,  # nosec B105
         "PASSWORD_HASH_MEMORY_COST": 65536,  # nosec B105
         "PASSWORD_HASH_PARALLELISM": 4,  # nosec B105
+        "JWT_ACCESS_TOKEN_EXPIRES": 15 * 60,
+        "JWT_REFRESH_TOKEN_EXPIRES": 30 * 24 * 3600,
+        "JWT_ISSUER": "ctxcloud",
+        "JWT_AUDIENCE": "ctxcloud-api",
     }
 
 
 @hookimpl
 def register_blueprints(app):
+    from ctxcloud.plugins.users.login_routes import blp as logins_blp
     from ctxcloud.plugins.users.routes import blp
 
-    return [blp]
+    return [blp, logins_blp]
 
 
 @hookimpl
@@ -37,9 +47,29 @@ def database_migrations():
 
 
 @hookimpl
+def startup(app):
+    """flask-jwt-extended on this app only: HS256, our issuer and audience on both ends."""
+    app.config.setdefault("JWT_TOKEN_LOCATION", ("headers",))
+    app.config.setdefault("JWT_COOKIE_CSRF_PROTECT", False)  # no cookies: no csrf claim
+    for end in ("ENCODE", "DECODE"):
+        app.config.setdefault(f"JWT_{end}_ISSUER", app.config["JWT_ISSUER"])
+        app.config.setdefault(f"JWT_{end}_AUDIENCE", app.config["JWT_AUDIENCE"])
+    JWTManager(app)
+
+
+@hookimpl(trylast=True)
+def authenticate(request):
+    """Any other bearer credential is an access token: verified here or refused (401)."""
+    token = presented_token(request)
+    return None if token is None else verify_access_token(token)
+
+
+@hookimpl
 def tenant_deleting(tenant):
+    from ctxcloud.plugins.users.logins import delete_tenant_families
     from ctxcloud.plugins.users.service import delete_tenant_users
 
+    delete_tenant_families(tenant.id)
     delete_tenant_users(tenant.id)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from flask.views import MethodView
+
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import current_actor, requires
 from ctxcloud.blueprint import Blueprint
 from ctxcloud.plugins.users import service
 from ctxcloud.plugins.users.schemas import UserCreateSchema, UserSchema, UserUpdateSchema
-from flask.views import MethodView
 
 MAX_PAGE_SIZE = 1000
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import peewee
+
 from ctxcloud.auth import Actor, emit_audit
 from ctxcloud.db import database, for_update, utcnow
 from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed

@@ -10,8 +10,8 @@ import logging
 import re
 
 import pytest
-from ctxcloud.plugins.auth_apikey import verify
 
+from ctxcloud.plugins.auth_apikey import verify
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
 

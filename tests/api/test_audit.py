@@ -7,7 +7,6 @@ import logging
 
 from ctxcloud.auth import emit_audit
 from ctxcloud.requestlog import JsonFormatter
-
 from tests.support.factories import bearer, login, make_api_key, make_user
 
 

@@ -10,8 +10,8 @@ import time
 
 import jwt
 import pytest
-from ctxcloud.plugins.users.passwords import Passwords
 
+from ctxcloud.plugins.users.passwords import Passwords
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
 
@@ -62,7 +62,6 @@ def test_login_answers_both_tokens_with_the_documented_claims(app, client, tenan
 
 def test_lifetimes_come_from_config(app_config, stack_config):
     from ctxcloud import create_app
-
     from tests.support.factories import make_tenant
 
     app_config.update(JWT_ACCESS_TOKEN_EXPIRES=60, JWT_REFRESH_TOKEN_EXPIRES=3600)
@@ -316,7 +315,7 @@ def test_forged_refresh_tokens_are_401(app, client, tokens):
 def test_an_access_token_expires(app, client, tokens, monkeypatch):
     access = bearer(tokens["access_token"])
     assert client.get(WHOAMI, headers=access).status_code == 200  # cached now
-    from ctxcloud.plugins.auth_jwt import verify
+    from ctxcloud.plugins.users import verify
 
     later = time.time() + 901
     monkeypatch.setattr(verify.time, "time", lambda: later)
@@ -355,7 +354,7 @@ def test_password_hashes_are_upgraded_on_login(app, client, tenant, alice):
 
 
 def test_expired_families_are_pruned_at_login(app, client, tenant, alice, tokens):
-    from ctxcloud.plugins.auth_jwt.models import TokenFamily
+    from ctxcloud.plugins.users.models import TokenFamily
 
     with app.app_context():
         TokenFamily.update(expires_at=datetime.datetime(2000, 1, 1)).where(

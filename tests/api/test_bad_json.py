@@ -21,11 +21,10 @@ import flask
 import peewee
 import pytest
 import requests
+
 from ctxcloud import db, json_input
 from ctxcloud.errors import InvalidJson, ProblemError
-from ctxcloud.plugins.context.models import EntryVersion
-from ctxcloud.plugins.projects.models import Project
-
+from ctxcloud.plugins.context.models import EntryVersion, Project
 from tests.docs.openapi import NO_EXAMPLE, composed_example, operations
 from tests.support.context import context_url, entry_url, project_url
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_user

@@ -248,7 +248,7 @@ def test_manifest_is_one_revision_even_when_a_commit_lands_while_it_is_read(
 ):
     """Another client commits between the manifest's read of the project (its revision number)
     and its read of the entries: the body still shows exactly the revision it names."""
-    from ctxcloud.plugins.projects import service as projects
+    from ctxcloud.plugins.context import projects
 
     real_resolve = projects.resolve
     landed = []

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from ctxcloud import create_app
 from ctxcloud.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE, ciphertext_size
 from ctxcloud.errors import IntegrityFailure
 from ctxcloud.objects import RESPONSE_CHUNK
-
 from tests import stack
 from tests.api.test_core import assert_problem
 from tests.support.context import (

@@ -6,8 +6,9 @@ import json
 import logging
 
 import pytest
-from ctxcloud.storage import StorageUnavailable
 from openapi_spec_validator import validate
+
+from ctxcloud.storage import StorageUnavailable
 
 
 def assert_problem(response, status: int, code: str) -> dict:

@@ -17,6 +17,7 @@ import unicodedata
 
 import pytest
 import regex
+
 from ctxcloud.plugins.context.models import Entry, EntryVersion
 from ctxcloud.plugins.context.paths import (
     PATH_PATTERN,
@@ -26,7 +27,6 @@ from ctxcloud.plugins.context.paths import (
     needs_base,
     validate_path,
 )
-
 from tests.api.test_core import assert_problem
 from tests.support.context import context_url, create_project, entry_url
 from tests.support.factories import bearer, make_api_key

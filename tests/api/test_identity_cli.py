@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from ctxcloud import create_app
 
+from ctxcloud import create_app
 from tests.api.test_cli import one_json_object
 from tests.support.factories import bearer
 from tests.support.server import cli

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ctxcloud.plugins.context.manifest_cache import ManifestCache, manifest_cache
-
 from tests.api.test_core import assert_problem
 from tests.support.context import context_url, create_project, put_entry
 from tests.support.factories import bearer, make_api_key, make_tenant

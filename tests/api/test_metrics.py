@@ -6,6 +6,8 @@ Multiprocess mode under gunicorn is covered by tests/deploy/test_gunicorn_conf.p
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from ctxcloud import create_app, errors
 from ctxcloud.metrics import (
     EXTENSION,
@@ -14,8 +16,6 @@ from ctxcloud.metrics import (
     count_rate_limited,
     count_storage_bytes,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.api.test_core import assert_problem
 from tests.support.context import create_project, entry_url, put_entry
 from tests.support.factories import bearer, make_platform_key

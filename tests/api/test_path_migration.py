@@ -16,13 +16,12 @@ import unicodedata
 from contextlib import ExitStack
 
 import pytest
+
 from ctxcloud.cli import all_migrations
 from ctxcloud.db import open_database
 from ctxcloud.migrations import upgrade
 from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
-from ctxcloud.plugins.projects.migrations import MIGRATIONS as PROJECTS
 from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
-
 from tests.stack import postgres_database
 from tests.support.context import context_url, create_project, entry_url, put_entry
 from tests.support.factories import bearer, make_api_key
@@ -30,9 +29,7 @@ from tests.support.factories import bearer, make_api_key
 NFC_MIGRATION = "context.0003_nfc_paths"
 # Every migration before the NFC one (and none that depends on it).
 BEFORE = [
-    m
-    for m in TENANTS + PROJECTS + CONTEXT
-    if not (m.id.startswith("context.") and m.id >= NFC_MIGRATION)
+    m for m in TENANTS + CONTEXT if not (m.id.startswith("context.") and m.id >= NFC_MIGRATION)
 ]
 NFC = unicodedata.normalize("NFC", "café/résumé.md")
 NFD = unicodedata.normalize("NFD", "café/résumé.md")
@@ -128,7 +125,7 @@ class Project:
 
 
 def migrate(db) -> list[str]:
-    return upgrade(db, TENANTS + PROJECTS + CONTEXT)
+    return upgrade(db, TENANTS + CONTEXT)
 
 
 def test_a_path_stored_in_nfd_is_renamed_everywhere(db):

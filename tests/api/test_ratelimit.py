@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from ctxcloud import create_app
 from ctxcloud.settings import ConfigError
-
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, make_api_key, make_tenant, make_user
 

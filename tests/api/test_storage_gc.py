@@ -13,10 +13,10 @@ import time
 
 import pluggy
 import pytest
+
 from ctxcloud import hookimpl, hookspecs, objects
 from ctxcloud.storage import StorageUnavailable
 from ctxcloud.storage_gc import GcRefused, collect_garbage
-
 from tests import stack
 from tests.support.context import (
     context_url,

@@ -7,9 +7,9 @@ import base64
 import logging
 
 import pytest
+
 from ctxcloud.keystore import TenantKey, TenantKeyDestroyed
 from ctxcloud.storage import StorageUnavailable
-
 from tests.api.test_core import assert_problem
 from tests.support.context import create_project, entry_url, object_keys_of, put_entry, storage
 from tests.support.factories import bearer, login, make_api_key, make_user
@@ -73,12 +73,10 @@ def read_files(client, headers: dict, project: str, paths) -> dict[str, bytes]:
 def rows_of(app, tenant_id: str, project_ids: list[str]) -> dict[str, int]:
     """How many rows of each kind the tenant has in the database."""
     from ctxcloud.plugins.auth_apikey.models import ApiKey
-    from ctxcloud.plugins.auth_jwt.models import TokenFamily
-    from ctxcloud.plugins.context.models import Entry, EntryVersion, Revision
-    from ctxcloud.plugins.projects.models import Project
+    from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
     from ctxcloud.plugins.tenants.models import Tenant
     from ctxcloud.plugins.tenants.quotas import TenantUsage
-    from ctxcloud.plugins.users.models import User
+    from ctxcloud.plugins.users.models import TokenFamily, User
 
     with app.app_context():
         counts = {

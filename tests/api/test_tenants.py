@@ -7,8 +7,8 @@ import logging
 import re
 
 import pytest
-from ctxcloud.hookspecs import hookimpl
 
+from ctxcloud.hookspecs import hookimpl
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_tenant, make_user
 
@@ -191,8 +191,7 @@ def test_deleting_a_tenant_removes_its_identity_and_calls_tenant_deleting(
     assert client.get("/api/v1/tenant", headers=bearer(other_key)).status_code == 200
     with app.app_context():
         from ctxcloud.plugins.auth_apikey.models import ApiKey
-        from ctxcloud.plugins.auth_jwt.models import TokenFamily
-        from ctxcloud.plugins.users.models import User
+        from ctxcloud.plugins.users.models import TokenFamily, User
 
         for model in (User, ApiKey, TokenFamily):
             assert not model.select().where(model.tenant_id == tenant.id).exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ctxcloud.auth import AUTHENTICATED, route_policy
-
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_tenant, make_user
 

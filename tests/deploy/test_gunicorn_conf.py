@@ -16,9 +16,9 @@ from types import ModuleType
 
 import pytest
 import requests
+
 from ctxcloud.gunicorn_worker import ThreadWorker
 from ctxcloud.slow_clients import SlowClientLimits
-
 from tests.deploy.conftest import ROOT
 from tests.support.server import free_port, stop
 

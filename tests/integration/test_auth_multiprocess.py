@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from ctxcloud import create_app
 
+from ctxcloud import create_app
 from tests.stack import postgres_database
 from tests.support import redisdb
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+
 from ctxcloud.crypto import HEADER_SIZE, SEGMENT_SIZE, TAG_SIZE
 from ctxcloud.objects import RESPONSE_CHUNK
-
 from tests.integration.served import Served, served
 from tests.support.context import context_url, entry_url, project_url, sha256
 

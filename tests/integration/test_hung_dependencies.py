@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+
 from ctxcloud import create_app
 from ctxcloud.plugins.auth_apikey.keys import KEY_EXAMPLE
-
 from tests.integration.served import served
 from tests.support.blackhole import black_hole
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
+
 from ctxcloud import create_app
 from ctxcloud.plugins.users.passwords import generate_password
-
 from tests import stack
 from tests.integration.test_auth_multiprocess import secrets_env
 from tests.support import redisdb
@@ -180,8 +180,7 @@ def accepted_and_refused(responses: list[requests.Response], created: int) -> tu
 
 def tenant_object_keys(deployed: Deployment, tenant: Tenant) -> set[str]:
     """Object keys of every stored entry version of the tenant, read from the database."""
-    from ctxcloud.plugins.context.models import EntryVersion
-    from ctxcloud.plugins.projects.models import Project
+    from ctxcloud.plugins.context.models import EntryVersion, Project
 
     with deployed.app.app_context():
         projects = [p.id for p in Project.of_tenant(tenant.id)]
@@ -296,7 +295,7 @@ def test_concurrent_project_creations_never_pass_max_projects(deployed, tenant):
     accepted, refused = accepted_and_refused(responses, 201)
     assert (len(accepted), len(refused)) == (N, 2 * N)
 
-    from ctxcloud.plugins.projects.models import Project
+    from ctxcloud.plugins.context.models import Project
 
     with deployed.app.app_context():
         in_database = {p.slug for p in Project.of_tenant(tenant.id)}

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+
 from ctxcloud import create_app
 from ctxcloud.plugins.storage_s3 import backend as s3_backend
 from ctxcloud.plugins.storage_s3.backend import S3Storage
 from ctxcloud.storage import ObjectInfo, ObjectNotFound, StorageUnavailable
 from ctxcloud.testing.storage_conformance import StorageConformance
-
 from tests.support import s3server
 from tests.support.s3server import S3Server, aws_environment, moto_s3
 

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+
 from ctxcloud import hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"

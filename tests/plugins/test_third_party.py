@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from ctxcloud import create_app
 from ctxcloud.plugin_manager import PluginError
 from ctxcloud.settings import ConfigError
-
 from tests.support.fakedist import installed_distribution
 
 # A complete third-party plugin: an auth method, a permission veto, a storage backend and routes.

@@ -49,8 +49,8 @@ from typing import Any
 
 import pytest
 import requests
-from ctxcloud.roles import TENANT_PERMISSIONS
 
+from ctxcloud.roles import TENANT_PERMISSIONS
 from tests.support.server import ROOT, cli, gunicorn
 
 pytestmark = pytest.mark.server

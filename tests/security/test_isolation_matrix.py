@@ -41,9 +41,9 @@ from urllib.parse import quote
 
 import jwt
 import pytest
+
 from ctxcloud.auth import AUTHENTICATED, route_policy
 from ctxcloud.roles import ROLE_PERMISSIONS, TENANT_PERMISSIONS
-
 from tests.api.test_route_policies import FRAMEWORK_PUBLIC
 from tests.support.context import stored_keys
 from tests.support.factories import (
@@ -252,8 +252,8 @@ def make_victim(app, client) -> Victim:
     # What must never appear in a response to anyone but B's own authorised callers.
     with app.app_context():
         from ctxcloud.plugins.auth_apikey.models import ApiKey
-        from ctxcloud.plugins.auth_jwt.models import TokenFamily
         from ctxcloud.plugins.context.models import EntryVersion
+        from ctxcloud.plugins.users.models import TokenFamily
 
         keys = list(ApiKey.select().where(ApiKey.tenant_id == tenant.id))
         families = [f.id for f in TokenFamily.select().where(TokenFamily.tenant_id == tenant.id)]

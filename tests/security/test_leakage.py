@@ -26,8 +26,8 @@ from types import SimpleNamespace
 
 import peewee
 import pytest
-from ctxcloud.requestlog import JsonFormatter
 
+from ctxcloud.requestlog import JsonFormatter
 from tests import stack
 from tests.support.context import entry_url, object_file, object_key_of
 from tests.support.factories import (
@@ -300,7 +300,7 @@ def run_session(app, client, monkeypatch) -> Session:
     s("PUT", entry_url(pid, "a/../b"), 400, headers=key_h, data=b"x")
 
     # An unexpected failure: a 500 that says nothing.
-    from ctxcloud.plugins.projects import service as projects
+    from ctxcloud.plugins.context import projects
 
     def explode(*args, **kwargs):
         raise RuntimeError("internal failure")
@@ -471,7 +471,7 @@ def _raise(exc: Exception):
 
 
 def _unexpected(app, client, h, pid, patch):
-    from ctxcloud.plugins.projects import service
+    from ctxcloud.plugins.context import projects as service
 
     message = f'boom in {__file__}: SELECT * FROM "project" WHERE secret'
     patch.setattr(service, "list_projects", _raise(RuntimeError(message)))
@@ -479,7 +479,7 @@ def _unexpected(app, client, h, pid, patch):
 
 
 def _secret_in_exception(app, client, h, pid, patch):
-    from ctxcloud.plugins.projects import service
+    from ctxcloud.plugins.context import projects as service
 
     message = f"pepper={app.config['API_KEY_PEPPER']} jwt={app.config['JWT_SECRET_KEY']}"
     patch.setattr(service, "list_projects", _raise(ValueError(message)))
@@ -488,7 +488,7 @@ def _secret_in_exception(app, client, h, pid, patch):
 
 def _driver_error(app, client, h, pid, patch):
     """A real error of the real driver: a query on a table that does not exist."""
-    from ctxcloud.plugins.projects.models import Project
+    from ctxcloud.plugins.context.models import Project
 
     missing = peewee.Table("no_such_table_for_leak_test")
     patch.setattr(
@@ -500,7 +500,7 @@ def _driver_error(app, client, h, pid, patch):
 
 
 def _integrity_error(app, client, h, pid, patch):
-    from ctxcloud.plugins.projects import service
+    from ctxcloud.plugins.context import projects as service
 
     error = peewee.IntegrityError(
         'duplicate key value violates unique constraint "project_tenant_id_slug" '
@@ -511,7 +511,7 @@ def _integrity_error(app, client, h, pid, patch):
 
 
 def _operational_error(app, client, h, pid, patch):
-    from ctxcloud.plugins.projects import service
+    from ctxcloud.plugins.context import projects as service
 
     error = peewee.OperationalError(
         'connection to server at "10.0.0.7", port 5432 failed: FATAL: password '

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ctxcloud.plugins.auth_apikey.keys import (
     KEY_EXAMPLE,
     KEY_PATTERN,

@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+
 from ctxcloud import create_app
 from ctxcloud.settings import ConfigError
 

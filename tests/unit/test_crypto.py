@@ -17,6 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ctxcloud import crypto
 from ctxcloud.crypto import (
     SEGMENT_SIZE,
@@ -31,8 +34,6 @@ from ctxcloud.crypto import (
     new_data_key,
     plaintext_size,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 S = SEGMENT_SIZE
 STRIDE = S + TAG_SIZE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flask
+
 from ctxcloud.auth import deferring_credential_checks
 from ctxcloud.plugins.tenants.revocation import CredentialCache
 

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import redis
+
 from ctxcloud.bulkhead import Bulkhead, default_slots
 from ctxcloud.db import postgres_bounds
 from ctxcloud.plugins.storage_s3.backend import RetryBudget, S3Storage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 import pytest
+
 from ctxcloud.migrations import Migration, applied, ordered, pending, upgrade
 from ctxcloud.settings import ConfigError
 

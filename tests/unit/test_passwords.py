@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ctxcloud.plugins.users import config_defaults
 from ctxcloud.plugins.users.passwords import Passwords, generate_password, passwords, policy_errors
 
@@ -41,7 +42,7 @@ def test_argon2id_with_the_given_costs():
 
 
 def test_production_grade_defaults_and_cheap_test_costs(app):
-    assert config_defaults() == {
+    assert {name: v for name, v in config_defaults().items() if "PASSWORD" in name} == {
         "PASSWORD_HASH_TIME_COST": 3,
         "PASSWORD_HASH_MEMORY_COST": 65536,
         "PASSWORD_HASH_PARALLELISM": 4,

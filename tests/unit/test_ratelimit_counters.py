@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis
+
 from ctxcloud import ratelimit
 from ctxcloud.ratelimit import ProcessCounters, RedisCounters, parse_limit
-
 from tests.support import redisdb
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from ctxcloud.read_ahead import ReadAhead
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from ctxcloud.errors import Unavailable
 from ctxcloud.plugins.tenants.revocation import (
     CredentialCache,
@@ -11,9 +14,6 @@ from ctxcloud.plugins.tenants.revocation import (
     RedisGenerations,
     scope_of,
 )
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from tests.support import redisdb
 
 

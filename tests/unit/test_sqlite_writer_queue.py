@@ -6,6 +6,7 @@ import threading
 
 import peewee
 import pytest
+
 from ctxcloud.db import QueuedSqliteDatabase
 
 

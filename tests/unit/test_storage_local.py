@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ctxcloud.plugins.storage_local import backend as local_backend
 from ctxcloud.plugins.storage_local.backend import TEMP_DIR, LocalStorage
 from ctxcloud.storage import (
@@ -30,8 +33,6 @@ from ctxcloud.storage import (
     validate_prefix,
 )
 from ctxcloud.testing.storage_conformance import INVALID_KEYS, INVALID_PREFIXES, StorageConformance
-from hypothesis import given
-from hypothesis import strategies as st
 
 MiB = 1024 * 1024
 

@@ -17,6 +17,7 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
+
 from ctxcloud.plugins.storage_s3.backend import S3Storage, _new_session
 from ctxcloud.plugins.storage_s3.settings import DEFAULTS, MIN_PART_SIZE, S3Settings
 from ctxcloud.settings import ConfigError

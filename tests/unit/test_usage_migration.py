@@ -5,15 +5,14 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
+
 from ctxcloud.db import open_database
 from ctxcloud.migrations import upgrade
 from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
-from ctxcloud.plugins.projects.migrations import MIGRATIONS as PROJECTS
 from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
-
 from tests.stack import postgres_database
 
-BEFORE_USAGE = [m for m in TENANTS + PROJECTS + CONTEXT if m.id.endswith("_initial")]
+BEFORE_USAGE = [m for m in TENANTS + CONTEXT if m.id.endswith("_initial")]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -53,6 +52,6 @@ def test_existing_bytes_are_counted_when_the_usage_table_arrives(db):
             ),
             (project, path, revision, deleted, key, size),
         )
-    upgrade(db, TENANTS + PROJECTS + CONTEXT)
+    upgrade(db, TENANTS + CONTEXT)
     rows = dict(db.execute_sql("SELECT tenant_id, storage_bytes FROM tenant_usage").fetchall())
     assert rows == {"tnt_a": 137, "tnt_c": 5}

@@ -9,12 +9,13 @@ from typing import Any
 
 import flask
 import peewee
+
 from ctxcloud import objects
 from ctxcloud.auth import Actor
 from ctxcloud.db import PreparedSelect, database, for_update, utcnow
 from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ctxcloud.ids import new_id
-from ctxcloud.plugins.projects.models import Project
+from ctxcloud.plugins.context.models import Project
 from ctxcloud.plugins.tenants import quotas
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import marshmallow as ma
-from ctxcloud.fields import Timestamp
-from ctxcloud.plugins.projects.service import SLUG_PATTERN
 from marshmallow import validate
+
+from ctxcloud.fields import Timestamp
+from ctxcloud.plugins.context.projects import SLUG_PATTERN
 
 _slug = validate.Regexp(SLUG_PATTERN, error="Lowercase letters, digits and inner hyphens, 1-63.")
 

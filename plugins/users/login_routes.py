@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import flask
+from flask.views import MethodView
+
 from ctxcloud.auth import current_actor, public, requires_authentication
 from ctxcloud.blueprint import Blueprint
 from ctxcloud.errors import Unauthorized
-from ctxcloud.plugins.auth_jwt import service
-from ctxcloud.plugins.auth_jwt.schemas import LoginSchema, TokenSchema
-from ctxcloud.plugins.auth_jwt.verify import presented_token
-from flask.views import MethodView
+from ctxcloud.plugins.users import logins as service
+from ctxcloud.plugins.users.login_schemas import LoginSchema, TokenSchema
+from ctxcloud.plugins.users.verify import presented_token
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 BEARER_TOKEN = [{"bearerAuth": []}]

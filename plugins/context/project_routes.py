@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from flask.views import MethodView
+
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import current_actor, requires
 from ctxcloud.blueprint import Blueprint
-from ctxcloud.plugins.projects import service
-from ctxcloud.plugins.projects.schemas import (
+from ctxcloud.plugins.context import projects as service
+from ctxcloud.plugins.context.project_schemas import (
     ProjectCreateSchema,
     ProjectSchema,
     ProjectUpdateSchema,
 )
-from flask.views import MethodView
 
 blp = Blueprint(
     "projects",

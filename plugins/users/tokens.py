@@ -13,8 +13,9 @@ from typing import Any
 import flask
 import flask_jwt_extended
 import jwt
-from ctxcloud.errors import Unauthorized
 from flask_jwt_extended.exceptions import JWTExtendedException
+
+from ctxcloud.errors import Unauthorized
 
 ACCESS, REFRESH = "access", "refresh"
 

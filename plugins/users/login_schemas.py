@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import marshmallow as ma
-from ctxcloud.plugins.users.passwords import MAX_LENGTH
 from marshmallow import validate
+
+from ctxcloud.plugins.users.passwords import MAX_LENGTH
 
 
 class LoginSchema(ma.Schema):

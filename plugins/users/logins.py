@@ -12,25 +12,25 @@ import datetime
 from typing import Any
 
 import flask
+
 from ctxcloud import ratelimit
 from ctxcloud.auth import Actor, emit_audit
 from ctxcloud.db import database, for_update, utcnow
 from ctxcloud.errors import BadRequest, Unauthorized
 from ctxcloud.ids import new_id
-from ctxcloud.plugins.auth_jwt.models import TokenFamily
-from ctxcloud.plugins.auth_jwt.tokens import (
+from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.plugins.tenants.revocation import credentials_changed
+from ctxcloud.plugins.tenants.service import refuse_suspended, tenant_by_slug
+from ctxcloud.plugins.users.models import TokenFamily, User
+from ctxcloud.plugins.users.passwords import passwords
+from ctxcloud.plugins.users.service import normalize_username, user_by_username
+from ctxcloud.plugins.users.tokens import (
     REFRESH,
     decode,
     issue_tokens,
     new_jti,
     refresh_lifetime,
 )
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
-from ctxcloud.plugins.tenants.service import refuse_suspended, tenant_by_slug
-from ctxcloud.plugins.users.models import User
-from ctxcloud.plugins.users.passwords import passwords
-from ctxcloud.plugins.users.service import normalize_username, user_by_username
 
 BAD_LOGIN = "Invalid tenant, username or password."
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 
 import flask
+
 from ctxcloud.auth import Actor
 from ctxcloud.errors import Unauthorized
-from ctxcloud.plugins.auth_jwt.models import TokenFamily
-from ctxcloud.plugins.auth_jwt.tokens import ACCESS, TokenExpired, decode
 from ctxcloud.plugins.tenants.models import Tenant
 from ctxcloud.plugins.tenants.revocation import (
     CachedCredential,
@@ -22,7 +21,8 @@ from ctxcloud.plugins.tenants.revocation import (
     credentials,
     scope_of,
 )
-from ctxcloud.plugins.users.models import User
+from ctxcloud.plugins.users.models import TokenFamily, User
+from ctxcloud.plugins.users.tokens import ACCESS, TokenExpired, decode
 from ctxcloud.roles import ROLE_PERMISSIONS
 
 CACHE = "jwt"
