@@ -183,7 +183,9 @@ class Nginx:
         """nginx's JSON access log (what it answered itself, and failures)."""
         import json
 
-        lines = self.access_log.read_text(errors="replace").splitlines()
+        text = self.access_log.read_text(errors="replace")
+        # Only whole lines: nginx may be writing the last one while it is read.
+        lines = text.split("\n")[:-1]
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
