@@ -1,49 +1,51 @@
-"""The ``ctxcloud`` command line: a Flask CLI group on create_app; plugins add their commands."""
+"""The core's commands (db, keys, storage) and what every command shares (one JSON object with
+--json, problems as one-line errors, a tenant from its slug); plugins add theirs.
+
+The console script itself is ctxcloud.console (it builds the app)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 import flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from ctxcloud import keystore, storage_gc
 from ctxcloud.db import describe_database
+from ctxcloud.errors import ProblemError
 from ctxcloud.migrations import Migration, pending, upgrade
-from ctxcloud.settings import ConfigError
 from ctxcloud.storage import StorageError
+from ctxcloud.tenancy.lifecycle import tenant_by_slug
+from ctxcloud.tenancy.models import Tenant
 
 # Below this, `storage gc` warns: an upload in progress (or its commit) may outlast the grace.
 MIN_SAFE_GRACE = 3600.0
 
 
-def _create_app() -> flask.Flask:
-    from ctxcloud.factory import create_app
-
-    return create_app()
-
-
-@click.group(
-    cls=FlaskGroup,
-    create_app=_create_app,
-    add_default_commands=False,
-    add_version_option=False,
-    load_dotenv=False,
-    set_debug_flag=False,
-)
-def cli_group() -> None:
-    """ctxcloud: versioned project context, multi-tenant."""
-
-
-def main() -> None:
-    """The console script: a configuration problem is one clear line and exit status 2."""
+@contextmanager
+def problems_as_click_errors() -> Iterator[None]:
+    """A service's typed error becomes a one-line message and exit status 1."""
     try:
-        cli_group(standalone_mode=True)
-    except ConfigError as exc:
-        click.echo(f"ctxcloud: configuration error: {exc}", err=True)
-        raise SystemExit(2) from None
+        yield
+    except ProblemError as exc:
+        errors = exc.extra.get("errors") or {}
+        details = "; ".join(
+            f"{field}: {' '.join(map(str, messages)) if isinstance(messages, list) else messages}"
+            for field, messages in errors.items()
+        )
+        raise click.ClickException(f"{exc.detail} {details}".strip()) from None
+
+
+def tenant_from_slug(slug: str) -> Tenant:
+    """The tenant of a command's SLUG argument; a clear error when there is none."""
+    tenant = tenant_by_slug(slug)
+    if tenant is None:
+        raise click.ClickException(f"no tenant with the slug {slug!r}")
+    return tenant
 
 
 def emit(data: dict[str, Any], as_json: bool, human: str) -> None:

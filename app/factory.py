@@ -33,6 +33,7 @@ from ctxcloud.settings import (
     require_production_settings,
 )
 from ctxcloud.storage import StorageBackend, StorageUnavailable
+from ctxcloud.tenancy.options import TenantOptions
 
 # Secrets the embedded default generates and production must be given.
 GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")
@@ -51,6 +52,7 @@ class CtxCloud:
     keystore: Keystore
     redis: redis.Redis | None
     storage_bulkhead: Bulkhead
+    tenant_options: TenantOptions | None = None
     api: Api | None = None
     permissions: dict[str, str] = field(default_factory=dict)
     health_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
@@ -83,6 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         storage_bulkhead=_storage_bulkhead(app.config),
     )
     app.extensions["ctxcloud"] = ext
+    ext.tenant_options = TenantOptions.collect(pm.hook.tenant_options(), app.config)
     # Every request body is bounded; routes that stream entries raise their own limit.
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_JSON_BYTES"])
     if app.config["TRUSTED_PROXY_HOPS"]:
@@ -95,6 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     ext.api = Api(app)
     register_error_handlers(app)
     _register_routes(app, ext)
+    _document_tenant_options(ext)
     init_metrics(app)
     ext.permissions = {
         "platform:admin": PERMISSIONS["platform:admin"],
@@ -161,6 +165,17 @@ def _register_routes(app: flask.Flask, ext: CtxCloud) -> None:
             )
         prefixes[prefix] = blp.name
         ext.api.register_blueprint(blp)
+
+
+def _document_tenant_options(ext: CtxCloud) -> None:
+    """The tenant config API's quotas and settings are whatever the plugins declared: their
+    OpenAPI components are drawn from the declarations, once they are known."""
+    assert ext.api is not None and ext.tenant_options is not None
+    components = ext.api.spec.components
+    for name, schema in ext.tenant_options.openapi(ext.api.ma_plugin.converter).items():
+        components.schemas.pop(name, None)
+        components.schemas_lazy.pop(name, None)
+        components.schema(name, schema)
 
 
 def _check_route_permissions(app: flask.Flask, permissions: Mapping[str, str]) -> None:

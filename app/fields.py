@@ -21,3 +21,13 @@ class Timestamp(ma.fields.DateTime):
         if value.tzinfo is not None:
             value = value.astimezone(datetime.UTC).replace(tzinfo=None)
         return value.isoformat(timespec="milliseconds") + "Z"
+
+
+class AwareTimestamp(Timestamp):
+    """A Timestamp that, as input, must carry an offset; it is kept as naive UTC."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        if moment.tzinfo is None:
+            raise ma.ValidationError("Give the offset, e.g. 2030-01-01T00:00:00Z.")
+        return moment.astimezone(datetime.UTC).replace(tzinfo=None)

@@ -154,6 +154,20 @@ def tenant_resolved(tenant: Any, actor: Actor) -> None:
 
 
 @hookspec
+def tenant_options() -> list[Any] | None:
+    """The quotas and settings this plugin gives every tenant: ``ctxcloud.Quota`` and
+    ``ctxcloud.Setting`` declarations (name, marshmallow field, service default, description).
+
+    Quotas are set by platform operators, settings by the tenant's owner. Every declared
+    option shows in the tenant config API (`GET|PATCH /api/v1/tenants/{id}/config`,
+    `PATCH /api/v1/tenant/settings`), is validated with its field, and is documented in the
+    OpenAPI document; read it with ``tenant.quota(name)`` / ``tenant.setting(name)`` and
+    enforce a count quota with ``ctxcloud.check_quota``. Two plugins declaring the same name
+    stop the start.
+    """
+
+
+@hookspec
 def tenant_deleting(tenant: Any) -> list[str] | None:
     """A tenant is being deleted: called inside the deleting transaction.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,12 @@ from ctxcloud import hookspecs
 from ctxcloud.settings import ConfigError
 
 ENTRY_POINT_GROUP = "ctxcloud.plugins"
+# The core's own hook implementations, registered before any entry point and never blockable
+# (pytest's essential plugins): what no request can do without.
+ESSENTIAL_PLUGINS = {
+    "core.tenancy": "ctxcloud.tenancy.essentials",
+    "core.permissions": "ctxcloud.permissions",
+}
 
 
 class PluginError(ConfigError):
@@ -39,12 +46,22 @@ def build_plugin_manager(
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
+    essential = sorted(set(blocked) & set(ESSENTIAL_PLUGINS))
+    if essential:
+        raise PluginError(
+            f"CTXCLOUD_DISABLED_PLUGINS names {', '.join(essential)}: the core cannot run "
+            "without them, so they cannot be disabled"
+        )
+    for name, module in ESSENTIAL_PLUGINS.items():
+        pm.register(importlib.import_module(module), name=name)
     for name in blocked:
         pm.set_blocked(name)
     seen: dict[str, str] = {}
     dists: dict[str, importlib.metadata.Distribution] = {}
     for dist, entry_point in _entry_points():
         owner = f"{dist.metadata['Name']} ({entry_point.value})"
+        if entry_point.name in ESSENTIAL_PLUGINS:
+            raise PluginError(f"{owner} takes the name of the core's plugin {entry_point.name!r}")
         if entry_point.name in seen:
             if seen[entry_point.name] == owner:
                 continue  # the same distribution found twice on sys.path

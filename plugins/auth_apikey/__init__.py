@@ -5,12 +5,26 @@ from __future__ import annotations
 from ctxcloud.hookspecs import hookimpl
 from ctxcloud.plugins.auth_apikey.migrations import MIGRATIONS
 from ctxcloud.plugins.auth_apikey.verify import presented_key, verify_api_key
+from ctxcloud.tenancy.options import Count, Quota
 
 
 @hookimpl
 def config_defaults():
     # Seconds between two writes of a key's last-used time.
-    return {"API_KEY_LAST_USED_INTERVAL": 60}
+    return {"API_KEY_LAST_USED_INTERVAL": 60, "MAX_API_KEYS": None}
+
+
+@hookimpl
+def tenant_options():
+    return [
+        Quota(
+            "max_api_keys",
+            Count(0),
+            default="MAX_API_KEYS",
+            description="Live (unrevoked, unexpired) API keys the tenant may have",
+            example=200,
+        )
+    ]
 
 
 @hookimpl

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit
+from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
 from ctxcloud.plugins.auth_apikey import service
 from ctxcloud.plugins.auth_apikey.schemas import ApiKeyCreatedSchema
-from ctxcloud.plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -7,9 +7,8 @@ import datetime
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import Timestamp
+from ctxcloud.fields import AwareTimestamp, Timestamp
 from ctxcloud.plugins.auth_apikey.keys import KEY_EXAMPLE
-from ctxcloud.plugins.tenants.schemas import AwareTimestamp
 
 _id_list = {"validate": validate.Length(max=1000)}
 EXAMPLE_LIFETIME = datetime.timedelta(days=90)

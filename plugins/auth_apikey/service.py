@@ -14,10 +14,10 @@ from ctxcloud.errors import Forbidden, NotFound, ValidationFailed
 from ctxcloud.ids import new_id
 from ctxcloud.plugins.auth_apikey.keys import generate_key, key_hash
 from ctxcloud.plugins.auth_apikey.models import ApiKey
-from ctxcloud.plugins.tenants import quotas
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
 from ctxcloud.roles import PLATFORM_PERMISSIONS
+from ctxcloud.tenancy import quotas
+from ctxcloud.tenancy.credentials import credentials_changed
+from ctxcloud.tenancy.models import Tenant
 
 PLATFORM_SCOPE = "platform:admin"
 

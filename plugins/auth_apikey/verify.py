@@ -1,7 +1,7 @@
 """Verifying a presented API key: from memory on the hot path, from the database on a miss.
 
 A request costs one HMAC, one dict lookup and one generation read (see
-plugins/tenants/revocation.py); the database is read only for a key this process has not
+app/tenancy/credentials.py); the database is read only for a key this process has not
 verified under the tenant's current generation, and written at most once a minute per key
 (its last-used time).
 """
@@ -22,13 +22,13 @@ from ctxcloud.errors import Unauthorized
 from ctxcloud.plugins.auth_apikey.keys import key_hash, key_prefix
 from ctxcloud.plugins.auth_apikey.models import ApiKey
 from ctxcloud.plugins.auth_apikey.service import pepper
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import (
+from ctxcloud.tenancy.credentials import (
     CachedCredential,
     CredentialCache,
     credentials,
     scope_of,
 )
+from ctxcloud.tenancy.models import Tenant
 
 log = logging.getLogger("ctxcloud.auth")
 CACHE = "api_key"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ctxcloud.hookspecs import hookimpl
 from ctxcloud.plugins.context.migrations import MIGRATIONS
+from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE, declared
 
 
 @hookimpl
@@ -14,10 +15,18 @@ def config_defaults():
     # REVISIONS_KEPT: None keeps every revision; N keeps the last N readable (context prune).
     # MANIFEST_CACHE_BYTES: serialized manifests kept per process (0: none).
     return {
+        "MAX_PROJECTS": None,
+        "DEFAULT_CONTENT_TYPE": DEFAULT_CONTENT_TYPE,
+        "ALLOWED_CONTENT_TYPES": None,
         "MAX_ENTRY_BYTES": 5 * 1024**3,
         "REVISIONS_KEPT": None,
         "MANIFEST_CACHE_BYTES": 16 * 1024**2,
     }
+
+
+@hookimpl
+def tenant_options():
+    return declared()
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 
 from ctxcloud.plugins.context.models import Project
 from ctxcloud.plugins.context.pruning import prune_project
-from ctxcloud.plugins.tenants.models import Tenant
+from ctxcloud.tenancy.models import Tenant
 
 
 @click.group("context")

@@ -21,8 +21,9 @@ from ctxcloud.errors import (
     ValidationFailed,
 )
 from ctxcloud.plugins.context.models import EntryVersion
+from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import existing_path, validate_path
-from ctxcloud.plugins.context.service import DEFAULT_CONTENT_TYPE, Preconditions
+from ctxcloud.plugins.context.service import Preconditions
 from ctxcloud.storage import CHUNK_SIZE
 
 METADATA_HEADER = "Entry-Metadata"

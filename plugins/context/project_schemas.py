@@ -6,9 +6,9 @@ import marshmallow as ma
 from marshmallow import validate
 
 from ctxcloud.fields import Timestamp
-from ctxcloud.plugins.context.projects import SLUG_PATTERN
+from ctxcloud.ids import SLUG_PATTERN, SLUG_RULE
 
-_slug = validate.Regexp(SLUG_PATTERN, error="Lowercase letters, digits and inner hyphens, 1-63.")
+_slug = validate.Regexp(SLUG_PATTERN, error=SLUG_RULE)
 
 
 class ProjectSchema(ma.Schema):

@@ -14,11 +14,10 @@ from ctxcloud import objects
 from ctxcloud.auth import Actor
 from ctxcloud.db import PreparedSelect, database, for_update, utcnow
 from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from ctxcloud.ids import new_id
+from ctxcloud.ids import SLUG_PATTERN, new_id
 from ctxcloud.plugins.context.models import Project
-from ctxcloud.plugins.tenants import quotas
+from ctxcloud.tenancy import quotas
 
-SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_METADATA_BYTES = 64 * 1024
 _slug_re = re.compile(SLUG_PATTERN)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ctxcloud import objects
 from ctxcloud.db import database, for_update
 from ctxcloud.plugins.context.models import EntryVersion, Project
-from ctxcloud.plugins.tenants import quotas
+from ctxcloud.tenancy import quotas
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,12 @@ from ctxcloud.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ctxcloud.plugins.context import projects
+from ctxcloud.plugins.context import options, projects
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
+from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
-from ctxcloud.plugins.tenants import config as tenant_config
-from ctxcloud.plugins.tenants import quotas
+from ctxcloud.tenancy import quotas
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TEXT_TYPES = {
     "application/json",
     "application/xml",
@@ -86,7 +85,7 @@ def entry_limit(tenant: Any) -> int:
 
 def check_content_type(tenant: Any, content_type: str) -> None:
     """415 unless the tenant's allowed_content_types admit `content_type`."""
-    if tenant is not None and not tenant_config.allows_content_type(tenant, content_type):
+    if tenant is not None and not options.allows_content_type(tenant, content_type):
         base = content_type.split(";", 1)[0].strip()
         raise UnsupportedMediaType(
             f"The tenant allows no entries of type {base!r}.",

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
-import marshmallow as ma
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit
-from ctxcloud.errors import ProblemError, ValidationFailed
-from ctxcloud.plugins.tenants import service
-from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
-from ctxcloud.plugins.tenants.models import DELETING, Tenant
+from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
 from ctxcloud.plugins.tenants.schemas import TenantSchema, UsageSchema
-
-
-@contextmanager
-def problems_as_click_errors() -> Iterator[None]:
-    """A service's typed error becomes a one-line message and exit status 1."""
-    try:
-        yield
-    except ProblemError as exc:
-        errors = exc.extra.get("errors") or {}
-        details = "; ".join(
-            f"{field}: {' '.join(map(str, messages)) if isinstance(messages, list) else messages}"
-            for field, messages in errors.items()
-        )
-        raise click.ClickException(f"{exc.detail} {details}".strip()) from None
-
-
-def tenant_from_slug(slug: str) -> Tenant:
-    tenant = service.tenant_by_slug(slug)
-    if tenant is None:
-        raise click.ClickException(f"no tenant with the slug {slug!r}")
-    return tenant
+from ctxcloud.tenancy import lifecycle as service
+from ctxcloud.tenancy.models import DELETING
+from ctxcloud.tenancy.options import tenant_options
 
 
 @click.group("tenants")
@@ -110,12 +85,8 @@ def tenant_config(slug: str, quotas: tuple[str, ...], settings: tuple[str, ...])
     }
     with problems_as_click_errors():
         if changes:
-            try:
-                changes = TenantConfigChangeSchema().load(changes)
-            except ma.ValidationError as exc:
-                raise ValidationFailed(exc.messages) from None
-            tenant = service.update_config(tenant.id, changes)
-    click.echo(json.dumps(TenantConfigSchema().dump(tenant.effective_config), sort_keys=True))
+            tenant = service.update_config(tenant.id, tenant_options().validate_change(changes))
+    click.echo(json.dumps(tenant.effective_config, sort_keys=True))
 
 
 @tenants_group.command("usage")

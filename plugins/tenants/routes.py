@@ -9,20 +9,18 @@ from flask.views import MethodView
 from ctxcloud.api import page_and_size
 from ctxcloud.auth import Actor, current_actor, requires, requires_authentication
 from ctxcloud.blueprint import Blueprint
-from ctxcloud.plugins.tenants import service
-from ctxcloud.plugins.tenants.config import (
-    SettingsSchema,
-    TenantConfigChangeSchema,
-    TenantConfigSchema,
-)
 from ctxcloud.plugins.tenants.schemas import (
     OwnTenantSchema,
+    TenantConfigChangeSchema,
+    TenantConfigSchema,
     TenantCreateSchema,
     TenantSchema,
     TenantUpdateSchema,
     UsageSchema,
     WhoamiSchema,
 )
+from ctxcloud.tenancy import lifecycle as service
+from ctxcloud.tenancy.options import DeclaredSettings, tenant_options
 
 MAX_PAGE_SIZE = 1000
 
@@ -148,6 +146,7 @@ class TenantConfig(MethodView):
         server process applies the change on its next request. Lowering a quota below the
         current usage keeps the data and refuses further growth.
         """
+        changes = tenant_options().validate_change(changes)
         return service.update_config(tenant_id, changes).effective_config
 
 
@@ -182,7 +181,7 @@ class OwnTenant(MethodView):
 @own_tenant_blp.route("/settings")
 class OwnTenantSettings(MethodView):
     @requires("tenant:admin")
-    @own_tenant_blp.arguments(SettingsSchema)
+    @own_tenant_blp.arguments(DeclaredSettings)
     @own_tenant_blp.response(200, TenantConfigSchema)
     @own_tenant_blp.alt_response(422, response="ValidationError")
     def patch(self, settings):
@@ -192,7 +191,8 @@ class OwnTenantSettings(MethodView):
         platform's `revisions_kept` quota); null returns a setting to the default. Quotas are
         the platform's and cannot be changed here.
         """
-        tenant = service.update_config(current_actor().tenant_id, {"settings": settings})
+        changes = tenant_options().validate_change({"settings": settings}, kinds=("settings",))
+        tenant = service.update_config(current_actor().tenant_id, changes)
         return tenant.effective_config
 
 

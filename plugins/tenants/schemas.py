@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
-import datetime
-from typing import Any
-
 import marshmallow as ma
 from marshmallow import validate
 
 from ctxcloud.fields import Timestamp
-from ctxcloud.plugins.tenants.config import TenantConfigChangeSchema, TenantConfigSchema
-from ctxcloud.plugins.tenants.models import STATUSES
+from ctxcloud.tenancy.models import STATUSES
+from ctxcloud.tenancy.options import DeclaredQuotas, DeclaredSettings
+
+
+class TenantConfigChangeSchema(ma.Schema):
+    """A change of quotas and/or settings; a null value returns to the service default."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    quotas = ma.fields.Nested(
+        DeclaredQuotas,
+        metadata={"description": "Quotas to change; null returns one to the default"},
+    )
+    settings = ma.fields.Nested(
+        DeclaredSettings,
+        metadata={"description": "Settings to change; null returns one to the default"},
+    )
+
+
+class TenantConfigSchema(ma.Schema):
+    quotas = ma.fields.Nested(
+        DeclaredQuotas, metadata={"description": "Effective quotas (null: unlimited)"}
+    )
+    settings = ma.fields.Nested(DeclaredSettings, metadata={"description": "Effective settings"})
+    overrides = ma.fields.Nested(
+        TenantConfigChangeSchema,
+        metadata={
+            "description": "What this tenant sets itself; everything else is the service default",
+            "example": {"quotas": {"max_projects": 100}, "settings": {}},
+        },
+    )
+
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$"
-
-
-class AwareTimestamp(Timestamp):
-    """A Timestamp that, as input, must carry an offset; it is kept as naive UTC."""
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        moment = super()._deserialize(value, attr, data, **kwargs)
-        if moment.tzinfo is None:
-            raise ma.ValidationError("Give the offset, e.g. 2030-01-01T00:00:00Z.")
-        return moment.astimezone(datetime.UTC).replace(tzinfo=None)
 
 
 _slug = validate.Regexp(SLUG_PATTERN, error="2-63 lowercase letters, digits and inner hyphens.")

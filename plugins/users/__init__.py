@@ -9,6 +9,7 @@ from flask_jwt_extended import JWTManager
 from ctxcloud.hookspecs import hookimpl
 from ctxcloud.plugins.users.migrations import MIGRATIONS
 from ctxcloud.plugins.users.verify import presented_token, verify_access_token
+from ctxcloud.tenancy.options import Count, Quota
 
 
 @hookimpl
@@ -19,11 +20,25 @@ def config_defaults():
         "PASSWORD_HASH_TIME_COST": 3,  # nosec B105
         "PASSWORD_HASH_MEMORY_COST": 65536,  # nosec B105
         "PASSWORD_HASH_PARALLELISM": 4,  # nosec B105
+        "MAX_USERS": None,
         "JWT_ACCESS_TOKEN_EXPIRES": 15 * 60,
         "JWT_REFRESH_TOKEN_EXPIRES": 30 * 24 * 3600,
         "JWT_ISSUER": "ctxcloud",
         "JWT_AUDIENCE": "ctxcloud-api",
     }
+
+
+@hookimpl
+def tenant_options():
+    return [
+        Quota(
+            "max_users",
+            Count(0),
+            default="MAX_USERS",
+            description="Users the tenant may have",
+            example=50,
+        )
+    ]
 
 
 @hookimpl

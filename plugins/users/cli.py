@@ -7,8 +7,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit
-from ctxcloud.plugins.tenants.cli import problems_as_click_errors, tenant_from_slug
+from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
 from ctxcloud.plugins.users import service
 from ctxcloud.plugins.users.passwords import generate_password
 from ctxcloud.plugins.users.schemas import UserSchema

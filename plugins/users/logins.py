@@ -18,9 +18,6 @@ from ctxcloud.auth import Actor, emit_audit
 from ctxcloud.db import database, for_update, utcnow
 from ctxcloud.errors import BadRequest, Unauthorized
 from ctxcloud.ids import new_id
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
-from ctxcloud.plugins.tenants.service import refuse_suspended, tenant_by_slug
 from ctxcloud.plugins.users.models import TokenFamily, User
 from ctxcloud.plugins.users.passwords import passwords
 from ctxcloud.plugins.users.service import normalize_username, user_by_username
@@ -31,6 +28,9 @@ from ctxcloud.plugins.users.tokens import (
     new_jti,
     refresh_lifetime,
 )
+from ctxcloud.tenancy.credentials import credentials_changed
+from ctxcloud.tenancy.lifecycle import refuse_suspended, tenant_by_slug
+from ctxcloud.tenancy.models import Tenant
 
 BAD_LOGIN = "Invalid tenant, username or password."
 

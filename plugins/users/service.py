@@ -18,12 +18,12 @@ from ctxcloud.auth import Actor, emit_audit
 from ctxcloud.db import database, for_update, utcnow
 from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ctxcloud.ids import new_id
-from ctxcloud.plugins.tenants import quotas
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
 from ctxcloud.plugins.users.models import User
 from ctxcloud.plugins.users.passwords import passwords, policy_errors
 from ctxcloud.roles import ROLE_PERMISSIONS, ROLES
+from ctxcloud.tenancy import quotas
+from ctxcloud.tenancy.credentials import credentials_changed
+from ctxcloud.tenancy.models import Tenant
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 OWNER = "owner"

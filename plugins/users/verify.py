@@ -2,7 +2,7 @@
 
 The first use of a token in a process decodes it and reads its login, user and tenant; later
 uses cost a dict lookup, an expiry check and one generation read (see
-plugins/tenants/revocation.py), so a revoked login, a disabled or deleted user, a changed
+app/tenancy/credentials.py), so a revoked login, a disabled or deleted user, a changed
 role or a suspended tenant applies on the very next request, on every process.
 """
 
@@ -14,16 +14,16 @@ import flask
 
 from ctxcloud.auth import Actor
 from ctxcloud.errors import Unauthorized
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import (
+from ctxcloud.plugins.users.models import TokenFamily, User
+from ctxcloud.plugins.users.tokens import ACCESS, TokenExpired, decode
+from ctxcloud.roles import ROLE_PERMISSIONS
+from ctxcloud.tenancy.credentials import (
     CachedCredential,
     CredentialCache,
     credentials,
     scope_of,
 )
-from ctxcloud.plugins.users.models import TokenFamily, User
-from ctxcloud.plugins.users.tokens import ACCESS, TokenExpired, decode
-from ctxcloud.roles import ROLE_PERMISSIONS
+from ctxcloud.tenancy.models import Tenant
 
 CACHE = "jwt"
 

@@ -21,7 +21,7 @@ from ctxcloud.cli import all_migrations
 from ctxcloud.db import open_database
 from ctxcloud.migrations import upgrade
 from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
-from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
+from ctxcloud.tenancy.migrations import MIGRATIONS as TENANTS
 from tests.stack import postgres_database
 from tests.support.context import context_url, create_project, entry_url, put_entry
 from tests.support.factories import bearer, make_api_key

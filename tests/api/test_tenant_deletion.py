@@ -74,9 +74,8 @@ def rows_of(app, tenant_id: str, project_ids: list[str]) -> dict[str, int]:
     """How many rows of each kind the tenant has in the database."""
     from ctxcloud.plugins.auth_apikey.models import ApiKey
     from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
-    from ctxcloud.plugins.tenants.models import Tenant
-    from ctxcloud.plugins.tenants.quotas import TenantUsage
     from ctxcloud.plugins.users.models import TokenFamily, User
+    from ctxcloud.tenancy.models import Tenant, TenantUsage
 
     with app.app_context():
         counts = {
@@ -206,7 +205,7 @@ def test_deleting_a_tenant_removes_everything_it_owns_and_nothing_of_another(
         "users": 0,
         "api_keys": 0,
     }
-    from ctxcloud.plugins.tenants.models import Tenant
+    from ctxcloud.tenancy.models import Tenant
 
     with app.app_context():
         new_tenant = Tenant.get_by_id(reborn_id)

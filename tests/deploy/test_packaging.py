@@ -64,5 +64,5 @@ def test_the_wheel_installs_only_ctxcloud(tmp_path):
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         text = archive.read(entry_points).decode()
-    assert "ctxcloud = ctxcloud.cli:main" in text
+    assert "ctxcloud = ctxcloud.console:main" in text
     assert "storage_local = ctxcloud.plugins.storage_local" in text

@@ -360,7 +360,7 @@ def test_concurrent_user_creations_never_pass_max_users(deployed, tenant):
 
 def test_the_usage_lock_is_taken_on_a_tenants_first_quota_checked_write(deployed):
     from ctxcloud.db import database
-    from ctxcloud.plugins.tenants import quotas
+    from ctxcloud.tenancy import quotas
 
     fresh = make_tenant(deployed.app, slug=f"quota-{next(_serial)}")
     with deployed.app.app_context():
@@ -376,8 +376,8 @@ def test_the_usage_lock_is_taken_on_a_tenants_first_quota_checked_write(deployed
 )
 def test_a_tenants_first_concurrent_writes_are_not_refused_while_they_fit(deployed, monkeypatch):
     from ctxcloud.db import database
-    from ctxcloud.plugins.tenants import quotas
-    from ctxcloud.plugins.tenants.models import Tenant as TenantRow
+    from ctxcloud.tenancy import quotas
+    from ctxcloud.tenancy.models import Tenant as TenantRow
 
     fresh = make_tenant(deployed.app, slug=f"quota-{next(_serial)}")
     with deployed.app.app_context():

@@ -8,13 +8,13 @@ from collections.abc import Iterable
 
 from ctxcloud.plugins.auth_apikey import service as api_keys
 from ctxcloud.plugins.auth_apikey.models import ApiKey
-from ctxcloud.plugins.tenants import service as tenants
-from ctxcloud.plugins.tenants.models import Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
 from ctxcloud.plugins.users import service as users
 from ctxcloud.plugins.users.models import User
 from ctxcloud.plugins.users.passwords import generate_password
 from ctxcloud.roles import TENANT_PERMISSIONS
+from ctxcloud.tenancy import lifecycle as tenants
+from ctxcloud.tenancy.credentials import credentials_changed
+from ctxcloud.tenancy.models import Tenant
 
 _serial = itertools.count(1)
 

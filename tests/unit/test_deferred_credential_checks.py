@@ -5,7 +5,7 @@ from __future__ import annotations
 import flask
 
 from ctxcloud.auth import deferring_credential_checks
-from ctxcloud.plugins.tenants.revocation import CredentialCache
+from ctxcloud.tenancy.credentials import CredentialCache
 
 
 class CountingRedisGenerations:

@@ -8,7 +8,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ctxcloud.errors import Unavailable
-from ctxcloud.plugins.tenants.revocation import (
+from ctxcloud.tenancy.credentials import (
     CredentialCache,
     FileGenerations,
     RedisGenerations,

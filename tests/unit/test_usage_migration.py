@@ -9,7 +9,7 @@ import pytest
 from ctxcloud.db import open_database
 from ctxcloud.migrations import upgrade
 from ctxcloud.plugins.context.migrations import MIGRATIONS as CONTEXT
-from ctxcloud.plugins.tenants.migrations import MIGRATIONS as TENANTS
+from ctxcloud.tenancy.migrations import MIGRATIONS as TENANTS
 from tests.stack import postgres_database
 
 BEFORE_USAGE = [m for m in TENANTS + CONTEXT if m.id.endswith("_initial")]

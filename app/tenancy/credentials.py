@@ -207,7 +207,7 @@ def init_credentials(app: flask.Flask) -> Credentials:
 
 
 def credentials() -> Credentials:
-    """The current app's credential state (built by the tenants plugin's ``startup``)."""
+    """The current app's credential state (built by the core's tenancy at start-up)."""
     return flask.current_app.extensions[EXTENSION]
 
 

@@ -1,4 +1,5 @@
-"""Tenant rules: unique slugs, config, usage, suspension, deletion of everything a tenant owns."""
+"""A tenant's life: unique slugs, config changes, usage, suspension, and the deletion of
+everything it owns (every plugin's rows, through ``tenant_deleting``, and its objects)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ import peewee
 from ctxcloud import ratelimit
 from ctxcloud.auth import emit_audit
 from ctxcloud.db import database, for_update, utcnow
-from ctxcloud.errors import Conflict, NotFound, TenantSuspended, Unauthorized, ValidationFailed
-from ctxcloud.ids import new_id
+from ctxcloud.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from ctxcloud.ids import SLUG_PATTERN, SLUG_RULE, new_id
 from ctxcloud.keystore import current_keystore
 from ctxcloud.objects import storage
-from ctxcloud.plugins.tenants import config as tenant_config
-from ctxcloud.plugins.tenants import quotas
-from ctxcloud.plugins.tenants.models import ACTIVE, DELETING, SUSPENDED, Tenant
-from ctxcloud.plugins.tenants.revocation import credentials_changed
-from ctxcloud.plugins.tenants.schemas import SLUG_PATTERN
+from ctxcloud.tenancy import quotas
+from ctxcloud.tenancy.credentials import credentials_changed
+from ctxcloud.tenancy.models import ACTIVE, DELETING, SUSPENDED, Tenant
+from ctxcloud.tenancy.options import tenant_options
 
 _slug = re.compile(SLUG_PATTERN)
+
+
+class TenantSuspended(Forbidden):
+    """403 `tenant_suspended`: the credential is valid, its tenant is suspended."""
+
+    code = "tenant_suspended"
 
 
 def create_tenant(
@@ -30,7 +36,7 @@ def create_tenant(
 ) -> Tenant:
     """A new active tenant with optional config overrides; a taken slug is a 409."""
     if not isinstance(slug, str) or not _slug.match(slug):
-        raise ValidationFailed({"slug": ["2-63 lowercase letters, digits and inner hyphens."]})
+        raise ValidationFailed({"slug": [SLUG_RULE]})
     if name is not None and not 1 <= len(name) <= 200:
         raise ValidationFailed({"name": ["Length must be between 1 and 200."]})
     if Tenant.select().where(Tenant.slug == slug).exists():
@@ -41,7 +47,8 @@ def create_tenant(
             tenant = Tenant(
                 id=new_id("tnt"), slug=slug, name=name or slug, created_at=now, updated_at=now
             )
-            tenant.config = tenant_config.changed(tenant, config or {})
+            options = tenant_options()
+            tenant.config = options.changed({}, options.validate_change(config or {}))
             tenant.save(force_insert=True)
             quotas.open_usage(tenant.id)
     except peewee.IntegrityError:
@@ -94,7 +101,7 @@ def update_config(tenant_id: str, changes: Mapping[str, Mapping[str, Any]]) -> T
         if tenant is None:
             raise NotFound("No such tenant.")
         refuse_deleting(tenant)
-        tenant.config = tenant_config.changed(tenant, changes)
+        tenant.config = tenant_options().changed(tenant.stored_config, changes)
         tenant.updated_at = utcnow()
         tenant.save()
     credentials_changed(tenant.id)

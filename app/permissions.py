@@ -1,4 +1,7 @@
-"""The built-in permission set and the fallback rule: allow what the credential holds."""
+"""The built-in permission set and the fallback rule: allow what the credential holds.
+
+An essential plugin of the core (it cannot be blocked): without it nothing would ever be
+allowed. Other plugins answer `permission_allowed` first and may veto (False)."""
 
 from __future__ import annotations
 

@@ -16,21 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import peewee
-
-from ctxcloud.db import BaseModel, for_update
-from ctxcloud.errors import QuotaExceeded
+from ctxcloud.db import for_update
+from ctxcloud.errors import Forbidden
+from ctxcloud.tenancy.models import TenantUsage
 
 # "No limit" for byte counts that must be a number (the largest BIGINT).
 UNLIMITED_BYTES = 2**63 - 1
 
 
-class TenantUsage(BaseModel):
-    tenant_id = peewee.CharField(primary_key=True, max_length=32)
-    storage_bytes = peewee.BigIntegerField(default=0)
+class QuotaExceeded(Forbidden):
+    """403 `quota_exceeded`, with the `quota`, its `limit` and what the tenant `used`."""
 
-    class Meta:
-        table_name = "tenant_usage"
+    code = "quota_exceeded"
 
 
 def _ensure(tenant_id: str) -> None:

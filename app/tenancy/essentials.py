@@ -1,0 +1,83 @@
+"""The core's own tenancy hooks, registered as an essential plugin: it cannot be blocked.
+
+pytest registers its essential plugins before any other and never lets `-p no:` remove them;
+here the same holds for what no request can do without: the tenant tables' migrations, the
+credential state, the refusal of a suspended tenant's credentials, and the quotas the core
+enforces itself (storage bytes, rate limits).
+"""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from ctxcloud.hookspecs import hookimpl
+from ctxcloud.ratelimit import is_limit
+from ctxcloud.tenancy.migrations import MIGRATIONS
+from ctxcloud.tenancy.options import Count, Quota
+
+
+def _limit(value: str) -> None:
+    if not is_limit(value):
+        raise ma.ValidationError("A rate limit such as '600/minute' or '10/second;600/minute'.")
+
+
+@hookimpl
+def config_defaults():
+    return {
+        # Seconds a process trusts a verified credential before re-reading it (revocations
+        # reach every process at once through the generation counters regardless).
+        "AUTH_CACHE_TTL": 30,
+        # Verified credentials kept per process and kind.
+        "AUTH_CACHE_MAX_ENTRIES": 10000,
+        # Quotas every tenant gets unless its config overrides them (None: unlimited).
+        "MAX_STORAGE_BYTES": None,
+        # Requests per window of all a tenant's credentials together (None: no ceiling).
+        "RATE_LIMIT_TENANT": None,
+    }
+
+
+@hookimpl
+def tenant_options():
+    return [
+        Quota(
+            "max_storage_bytes",
+            Count(0),
+            default="MAX_STORAGE_BYTES",
+            description="Bytes of every kept entry version, together",
+            example=10 * 1024**3,
+        ),
+        Quota(
+            "rate_limit",
+            ma.fields.String(allow_none=True, validate=_limit),
+            default="RATE_LIMIT_DEFAULT",
+            description="Requests per credential, e.g. `600/minute`",
+            example="600/minute",
+        ),
+        Quota(
+            "tenant_rate_limit",
+            ma.fields.String(allow_none=True, validate=_limit),
+            default="RATE_LIMIT_TENANT",
+            description="Requests of all the tenant's credentials together",
+            example="6000/minute",
+        ),
+    ]
+
+
+@hookimpl
+def database_migrations():
+    return MIGRATIONS
+
+
+@hookimpl
+def startup(app):
+    from ctxcloud.tenancy.credentials import init_credentials
+
+    app.extensions["ctxcloud"].tenant_options.check_service_defaults()
+    init_credentials(app)
+
+
+@hookimpl
+def tenant_resolved(tenant, actor):
+    from ctxcloud.tenancy.lifecycle import refuse_suspended
+
+    refuse_suspended(tenant)
