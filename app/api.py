@@ -17,64 +17,170 @@ from apispec import BasePlugin
 from flask_smorest import pagination
 from flask_smorest.utils import prepare_response
 
-from ctxcloud.errors import PROBLEM_MIMETYPE, ProblemSchema, problem_type
+from ctxcloud.errors import PROBLEM_MIMETYPE, ProblemResponse, ProblemSchema, problem_type
 from ctxcloud.json_input import is_json_media_type
 from ctxcloud.ratelimit import UNLIMITED_BLUEPRINTS
 from ctxcloud.roles import ROLE_PERMISSIONS
 
-# Reusable error responses, referenced by name from operations (e.g. by @requires).
-ERROR_RESPONSES = {
-    "BadRequest": (400, "bad_request", "The request is malformed."),
-    "InvalidJson": (
+# The core's error responses, referenced by name from operations (e.g. by @requires); a
+# plugin adds its own through the problem_responses hook.
+CORE_RESPONSES = [
+    ProblemResponse(
+        "BadRequest",
+        400,
+        "bad_request",
+        "The request is malformed.",
+        description=(
+            "Bad Request: the request is malformed (`bad_request`), or breaks a rule the operation "
+            "names (such as `invalid_path`, or `invalid_json` for a JSON header); nothing was "
+            "changed"
+        ),
+    ),
+    ProblemResponse(
+        "InvalidJson",
         400,
         "invalid_json",
         "The body is not valid JSON: Expecting ',' delimiter (line 3, column 5).",
+        description=(
+            "Bad Request: the body is not strict JSON (`invalid_json`: `rule` names the rule it "
+            "broke, `line` and `column` where; a required body that is absent or empty is rule "
+            "`empty`), or the request holds a value the service refuses (`bad_request`, or the "
+            "operation's own codes such as `invalid_path`); nothing was changed"
+        ),
     ),
-    "Unauthorized": (401, "unauthorized", "Missing or invalid credential."),
-    "Forbidden": (403, "forbidden", "This credential lacks the permission 'context:write'."),
-    "QuotaExceeded": (
+    ProblemResponse(
+        "Unauthorized",
+        401,
+        "unauthorized",
+        "Missing or invalid credential.",
+        description=(
+            "Unauthorized: a missing or invalid credential (`unauthorized`), or a genuine token "
+            "past "
+            "its expiry (`token_expired`: refresh it, or log in again for a refresh token); `WWW-"
+            "Authenticate` carries the Bearer challenge"
+        ),
+    ),
+    ProblemResponse(
+        "Forbidden",
+        403,
+        "forbidden",
+        "This credential lacks the permission 'context:write'.",
+    ),
+    ProblemResponse(
+        "QuotaExceeded",
         403,
         "quota_exceeded",
         "The tenant's max_projects quota (20) is reached.",
+        description=(
+            "Forbidden: the credential lacks the permission (`forbidden`), or the tenant's quota is"
+            " "
+            "reached (`quota_exceeded`, with `quota`, `limit` and `used`); nothing was changed"
+        ),
     ),
-    "NotFound": (404, "not_found", "No such resource."),
-    "Conflict": (409, "conflict", "The resource changed."),
-    "PreconditionFailed": (412, "precondition_failed", "The entry changed since that ETag."),
-    "EntryTooLarge": (
-        413,
-        "entry_too_large",
-        "The entry is larger than the limit of 1048576 bytes.",
+    ProblemResponse(
+        "NotFound",
+        404,
+        "not_found",
+        "No such resource.",
     ),
-    "PayloadTooLarge": (
+    ProblemResponse(
+        "Conflict",
+        409,
+        "conflict",
+        "The resource changed.",
+    ),
+    ProblemResponse(
+        "PreconditionFailed",
+        412,
+        "precondition_failed",
+        "The entry changed since that ETag.",
+    ),
+    ProblemResponse(
+        "PayloadTooLarge",
         413,
         "payload_too_large",
         "The request body is larger than the limit of 16777216 bytes.",
+        description=(
+            "Content Too Large: the body is past the service's limit for JSON bodies "
+            "(`payload_too_large`; `MAX_JSON_BYTES`, 16 MiB by default), whether or not Content-"
+            "Length was sent; nothing was changed"
+        ),
     ),
-    "UnsupportedMediaType": (
+    ProblemResponse(
+        "NotJson",
         415,
         "unsupported_media_type",
-        "The tenant allows no entries of type 'image/png'.",
+        (
+            "This operation takes a JSON body: send it with Content-Type: application/json (the "
+            "request has 'text/plain')."
+        ),
+        description=(
+            "Unsupported Media Type: the body was not sent as `application/json` (or "
+            "`application/*+json`) (`unsupported_media_type`); nothing was changed"
+        ),
     ),
-    "NotJson": (
-        415,
-        "unsupported_media_type",
-        "This operation takes a JSON body: send it with Content-Type: application/json "
-        "(the request has 'text/plain').",
+    ProblemResponse(
+        "RequestTimeout",
+        408,
+        "request_timeout",
+        "The request body did not arrive in time.",
+        description=(
+            "Request Timeout: the request head or body arrived too slowly (`request_timeout`; "
+            "docs/availability.md); nothing was stored and the connection closed: retry"
+        ),
     ),
-    "RangeNotSatisfiable": (416, "range_not_satisfiable", "The range is outside the entry."),
-    "RequestTimeout": (408, "request_timeout", "The request body did not arrive in time."),
-    "UriTooLong": (414, "uri_too_long", "The request line is too long."),
-    "HeaderFieldsTooLarge": (
+    ProblemResponse(
+        "UriTooLong",
+        414,
+        "uri_too_long",
+        "The request line is too long.",
+        description=(
+            "URI Too Long: the request line is past the server's limit (`uri_too_long`, 4094 bytes "
+            "by"
+            " default)"
+        ),
+    ),
+    ProblemResponse(
+        "HeaderFieldsTooLarge",
         431,
         "request_header_fields_too_large",
         "The request's header fields are too large.",
+        description=(
+            "Request Header Fields Too Large: more header fields, or a longer header line, than the"
+            " "
+            "server accepts (`request_header_fields_too_large`; 100 fields of 8190 bytes by "
+            "default)"
+        ),
     ),
-    "ValidationError": (422, "validation_error", "The request is not valid."),
-    "RateLimited": (429, "rate_limited", "Rate limit exceeded: 600 per 1 minute."),
-    "IntegrityError": (500, "integrity_error", "The stored entry failed its integrity check."),
-    "Unavailable": (503, "unavailable", "A dependency is unavailable."),
-}
-
+    ProblemResponse(
+        "ValidationError",
+        422,
+        "validation_error",
+        "The request is not valid.",
+    ),
+    ProblemResponse(
+        "RateLimited",
+        429,
+        "rate_limited",
+        "Rate limit exceeded: 600 per 1 minute.",
+    ),
+    ProblemResponse(
+        "IntegrityError",
+        500,
+        "integrity_error",
+        "The stored entry failed its integrity check.",
+    ),
+    ProblemResponse(
+        "Unavailable",
+        503,
+        "unavailable",
+        "A dependency is unavailable.",
+        description=(
+            "Service Unavailable: a dependency (database, cache or storage) is down or too slow "
+            "(`unavailable`); retry after `Retry-After` seconds"
+        ),
+    ),
+]
 
 API_DESCRIPTION = """\
 Versioned project context for many tenants. Walkthrough: `docs/api.md`.
@@ -92,44 +198,6 @@ Versioned project context for many tenants. Walkthrough: `docs/api.md`.
   429 `rate_limited` with `Retry-After`.
 - **Pagination**: `?page=1&page_size=50` (at most 1000) and the `X-Pagination` header.
 """
-
-# Responses whose status has more than one code.
-RESPONSE_DESCRIPTIONS = {
-    "BadRequest": "Bad Request: the request is malformed (`bad_request`), or breaks a rule the "
-    "operation names (such as `invalid_path`, or `invalid_json` for a JSON header); nothing "
-    "was changed",
-    "InvalidJson": "Bad Request: the body is not strict JSON (`invalid_json`: `rule` names the "
-    "rule it broke, `line` and `column` where; a required body that is absent or empty is "
-    "rule `empty`), or the request holds a value the service refuses (`bad_request`, or the "
-    "operation's own codes such as `invalid_path`); nothing was changed",
-    "EntryTooLarge": "Content Too Large: an entry past the tenant's `max_entry_bytes` "
-    "(`entry_too_large`), or, where the operation takes JSON, a body past the service's limit "
-    "(`payload_too_large`); nothing was stored",
-    "PayloadTooLarge": "Content Too Large: the body is past the service's limit for JSON "
-    "bodies (`payload_too_large`; `MAX_JSON_BYTES`, 16 MiB by default), whether or not "
-    "Content-Length was sent; nothing was changed",
-    "UnsupportedMediaType": "Unsupported Media Type: an entry type the tenant does not allow, "
-    "or, where the operation takes JSON, a body not sent as `application/json` "
-    "(`unsupported_media_type`); nothing was stored",
-    "NotJson": "Unsupported Media Type: the body was not sent as `application/json` (or "
-    "`application/*+json`) (`unsupported_media_type`); nothing was changed",
-    "Unauthorized": "Unauthorized: a missing or invalid credential (`unauthorized`), or a "
-    "genuine token past its expiry (`token_expired`: refresh it, or log in again for a refresh "
-    "token); `WWW-Authenticate` carries the Bearer challenge",
-    "RequestTimeout": "Request Timeout: the request head or body arrived too slowly "
-    "(`request_timeout`; docs/availability.md); nothing was stored and the connection closed: "
-    "retry",
-    "UriTooLong": "URI Too Long: the request line is past the server's limit (`uri_too_long`, "
-    "4094 bytes by default)",
-    "HeaderFieldsTooLarge": "Request Header Fields Too Large: more header fields, or a longer "
-    "header line, than the server accepts (`request_header_fields_too_large`; 100 fields of "
-    "8190 bytes by default)",
-    "Unavailable": "Service Unavailable: a dependency (database, cache or storage) is down or "
-    "too slow (`unavailable`); retry after `Retry-After` seconds",
-    "QuotaExceeded": "Forbidden: the credential lacks the permission (`forbidden`), or the "
-    "tenant's quota is reached (`quota_exceeded`, with `quota`, `limit` and `used`); nothing "
-    "was changed",
-}
 
 # Sent on every rate-limited response (and on the 429 that refuses one).
 RATE_LIMIT_HEADERS = {
@@ -161,11 +229,14 @@ def problem_example(status: int, code: str, detail: str) -> dict:
 
 def _code_for(status: int) -> str:
     """The code an error of this status usually carries (for examples of generic responses)."""
-    for known_status, code, _ in ERROR_RESPONSES.values():
-        if known_status == status:
-            return code
+    for response in CORE_RESPONSES:
+        if response.status == status:
+            return response.code
     return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
 
+
+# Most items one page of any list holds (`?page_size=`); flask-smorest's own default is 100.
+MAX_PAGE_SIZE = 1000
 
 # Past this page every list is empty, and (page - 1) * page_size could overflow SQL's 64-bit
 # OFFSET (a 500): larger page numbers are read as this one (X-Pagination keeps theirs).
@@ -363,11 +434,35 @@ class Api(flask_smorest.Api):
         }
         prepare_response(default, self.spec, PROBLEM_MIMETYPE)
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
-        for name, (status, code, detail) in ERROR_RESPONSES.items():
-            response = {
-                "description": RESPONSE_DESCRIPTIONS.get(name, http.HTTPStatus(status).phrase),
+        self.spec.components.security_scheme(
+            "bearerAuth",
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "`Authorization: Bearer <credential>`: a JWT access token from "
+                "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
+                "either here, without the word Bearer.",
+            },
+        )
+        self.spec.components.security_scheme(
+            "apiKeyHeader",
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
+            },
+        )
+
+    def register_problem_responses(self, responses: list[ProblemResponse]) -> None:
+        """Document each declared problem response once, under its name (the core's and every
+        plugin's); routes reference it with ``alt_response(status, response=name)``."""
+        for declared in responses:
+            status = declared.status
+            response: dict[str, Any] = {
+                "description": declared.description or http.HTTPStatus(status).phrase,
                 "schema": self.ERROR_SCHEMA,
-                "example": problem_example(status, code, detail),
+                "example": problem_example(status, declared.code, declared.detail),
             }
             if status == 401:
                 response["headers"] = {
@@ -394,26 +489,7 @@ class Api(flask_smorest.Api):
                     **{name: _ref("headers", name) for name in RATE_LIMIT_HEADERS},
                 }
             prepare_response(response, self.spec, PROBLEM_MIMETYPE)
-            self.spec.components.response(name, response)
-        self.spec.components.security_scheme(
-            "bearerAuth",
-            {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "`Authorization: Bearer <credential>`: a JWT access token from "
-                "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
-                "either here, without the word Bearer.",
-            },
-        )
-        self.spec.components.security_scheme(
-            "apiKeyHeader",
-            {
-                "type": "apiKey",
-                "in": "header",
-                "name": "X-API-Key",
-                "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
-            },
-        )
+            self.spec.components.response(declared.name, response)
 
     def _openapi_json(self) -> flask.Response:
         """Serve the spec built once per app; it does not change after start-up."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -44,6 +45,21 @@ class ProblemError(Exception):
         return HTTPStatus(self.status).phrase
 
 
+@dataclass(frozen=True)
+class ProblemResponse:
+    """An error response documented once in OpenAPI and referenced from routes by `name`
+    (``@blp.alt_response(413, response="EntryTooLarge")``). The core declares the generic
+    ones; a plugin declares its own through the ``problem_responses`` hook."""
+
+    name: str
+    status: int
+    code: str
+    # An example detail, as the service would say it.
+    detail: str
+    # The response's description (default: the status phrase), e.g. when it has two codes.
+    description: str | None = None
+
+
 def problem_type(code: str) -> str:
     """A stable, non-dereferenceable URI per code (RFC 9457 `type`)."""
     return f"urn:ctxcloud:problem:{code}"
@@ -61,14 +77,6 @@ class InvalidJson(ProblemError, ValueError):
     status, code = 400, "invalid_json"
 
 
-class InvalidPath(ProblemError):
-    status, code = 400, "invalid_path"
-
-
-class ChecksumMismatch(ProblemError):
-    status, code = 400, "checksum_mismatch"
-
-
 class Unauthorized(ProblemError):
     status, code = 401, "unauthorized"
 
@@ -79,14 +87,6 @@ class Unauthorized(ProblemError):
 
 class Forbidden(ProblemError):
     status, code = 403, "forbidden"
-
-
-class QuotaExceeded(ProblemError):
-    status, code = 403, "quota_exceeded"
-
-
-class TenantSuspended(ProblemError):
-    status, code = 403, "tenant_suspended"
 
 
 class NotFound(ProblemError):
@@ -111,16 +111,12 @@ class PreconditionFailed(ProblemError):
     status, code = 412, "precondition_failed"
 
 
-class EntryTooLarge(ProblemError):
-    status, code = 413, "entry_too_large"
+class PayloadTooLarge(ProblemError):
+    status, code = 413, "payload_too_large"
 
 
 class UnsupportedMediaType(ProblemError):
     status, code = 415, "unsupported_media_type"
-
-
-class RangeNotSatisfiable(ProblemError):
-    status, code = 416, "range_not_satisfiable"
 
 
 class ValidationFailed(ProblemError):

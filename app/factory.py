@@ -15,11 +15,11 @@ import redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ctxcloud import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
-from ctxcloud.api import Api
+from ctxcloud.api import CORE_RESPONSES, Api
 from ctxcloud.bulkhead import Bulkhead, default_slots
 from ctxcloud.crypto import MasterKeyring
 from ctxcloud.db import init_database, open_database
-from ctxcloud.errors import register_error_handlers
+from ctxcloud.errors import ProblemResponse, register_error_handlers
 from ctxcloud.keystore import Keystore
 from ctxcloud.metrics import init_metrics
 from ctxcloud.plugin_manager import build_plugin_manager, merged_mapping
@@ -96,6 +96,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     init_database(app)
     ratelimit.init_rate_limiting(app)
     ext.api = Api(app)
+    ext.api.register_problem_responses(_problem_responses(pm))
     register_error_handlers(app)
     _register_routes(app, ext)
     _document_tenant_options(ext)
@@ -165,6 +166,18 @@ def _register_routes(app: flask.Flask, ext: CtxCloud) -> None:
             )
         prefixes[prefix] = blp.name
         ext.api.register_blueprint(blp)
+
+
+def _problem_responses(pm: pluggy.PluginManager) -> list[ProblemResponse]:
+    """The core's error responses and every plugin's; one name may be declared once."""
+    responses = list(CORE_RESPONSES)
+    for declared in pm.hook.problem_responses():
+        responses.extend(declared or ())
+    names = [response.name for response in responses]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"the error responses {', '.join(duplicates)} are declared twice")
+    return responses
 
 
 def _document_tenant_options(ext: CtxCloud) -> None:

@@ -145,6 +145,17 @@ def permission_allowed(actor: Actor, action: str, resource: Any) -> bool | None:
 
 
 @hookspec
+def problem_responses() -> list[Any] | None:
+    """Error responses this plugin's routes reference by name: ``ctxcloud.ProblemResponse``
+    declarations (name, status, code, an example detail, a description).
+
+    The core registers them in the OpenAPI document beside its generic ones (BadRequest,
+    NotFound, Conflict, ...), so ``@blp.alt_response(413, response="EntryTooLarge")`` points
+    at a documented problem+json response. A name declared twice stops the start.
+    """
+
+
+@hookspec
 def tenant_resolved(tenant: Any, actor: Actor) -> None:
     """A request's tenant is known (it always comes from the credential); observe it.
 

@@ -107,6 +107,10 @@ def loads(data: bytes | str, *, what: str = "The body") -> Any:
     return value
 
 
+# The toolkit's name for the strict reader (ctxcloud.read_json).
+read_json = loads
+
+
 def is_json_media_type(mimetype: str | None) -> bool:
     """application/json or application/<anything>+json; parameters (charset) do not matter."""
     mimetype = (mimetype or "").split(";", 1)[0].strip().lower()

@@ -65,3 +65,17 @@ def require_production_settings(config: Mapping[str, Any], required: list[str]) 
             + ", ".join(missing)
             + " (see docs/configuration.md)"
         )
+
+
+_MISSING = object()
+
+
+def setting(name: str, default: Any = _MISSING) -> Any:
+    """The current app's setting `name` (``CTXCLOUD_<name>`` in the environment, a plugin's
+    ``config_defaults``...); KeyError without a default when nobody defines it."""
+    import flask
+
+    config = flask.current_app.config
+    if default is _MISSING:
+        return config[name]
+    return config.get(name, default)

@@ -211,6 +211,11 @@ def credentials() -> Credentials:
     return flask.current_app.extensions[EXTENSION]
 
 
+def credential_cache(kind: str) -> CredentialCache:
+    """This process's cache of verified credentials of one kind ("api_key", "jwt"...)."""
+    return credentials().cache(kind)
+
+
 def credentials_changed(tenant_id: str | None) -> None:
     """Call after committing anything that invalidates the tenant's cached credentials."""
     credentials().generations.bump(scope_of(tenant_id))

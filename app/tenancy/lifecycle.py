@@ -70,6 +70,14 @@ def get_tenant(tenant_id: str) -> Tenant:
     return tenant
 
 
+def current_tenant() -> Tenant | None:
+    """The tenant of the request's credential (None without one, or for a platform key)."""
+    from ctxcloud.auth import current_actor
+
+    actor = current_actor(required=False)
+    return getattr(actor, "tenant", None)
+
+
 def tenant_by_slug(slug: str) -> Tenant | None:
     return Tenant.get_or_none(Tenant.slug == slug)
 

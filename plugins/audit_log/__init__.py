@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import hookimpl
 
 log = logging.getLogger("ctxcloud.audit")
 SECRET_FIELDS = frozenset({"password", "key", "secret", "token", "access_token", "refresh_token"})

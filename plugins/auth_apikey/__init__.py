@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import Count, Quota, hookimpl
 from ctxcloud.plugins.auth_apikey.migrations import MIGRATIONS
 from ctxcloud.plugins.auth_apikey.verify import presented_key, verify_api_key
-from ctxcloud.tenancy.options import Count, Quota
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
+from ctxcloud import emit, problems_as_click_errors, tenant_from_slug
 from ctxcloud.plugins.auth_apikey import service
 from ctxcloud.plugins.auth_apikey.schemas import ApiKeyCreatedSchema
 

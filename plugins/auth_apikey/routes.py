@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from ctxcloud.api import page_and_size
-from ctxcloud.auth import current_actor, requires
-from ctxcloud.blueprint import Blueprint
+from ctxcloud import MAX_PAGE_SIZE, Blueprint, current_actor, page_and_size, requires
 from ctxcloud.plugins.auth_apikey import service
 from ctxcloud.plugins.auth_apikey.schemas import (
     ApiKeyCreatedSchema,
@@ -14,7 +12,6 @@ from ctxcloud.plugins.auth_apikey.schemas import (
     ApiKeySchema,
 )
 
-MAX_PAGE_SIZE = 1000
 NO_STORE = {"Cache-Control": "no-store"}
 
 blp = Blueprint(

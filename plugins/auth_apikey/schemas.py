@@ -7,7 +7,7 @@ import datetime
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import AwareTimestamp, Timestamp
+from ctxcloud import AwareTimestamp, Timestamp
 from ctxcloud.plugins.auth_apikey.keys import KEY_EXAMPLE
 
 _id_list = {"validate": validate.Length(max=1000)}

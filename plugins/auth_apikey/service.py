@@ -8,16 +8,22 @@ from collections.abc import Iterable
 import flask
 import peewee
 
-from ctxcloud.auth import Actor, emit_audit
-from ctxcloud.db import database, utcnow
-from ctxcloud.errors import Forbidden, NotFound, ValidationFailed
-from ctxcloud.ids import new_id
+from ctxcloud import (
+    PLATFORM_PERMISSIONS,
+    Actor,
+    Forbidden,
+    NotFound,
+    Tenant,
+    ValidationFailed,
+    database,
+    emit_audit,
+    new_id,
+    tenancy,
+    utcnow,
+)
 from ctxcloud.plugins.auth_apikey.keys import generate_key, key_hash
 from ctxcloud.plugins.auth_apikey.models import ApiKey
-from ctxcloud.roles import PLATFORM_PERMISSIONS
-from ctxcloud.tenancy import quotas
-from ctxcloud.tenancy.credentials import credentials_changed
-from ctxcloud.tenancy.models import Tenant
+from ctxcloud.tenancy import credentials_changed
 
 PLATFORM_SCOPE = "platform:admin"
 
@@ -65,7 +71,7 @@ def _insert(**fields) -> tuple[ApiKey, str]:
             with database.atomic():
                 if tenant_id is not None:
                     tenant = Tenant.get_by_id(tenant_id)
-                    quotas.check_count(tenant, "max_api_keys", live_keys(tenant_id).count)
+                    tenancy.check_quota(tenant, "max_api_keys", live_keys(tenant_id).count)
                 key = ApiKey.create(
                     id=new_id("key"), prefix=prefix, key_hash=key_hash(pepper(), secret), **fields
                 )

@@ -16,19 +16,11 @@ from dataclasses import dataclass
 
 import flask
 
-from ctxcloud.auth import Actor
-from ctxcloud.db import utcnow
-from ctxcloud.errors import Unauthorized
+from ctxcloud import Actor, Tenant, Unauthorized, utcnow
 from ctxcloud.plugins.auth_apikey.keys import key_hash, key_prefix
 from ctxcloud.plugins.auth_apikey.models import ApiKey
 from ctxcloud.plugins.auth_apikey.service import pepper
-from ctxcloud.tenancy.credentials import (
-    CachedCredential,
-    CredentialCache,
-    credentials,
-    scope_of,
-)
-from ctxcloud.tenancy.models import Tenant
+from ctxcloud.tenancy import CachedCredential, CredentialCache, credential_cache, scope_of
 
 log = logging.getLogger("ctxcloud.auth")
 CACHE = "api_key"
@@ -74,7 +66,7 @@ def verifier() -> Verifier:
         found = extensions[EXTENSION] = Verifier(
             pepper=pepper(),
             last_used_interval=float(config["API_KEY_LAST_USED_INTERVAL"]),
-            cache=credentials().cache(CACHE),
+            cache=credential_cache(CACHE),
         )
     return found
 

@@ -4,9 +4,10 @@ container of its context, and its head revision is the context's."""
 
 from __future__ import annotations
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import hookimpl
 from ctxcloud.plugins.context.migrations import MIGRATIONS
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE, declared
+from ctxcloud.plugins.context.problems import RESPONSES
 
 
 @hookimpl
@@ -27,6 +28,11 @@ def config_defaults():
 @hookimpl
 def tenant_options():
     return declared()
+
+
+@hookimpl
+def problem_responses():
+    return RESPONSES
 
 
 @hookimpl

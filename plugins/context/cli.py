@@ -9,9 +9,9 @@ import click
 import flask
 from flask.cli import with_appcontext
 
+from ctxcloud import Tenant
 from ctxcloud.plugins.context.models import Project
 from ctxcloud.plugins.context.pruning import prune_project
-from ctxcloud.tenancy.models import Tenant
 
 
 @click.group("context")
@@ -53,7 +53,7 @@ def prune(keep: int | None, project_id: str | None, every: int | None, as_json: 
     the platform's quota, else CTXCLOUD_REVISIONS_KEPT); tenants that keep everything are
     skipped.
     """
-    from ctxcloud.cli import emit
+    from ctxcloud import emit
 
     while True:
         results = [prune_project(pid, kept) for pid, kept in projects_to_prune(keep, project_id)]

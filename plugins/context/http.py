@@ -12,19 +12,12 @@ import flask
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import http_date
 
-from ctxcloud import json_input, objects
-from ctxcloud.errors import (
-    BadRequest,
-    EntryTooLarge,
-    InvalidPath,
-    RangeNotSatisfiable,
-    ValidationFailed,
-)
+from ctxcloud import CHUNK_SIZE, BadRequest, ValidationFailed, objects, read_json
 from ctxcloud.plugins.context.models import EntryVersion
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import existing_path, validate_path
+from ctxcloud.plugins.context.problems import EntryTooLarge, InvalidPath, RangeNotSatisfiable
 from ctxcloud.plugins.context.service import Preconditions
-from ctxcloud.storage import CHUNK_SIZE
 
 METADATA_HEADER = "Entry-Metadata"
 # The type HTTP clients put on raw bytes sent without one (curl -d): see content_type().
@@ -102,7 +95,7 @@ def entry_metadata() -> dict[str, Any]:
         data = raw.encode()
     if len(data) > MAX_METADATA_HEADER_BYTES:
         raise ValidationFailed({METADATA_HEADER: [f"At most {MAX_METADATA_HEADER_BYTES} bytes."]})
-    value = json_input.loads(data, what=f"The {METADATA_HEADER} header")
+    value = read_json(data, what=f"The {METADATA_HEADER} header")
     if not isinstance(value, dict):
         raise ValidationFailed({METADATA_HEADER: ["Must be a JSON object."]})
     return value

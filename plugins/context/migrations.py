@@ -17,7 +17,7 @@ from typing import Any
 
 import peewee
 
-from ctxcloud.migrations import Migration
+from ctxcloud import Migration
 
 log = logging.getLogger("ctxcloud.migrations")
 

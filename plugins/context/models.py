@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-from ctxcloud.db import BaseModel, JSONField, utcnow
+from ctxcloud import BaseModel, JSONField, utcnow
 
 
 class Project(BaseModel):

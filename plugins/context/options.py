@@ -9,7 +9,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.tenancy.options import Count, Quota, Setting, TenantConfigView
+from ctxcloud import Count, Quota, Setting
+from ctxcloud.tenancy import TenantConfigView
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MEDIA_TYPE = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from werkzeug.routing import BaseConverter
 
-from ctxcloud.errors import InvalidPath
+from ctxcloud.plugins.context.problems import InvalidPath
 
 MAX_PATH_BYTES = 1024
 # NFC makes a string at most ~3 times shorter in UTF-8: a longer input can never fit.

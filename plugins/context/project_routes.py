@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from ctxcloud.api import page_and_size
-from ctxcloud.auth import current_actor, requires
-from ctxcloud.blueprint import Blueprint
+from ctxcloud import MAX_PAGE_SIZE, Blueprint, current_actor, page_and_size, requires
 from ctxcloud.plugins.context import projects as service
 from ctxcloud.plugins.context.project_schemas import (
     ProjectCreateSchema,
@@ -20,9 +18,6 @@ blp = Blueprint(
     url_prefix="/api/v1/projects",
     description="Projects: each holds one versioned context.",
 )
-
-# API.md: page_size up to 1000 (flask-smorest's own default caps it at 100).
-MAX_PAGE_SIZE = 1000
 
 PROJECT_PARAM = {
     "in": "path",

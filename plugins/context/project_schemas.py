@@ -5,8 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import Timestamp
-from ctxcloud.ids import SLUG_PATTERN, SLUG_RULE
+from ctxcloud import SLUG_PATTERN, SLUG_RULE, Timestamp
 
 _slug = validate.Regexp(SLUG_PATTERN, error=SLUG_RULE)
 

@@ -10,13 +10,22 @@ from typing import Any
 import flask
 import peewee
 
-from ctxcloud import objects
-from ctxcloud.auth import Actor
-from ctxcloud.db import PreparedSelect, database, for_update, utcnow
-from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from ctxcloud.ids import SLUG_PATTERN, new_id
+from ctxcloud import (
+    SLUG_PATTERN,
+    Actor,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreparedSelect,
+    ValidationFailed,
+    database,
+    for_update,
+    new_id,
+    objects,
+    tenancy,
+    utcnow,
+)
 from ctxcloud.plugins.context.models import Project
-from ctxcloud.tenancy import quotas
 
 MAX_METADATA_BYTES = 64 * 1024
 _slug_re = re.compile(SLUG_PATTERN)
@@ -79,7 +88,7 @@ def create(actor: Actor, data: dict[str, Any]) -> Project:
         slug = base if attempt == 1 else f"{base[:58]}-{attempt}"
         try:
             with database.atomic():
-                quotas.check_count(
+                tenancy.check_quota(
                     actor.tenant, "max_projects", Project.of_tenant(actor.tenant_id).count
                 )
                 return Project.create(

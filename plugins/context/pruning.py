@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxcloud import objects
-from ctxcloud.db import database, for_update
+from ctxcloud import database, for_update, objects, tenancy
 from ctxcloud.plugins.context.models import EntryVersion, Project
-from ctxcloud.tenancy import quotas
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def prune_project(project_id: str, keep: int) -> PruneResult:
         ids = [v.id for v in doomed]
         for start in range(0, len(ids), 500):
             EntryVersion.delete().where(EntryVersion.id.in_(ids[start : start + 500])).execute()
-        quotas.release_storage(project.tenant_id, sum(v.size for v in doomed if v.object_key))
+        tenancy.release_storage(project.tenant_id, sum(v.size for v in doomed if v.object_key))
         if cutoff > project.history_starts_at:
             Project.update(history_starts_at=cutoff).where(Project.id == project.id).execute()
     objects.delete_quietly(keys)

@@ -7,13 +7,11 @@ import hashlib
 import flask
 from flask.views import MethodView
 
-from ctxcloud.api import page_and_size
-from ctxcloud.auth import current_actor, requires
-from ctxcloud.blueprint import Blueprint
-from ctxcloud.errors import EntryTooLarge, NotFound
+from ctxcloud import MAX_PAGE_SIZE, Blueprint, NotFound, current_actor, page_and_size, requires
 from ctxcloud.plugins.context import http, projects, service
 from ctxcloud.plugins.context.manifest_cache import manifest_cache
 from ctxcloud.plugins.context.paths import validate_prefix
+from ctxcloud.plugins.context.problems import EntryTooLarge
 from ctxcloud.plugins.context.schemas import (
     MAX_REVISION,
     PATH_RULE,
@@ -32,8 +30,6 @@ blp = Blueprint(
     description="A project's versioned context: entries, commits and revisions.",
 )
 
-# API.md: page_size up to 1000 (flask-smorest's own default caps it at 100).
-MAX_PAGE_SIZE = 1000
 # Bytes of any type (OpenAPI 3.1: a media type without a schema; `format: binary` is 3.0's).
 BINARY: dict = {}
 ETAG_HEADER = {"schema": {"type": "string"}, "description": "The entry version's strong ETag"}

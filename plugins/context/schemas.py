@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import Timestamp
+from ctxcloud import Timestamp
 from ctxcloud.plugins.context.paths import MAX_PATH_BYTES, PATH_PATTERN
 
 # Revision numbers are 64-bit in the database; a larger one is a 422, not an overflow.

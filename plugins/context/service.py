@@ -15,23 +15,23 @@ from typing import Any
 
 import peewee
 
-from ctxcloud import objects
-from ctxcloud.auth import Actor
-from ctxcloud.db import database, utcnow
-from ctxcloud.errors import (
-    ChecksumMismatch,
+from ctxcloud import (
+    Actor,
     Conflict,
-    InvalidPath,
     NotFound,
     PreconditionFailed,
     UnsupportedMediaType,
     ValidationFailed,
+    database,
+    objects,
+    tenancy,
+    utcnow,
 )
 from ctxcloud.plugins.context import options, projects
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
-from ctxcloud.tenancy import quotas
+from ctxcloud.plugins.context.problems import ChecksumMismatch, InvalidPath
 
 TEXT_TYPES = {
     "application/json",
@@ -80,7 +80,7 @@ class EntryWrite:
 def entry_limit(tenant: Any) -> int:
     """The largest entry the tenant may write (its max_entry_bytes quota)."""
     limit = tenant.quota("max_entry_bytes") if tenant is not None else None
-    return quotas.UNLIMITED_BYTES if limit is None else limit
+    return tenancy.UNLIMITED_BYTES if limit is None else limit
 
 
 def check_content_type(tenant: Any, content_type: str) -> None:
@@ -95,10 +95,10 @@ def check_content_type(tenant: Any, content_type: str) -> None:
 
 def _space_for(tenant: Any, sizes: Iterable[int | None]) -> int | None:
     """Bytes the tenant may still store (None: no quota); 403 now if a known size won't fit."""
-    space = quotas.storage_left(tenant)
+    space = tenancy.storage_left(tenant)
     wanted = sum(size for size in sizes if size is not None)
     if space is not None and wanted > space:
-        raise quotas.no_space(tenant, wanted)
+        raise tenancy.no_space(tenant, wanted)
     return space
 
 
@@ -108,7 +108,7 @@ def _within(chunks: Iterable[bytes], tenant: Any, space: int) -> Iterator[bytes]
     for chunk in chunks:
         total += len(chunk)
         if total > space:
-            raise quotas.no_space(tenant, total)
+            raise tenancy.no_space(tenant, total)
         yield chunk
 
 
@@ -313,7 +313,7 @@ def put_entry(
             project = projects.resolve(actor, project_ref, lock=True)
             current = head_entry(project, write.path)
             preconditions.check(current)
-            quotas.add_storage(actor.tenant, stored.size)
+            tenancy.add_storage(actor.tenant, stored.size)
             number = _new_revision(project, actor, "", [{"path": write.path, "action": "put"}])
             version = _record_put(project, number, write, stored)
     except BaseException:
@@ -420,7 +420,7 @@ def commit(
             missing = [path for path in deletes if head_entry(project, path) is None]
             if missing:
                 raise Conflict(f"Cannot delete {missing[0]!r}: no such entry.")
-            quotas.add_storage(actor.tenant, sum(obj.size for obj in stored))
+            tenancy.add_storage(actor.tenant, sum(obj.size for obj in stored))
             changes = [{"path": w.path, "action": "put"} for w in puts] + [
                 {"path": path, "action": "delete"} for path in deletes
             ]
@@ -459,7 +459,7 @@ def delete_project_context(project: Project) -> list[str]:
         .tuples()
     )
     keys = [key for key, _ in stored]
-    quotas.release_storage(project.tenant_id, sum(size for _, size in stored))
+    tenancy.release_storage(project.tenant_id, sum(size for _, size in stored))
     Entry.delete().where(Entry.project == project.id).execute()
     EntryVersion.delete().where(EntryVersion.project == project.id).execute()
     Revision.delete().where(Revision.project == project.id).execute()

@@ -1,6 +1,6 @@
 """The embedded default storage backend: objects as files under a local directory."""
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import hookimpl
 
 from .backend import LocalStorage
 

@@ -33,9 +33,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ctxcloud.serial_worker import ChunkBatches
-from ctxcloud.storage import (
+from ctxcloud import (
     CHUNK_SIZE,
+    ChunkBatches,
     ObjectInfo,
     ObjectNotFound,
     StorageBackend,

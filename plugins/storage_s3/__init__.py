@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import hookimpl
 
 from .settings import DEFAULTS, S3Settings
 

@@ -35,7 +35,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ctxcloud.storage import (
+from ctxcloud import (
     CHUNK_SIZE,
     IncompleteUpload,
     ObjectInfo,

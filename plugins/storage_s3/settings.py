@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ctxcloud.settings import ENV_PREFIX, ConfigError
+from ctxcloud import ENV_PREFIX, ConfigError
 
 __all__ = [
     "ADDRESSING_STYLES",

@@ -3,7 +3,7 @@ caller's own tenant (`/tenant`), and whoami."""
 
 from __future__ import annotations
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import hookimpl
 
 
 @hookimpl

@@ -8,11 +8,9 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
+from ctxcloud import emit, problems_as_click_errors, tenancy, tenant_from_slug
 from ctxcloud.plugins.tenants.schemas import TenantSchema, UsageSchema
-from ctxcloud.tenancy import lifecycle as service
-from ctxcloud.tenancy.models import DELETING
-from ctxcloud.tenancy.options import tenant_options
+from ctxcloud.tenancy import DELETING, tenant_options
 
 
 @click.group("tenants")
@@ -28,7 +26,7 @@ def tenants_group() -> None:
 def create_tenant(slug: str, name: str | None, as_json: bool) -> None:
     """Create a tenant."""
     with problems_as_click_errors():
-        tenant = service.create_tenant(slug, name)
+        tenant = tenancy.create_tenant(slug, name)
     emit(TenantSchema().dump(tenant), as_json, f"created tenant {tenant.slug} ({tenant.id})")
 
 
@@ -45,7 +43,7 @@ def purge_tenant(slug: str, yes: bool, as_json: bool) -> None:
             f"tenant {slug!r} is {tenant.status}, not being deleted; add --yes to delete it"
         )
     with problems_as_click_errors():
-        service.delete_tenant(tenant)
+        tenancy.delete_tenant(tenant)
     emit(
         {"id": tenant.id, "slug": tenant.slug, "deleted": True},
         as_json,
@@ -85,7 +83,7 @@ def tenant_config(slug: str, quotas: tuple[str, ...], settings: tuple[str, ...])
     }
     with problems_as_click_errors():
         if changes:
-            tenant = service.update_config(tenant.id, tenant_options().validate_change(changes))
+            tenant = tenancy.update_config(tenant.id, tenant_options().validate_change(changes))
     click.echo(json.dumps(tenant.effective_config, sort_keys=True))
 
 
@@ -95,4 +93,4 @@ def tenant_config(slug: str, quotas: tuple[str, ...], settings: tuple[str, ...])
 def tenant_usage(slug: str) -> None:
     """Print a tenant's usage (JSON): projects, entries, stored bytes, users, API keys."""
     tenant = tenant_from_slug(slug)
-    click.echo(json.dumps(UsageSchema().dump(service.usage(tenant)), sort_keys=True))
+    click.echo(json.dumps(UsageSchema().dump(tenancy.usage(tenant)), sort_keys=True))

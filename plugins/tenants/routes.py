@@ -6,9 +6,16 @@ import copy
 
 from flask.views import MethodView
 
-from ctxcloud.api import page_and_size
-from ctxcloud.auth import Actor, current_actor, requires, requires_authentication
-from ctxcloud.blueprint import Blueprint
+from ctxcloud import (
+    MAX_PAGE_SIZE,
+    Actor,
+    Blueprint,
+    current_actor,
+    page_and_size,
+    requires,
+    requires_authentication,
+    tenancy,
+)
 from ctxcloud.plugins.tenants.schemas import (
     OwnTenantSchema,
     TenantConfigChangeSchema,
@@ -19,10 +26,7 @@ from ctxcloud.plugins.tenants.schemas import (
     UsageSchema,
     WhoamiSchema,
 )
-from ctxcloud.tenancy import lifecycle as service
-from ctxcloud.tenancy.options import DeclaredSettings, tenant_options
-
-MAX_PAGE_SIZE = 1000
+from ctxcloud.tenancy import DeclaredSettings, tenant_options
 
 tenants_blp = Blueprint(
     "tenants",
@@ -60,7 +64,7 @@ class Tenants(MethodView):
 
         Every tenant, oldest first.
         """
-        items, total = service.list_tenants(*page_and_size(pagination_parameters))
+        items, total = tenancy.list_tenants(*page_and_size(pagination_parameters))
         pagination_parameters.item_count = total
         return items
 
@@ -75,7 +79,7 @@ class Tenants(MethodView):
         The slug is unique (409 when taken); its users give it to log in. `config` may set
         quota and setting overrides at once (422 naming the field when one is invalid).
         """
-        return service.create_tenant(data["slug"], data.get("name"), data.get("config"))
+        return tenancy.create_tenant(data["slug"], data.get("name"), data.get("config"))
 
 
 @tenants_blp.route("/<tenant_id>", parameters=[TENANT_ID_PARAM])
@@ -88,7 +92,7 @@ class TenantItem(MethodView):
 
         Its slug, name, status and config (quotas and settings, with what it overrides).
         """
-        return service.get_tenant(tenant_id)
+        return tenancy.get_tenant(tenant_id)
 
     @requires("platform:admin")
     @tenants_blp.arguments(TenantUpdateSchema)
@@ -103,7 +107,7 @@ class TenantItem(MethodView):
         on every server process; its data is kept. Reactivating lets them back in. A tenant
         being deleted cannot be changed (409).
         """
-        return service.update_tenant(tenant_id, changes)
+        return tenancy.update_tenant(tenant_id, changes)
 
     @requires("platform:admin")
     @tenants_blp.response(204)
@@ -117,7 +121,7 @@ class TenantItem(MethodView):
         deleted. If that fails part-way (503), the tenant stays `deleting`: repeat the
         DELETE, or run `ctxcloud tenants purge SLUG`, to finish.
         """
-        service.delete_tenant(service.get_tenant(tenant_id))
+        tenancy.delete_tenant(tenancy.get_tenant(tenant_id))
 
 
 @tenants_blp.route("/<tenant_id>/config", parameters=[TENANT_ID_PARAM])
@@ -131,7 +135,7 @@ class TenantConfig(MethodView):
         Effective values (the tenant's overrides, else the service defaults; null quotas are
         unlimited), and the overrides themselves.
         """
-        return service.get_tenant(tenant_id).effective_config
+        return tenancy.get_tenant(tenant_id).effective_config
 
     @requires("platform:admin")
     @tenants_blp.arguments(TenantConfigChangeSchema)
@@ -147,7 +151,7 @@ class TenantConfig(MethodView):
         current usage keeps the data and refuses further growth.
         """
         changes = tenant_options().validate_change(changes)
-        return service.update_config(tenant_id, changes).effective_config
+        return tenancy.update_config(tenant_id, changes).effective_config
 
 
 @tenants_blp.route("/<tenant_id>/usage", parameters=[TENANT_ID_PARAM])
@@ -161,7 +165,7 @@ class TenantUsage(MethodView):
         Exact counts read now: projects, live entries, stored bytes (every kept version),
         users, unrevoked API keys, and requests in the tenant's current rate-limit window.
         """
-        return service.usage(service.get_tenant(tenant_id))
+        return tenancy.usage(tenancy.get_tenant(tenant_id))
 
 
 @own_tenant_blp.route("")
@@ -174,7 +178,7 @@ class OwnTenant(MethodView):
         The tenant always comes from the credential.
         """
         tenant = copy.copy(current_actor().tenant)  # the credential cache's is shared
-        tenant.usage = service.usage(tenant)
+        tenant.usage = tenancy.usage(tenant)
         return tenant
 
 
@@ -192,7 +196,7 @@ class OwnTenantSettings(MethodView):
         the platform's and cannot be changed here.
         """
         changes = tenant_options().validate_change({"settings": settings}, kinds=("settings",))
-        tenant = service.update_config(current_actor().tenant_id, changes)
+        tenant = tenancy.update_config(current_actor().tenant_id, changes)
         return tenant.effective_config
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import Timestamp
-from ctxcloud.tenancy.models import STATUSES
-from ctxcloud.tenancy.options import DeclaredQuotas, DeclaredSettings
+from ctxcloud import Timestamp
+from ctxcloud.tenancy import STATUSES, DeclaredQuotas, DeclaredSettings
 
 
 class TenantConfigChangeSchema(ma.Schema):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from flask_jwt_extended import JWTManager
 
-from ctxcloud.hookspecs import hookimpl
+from ctxcloud import Count, Quota, hookimpl
 from ctxcloud.plugins.users.migrations import MIGRATIONS
 from ctxcloud.plugins.users.verify import presented_token, verify_access_token
-from ctxcloud.tenancy.options import Count, Quota
 
 
 @hookimpl

@@ -7,11 +7,10 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from ctxcloud.cli import emit, problems_as_click_errors, tenant_from_slug
+from ctxcloud import ROLES, emit, problems_as_click_errors, tenant_from_slug
 from ctxcloud.plugins.users import service
 from ctxcloud.plugins.users.passwords import generate_password
 from ctxcloud.plugins.users.schemas import UserSchema
-from ctxcloud.roles import ROLES
 
 
 @click.group("users")

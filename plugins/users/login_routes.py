@@ -5,9 +5,7 @@ from __future__ import annotations
 import flask
 from flask.views import MethodView
 
-from ctxcloud.auth import current_actor, public, requires_authentication
-from ctxcloud.blueprint import Blueprint
-from ctxcloud.errors import Unauthorized
+from ctxcloud import Blueprint, Unauthorized, current_actor, public, requires_authentication
 from ctxcloud.plugins.users import logins as service
 from ctxcloud.plugins.users.login_schemas import LoginSchema, TokenSchema
 from ctxcloud.plugins.users.verify import presented_token

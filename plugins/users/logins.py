@@ -13,11 +13,18 @@ from typing import Any
 
 import flask
 
-from ctxcloud import ratelimit
-from ctxcloud.auth import Actor, emit_audit
-from ctxcloud.db import database, for_update, utcnow
-from ctxcloud.errors import BadRequest, Unauthorized
-from ctxcloud.ids import new_id
+from ctxcloud import (
+    Actor,
+    BadRequest,
+    Tenant,
+    Unauthorized,
+    count_attempt,
+    database,
+    emit_audit,
+    for_update,
+    new_id,
+    utcnow,
+)
 from ctxcloud.plugins.users.models import TokenFamily, User
 from ctxcloud.plugins.users.passwords import passwords
 from ctxcloud.plugins.users.service import normalize_username, user_by_username
@@ -28,9 +35,7 @@ from ctxcloud.plugins.users.tokens import (
     new_jti,
     refresh_lifetime,
 )
-from ctxcloud.tenancy.credentials import credentials_changed
-from ctxcloud.tenancy.lifecycle import refuse_suspended, tenant_by_slug
-from ctxcloud.tenancy.models import Tenant
+from ctxcloud.tenancy import credentials_changed, refuse_suspended, tenant_by_slug
 
 BAD_LOGIN = "Invalid tenant, username or password."
 
@@ -55,8 +60,8 @@ def login(tenant_slug: str, username: str, password: str) -> dict[str, Any]:
     """Tokens for a user's password; one 401 for every failure, taking about as long."""
     tenant_slug, username = tenant_slug.lower(), normalize_username(username)
     limit = flask.current_app.config["RATE_LIMIT_LOGIN"]
-    ratelimit.count_attempt(limit, "login-address", flask.request.remote_addr or "-")
-    ratelimit.count_attempt(limit, "login-user", tenant_slug, username)
+    count_attempt(limit, "login-address", flask.request.remote_addr or "-")
+    count_attempt(limit, "login-user", tenant_slug, username)
     hasher = passwords()
     tenant = tenant_by_slug(tenant_slug)
     user = user_by_username(tenant.id, username) if tenant else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-from ctxcloud.migrations import Migration
+from ctxcloud import Migration
 
 
 def _initial(migrator, db) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-from ctxcloud.db import BaseModel, utcnow
+from ctxcloud import BaseModel, utcnow
 
 
 class User(BaseModel):

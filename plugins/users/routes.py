@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from ctxcloud.api import page_and_size
-from ctxcloud.auth import current_actor, requires
-from ctxcloud.blueprint import Blueprint
+from ctxcloud import MAX_PAGE_SIZE, Blueprint, current_actor, page_and_size, requires
 from ctxcloud.plugins.users import service
 from ctxcloud.plugins.users.schemas import UserCreateSchema, UserSchema, UserUpdateSchema
-
-MAX_PAGE_SIZE = 1000
 
 blp = Blueprint(
     "users", __name__, url_prefix="/api/v1/users", description="The tenant's users and roles."

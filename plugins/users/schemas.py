@@ -7,10 +7,9 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import validate
 
-from ctxcloud.fields import Timestamp
+from ctxcloud import ROLES, Timestamp
 from ctxcloud.plugins.users.passwords import MAX_LENGTH, MIN_LENGTH
 from ctxcloud.plugins.users.service import USERNAME_PATTERN
-from ctxcloud.roles import ROLES
 
 _username = validate.Regexp(
     USERNAME_PATTERN, error="1-64 letters, digits and . _ @ + -, starting alphanumeric."

@@ -14,16 +14,25 @@ from typing import Any
 
 import peewee
 
-from ctxcloud.auth import Actor, emit_audit
-from ctxcloud.db import database, for_update, utcnow
-from ctxcloud.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from ctxcloud.ids import new_id
+from ctxcloud import (
+    ROLE_PERMISSIONS,
+    ROLES,
+    Actor,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Tenant,
+    ValidationFailed,
+    database,
+    emit_audit,
+    for_update,
+    new_id,
+    tenancy,
+    utcnow,
+)
 from ctxcloud.plugins.users.models import User
 from ctxcloud.plugins.users.passwords import passwords, policy_errors
-from ctxcloud.roles import ROLE_PERMISSIONS, ROLES
-from ctxcloud.tenancy import quotas
-from ctxcloud.tenancy.credentials import credentials_changed
-from ctxcloud.tenancy.models import Tenant
+from ctxcloud.tenancy import credentials_changed
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 OWNER = "owner"
@@ -89,7 +98,7 @@ def create_user(
     try:
         with database.atomic():
             tenant = Tenant.get_by_id(tenant_id)
-            quotas.check_count(tenant, "max_users", User.of_tenant(tenant_id).count)
+            tenancy.check_quota(tenant, "max_users", User.of_tenant(tenant_id).count)
             now = utcnow()
             user = User.create(
                 created_at=now,

@@ -15,7 +15,7 @@ import flask_jwt_extended
 import jwt
 from flask_jwt_extended.exceptions import JWTExtendedException
 
-from ctxcloud.errors import Unauthorized
+from ctxcloud import Unauthorized
 
 ACCESS, REFRESH = "access", "refresh"
 

@@ -12,18 +12,10 @@ import time
 
 import flask
 
-from ctxcloud.auth import Actor
-from ctxcloud.errors import Unauthorized
+from ctxcloud import ROLE_PERMISSIONS, Actor, Tenant, Unauthorized
 from ctxcloud.plugins.users.models import TokenFamily, User
 from ctxcloud.plugins.users.tokens import ACCESS, TokenExpired, decode
-from ctxcloud.roles import ROLE_PERMISSIONS
-from ctxcloud.tenancy.credentials import (
-    CachedCredential,
-    CredentialCache,
-    credentials,
-    scope_of,
-)
-from ctxcloud.tenancy.models import Tenant
+from ctxcloud.tenancy import CachedCredential, CredentialCache, credential_cache, scope_of
 
 CACHE = "jwt"
 
@@ -73,7 +65,7 @@ def _load(token: str, now: float, cache: CredentialCache) -> CachedCredential:
 def verify_access_token(token: str) -> Actor:
     """The token's Actor; 401 when invalid, expired, or its login is no longer live."""
     now = time.time()
-    cache = credentials().cache(CACHE)
+    cache = credential_cache(CACHE)
     entry = cache.get(token, now) or _load(token, now, cache)
     if entry.actor is None:
         raise Unauthorized()

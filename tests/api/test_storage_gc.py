@@ -94,7 +94,7 @@ def orphan_of_a_killed_put(app, client, auth, monkeypatch) -> str:
 
         from ctxcloud.plugins.context import service
 
-        patch.setattr(service.quotas, "add_storage", killed)
+        patch.setattr(service.tenancy, "add_storage", killed)
         response = put_entry(client, auth, P, "never-recorded", b"lost in the gap" * 100)
     assert response.status_code == 500
     (key,) = stored_keys(app) - before
