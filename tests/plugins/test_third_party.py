@@ -2,29 +2,71 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
-from ctxcloud import create_app
-from ctxcloud.plugin_manager import PluginError
-from ctxcloud.settings import ConfigError
+from ctxcloud import ConfigError, create_app
+from tests.stack import migrated_app
+from tests.support.factories import bearer, make_platform_key, make_tenant
 from tests.support.fakedist import installed_distribution
 
-# A complete third-party plugin: an auth method, a permission veto, a storage backend and routes.
+# Plugin loading problems are configuration errors (ctxcloud's PluginError is one).
+PluginError = ConfigError
+
+# A complete third-party plugin, written against the public toolkit alone (`ctxcloud`): routes,
+# a storage backend, an auth method, a permission veto, and a tenant quota of its own that the
+# tenant config API lists and its route enforces, on a table of its own.
 ACME_PLUGIN = '''
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from ctxcloud import hookimpl
-from ctxcloud.auth import Actor, requires
-from ctxcloud.errors import Unauthorized
-from ctxcloud.storage import ObjectInfo, ObjectNotFound, StorageBackend
+from ctxcloud import (
+    Actor,
+    BaseModel,
+    Blueprint,
+    Count,
+    Migration,
+    ObjectInfo,
+    ObjectNotFound,
+    Quota,
+    StorageBackend,
+    Unauthorized,
+    check_quota,
+    current_actor,
+    database,
+    hookimpl,
+    new_id,
+    requires,
+    tenancy,
+)
+import peewee
 
 blp = Blueprint("acme", __name__, url_prefix="/api/v1/acme", description="ACME extras")
 
 
 class GreetingSchema(ma.Schema):
     greeting = ma.fields.String()
+
+
+class Greeting(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=32)
+    tenant_id = peewee.CharField(max_length=64, index=True)
+
+    class Meta:
+        table_name = "acme_greeting"
+
+
+def _create_greetings(migrator, db):
+    class Greeting(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+        tenant_id = peewee.CharField(max_length=64, index=True)
+
+        class Meta:
+            database = db
+            table_name = "acme_greeting"
+
+    db.create_tables([Greeting])
 
 
 @blp.route("/hello")
@@ -34,6 +76,21 @@ class Hello(MethodView):
     def get(self):
         """Say hello"""
         return {"greeting": "hello from acme"}
+
+
+@blp.route("/greetings")
+class Greetings(MethodView):
+    @requires("acme:greet")
+    @blp.response(201, GreetingSchema)
+    @blp.alt_response(403, response="QuotaExceeded")
+    def post(self):
+        """Keep a greeting (at most the tenant's max_greetings)"""
+        tenant = current_actor().tenant
+        with database.atomic():
+            used = Greeting.select().where(Greeting.tenant_id == tenant.id).count
+            check_quota(tenant, "max_greetings", used)
+            Greeting.create(id=new_id("grt"), tenant_id=tenant.id)
+        return {"greeting": "kept"}
 
 
 class MemoryStorage(StorageBackend):
@@ -67,6 +124,31 @@ class MemoryStorage(StorageBackend):
 
 
 @hookimpl
+def config_defaults():
+    return {"ACME_MAX_GREETINGS": 2}
+
+
+@hookimpl
+def tenant_options():
+    return [
+        Quota(
+            "max_greetings",
+            Count(0),
+            default="ACME_MAX_GREETINGS",
+            description="Greetings the tenant may keep",
+            example=10,
+        )
+    ]
+
+
+@hookimpl
+def database_migrations():
+    return [
+        Migration("acme.0001_greetings", _create_greetings, depends_on=("tenants.0001_initial",))
+    ]
+
+
+@hookimpl
 def register_blueprints(app):
     return [blp]
 
@@ -86,10 +168,12 @@ def authenticate(request):
     header = request.headers.get("X-Acme-User")
     if header is None:
         return None
-    if header not in ("alice", "mallory"):
+    user, _, slug = header.partition("@")
+    tenant = tenancy.tenant_by_slug(slug) if slug else None
+    if user not in ("alice", "mallory"):
         raise Unauthorized()
-    return Actor(kind="user", id=header, tenant_id="t-acme", role="member",
-                 permissions=frozenset({"acme:greet"}))
+    return Actor(kind="user", id=user, tenant_id=tenant.id if tenant else "t-acme",
+                 role="member", permissions=frozenset({"acme:greet"}), tenant=tenant)
 
 
 @hookimpl
@@ -116,6 +200,15 @@ def make_app(tmp_path, **config):
     return create_app({"ENV": "testing", "DATA_DIR": str(tmp_path / "data"), **config})
 
 
+def test_the_plugin_uses_nothing_but_the_public_toolkit():
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(ACME_PLUGIN))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert {m for m in imported if m.startswith("ctxcloud")} == {"ctxcloud"}
+
+
 def test_third_party_plugin_adds_routes_backend_auth_and_veto(acme, tmp_path):
     app = make_app(tmp_path, STORAGE_BACKEND="acme-memory")
     client = app.test_client()
@@ -134,16 +227,41 @@ def test_third_party_plugin_adds_routes_backend_auth_and_veto(acme, tmp_path):
     assert type(storage).__name__ == "MemoryStorage"
     storage.put("a/b", [b"x"])
     assert client.get("/api/v1/health").get_json()["checks"]["storage"] == "ok"
-    # It is listed with its distribution and version.
-    plugins = {
-        p.name: p
-        for p in __import__("ctxcloud.plugin_manager", fromlist=["x"]).describe_plugins(
-            app.extensions["ctxcloud"].pm, app.extensions["ctxcloud"].plugin_dists
+
+
+def test_third_party_plugin_declares_a_tenant_quota_listed_and_enforced(acme, app_config):
+    with migrated_app(app_config) as app:
+        client = app.test_client()
+        platform = bearer(make_platform_key(app)[1])
+        tenant = make_tenant(app, "greeters")
+        # The quota is in the tenant config API (default from the plugin's setting) and OpenAPI.
+        url = f"/api/v1/tenants/{tenant.id}/config"
+        assert client.get(url, headers=platform).get_json()["quotas"]["max_greetings"] == 2
+        spec = client.get("/api/v1/openapi.json").get_json()
+        assert "max_greetings" in spec["components"]["schemas"]["DeclaredQuotas"]["properties"]
+        # Enforced: the third greeting passes the quota, and nothing is kept.
+        user = {"X-Acme-User": "alice@greeters"}
+        for _ in range(2):
+            assert client.post("/api/v1/acme/greetings", headers=user).status_code == 201
+        refused = client.post("/api/v1/acme/greetings", headers=user)
+        assert refused.status_code == 403
+        problem = refused.get_json()
+        assert (problem["code"], problem["quota"], problem["limit"]) == (
+            "quota_exceeded",
+            "max_greetings",
+            2,
         )
-    }
-    assert plugins["acme"].distribution == "acme-ctxcloud"
-    assert plugins["acme"].version == "1.0.0"
-    assert "storage_backends" in plugins["acme"].hooks
+        # The platform changes it like any quota, validated by the plugin's own field.
+        bad = client.patch(url, json={"quotas": {"max_greetings": -1}}, headers=platform)
+        assert bad.status_code == 422 and "max_greetings" in bad.get_json()["errors"]["quotas"]
+        raised = client.patch(url, json={"quotas": {"max_greetings": 3}}, headers=platform)
+        assert raised.status_code == 200, raised.get_json()
+        assert client.post("/api/v1/acme/greetings", headers=user).status_code == 201
+        # It is listed with its distribution, version and hooks.
+        listed = client.get("/api/v1/-/plugins", headers=platform).get_json()["plugins"]
+        acme_entry = next(p for p in listed if p["name"] == "acme")
+        assert (acme_entry["distribution"], acme_entry["version"]) == ("acme-ctxcloud", "1.0.0")
+        assert {"tenant_options", "storage_backends"} <= set(acme_entry["hooks"])
 
 
 def test_disabling_a_plugin_by_name_removes_its_routes(acme, tmp_path):
