@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
 import flask
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date
 
-from ctxcloud import CHUNK_SIZE, BadRequest, ValidationFailed, objects, read_json
+from ctxcloud import CHUNK_SIZE, BadRequest, ValidationFailed, objects, read_json, tenancy
 from ctxcloud.plugins.context.models import EntryVersion
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
-from ctxcloud.plugins.context.paths import existing_path, validate_path
-from ctxcloud.plugins.context.problems import EntryTooLarge, InvalidPath, RangeNotSatisfiable
+from ctxcloud.plugins.context.problems import InvalidPath, RangeNotSatisfiable
 from ctxcloud.plugins.context.service import Preconditions
 
 METADATA_HEADER = "Entry-Metadata"
@@ -32,12 +31,12 @@ _SINGLE_BYTE_RANGE = re.compile(
 )
 
 
-def entry_path(path: str, exists: Callable[[str], bool] | None = None) -> str:
-    """The URL's entry path, validated and in NFC (400 invalid_path).
+def entry_path(path: str) -> str:
+    """The URL's entry path as decoded; the path rules come after (reads: `existing_path`,
+    writes: the write rules).
 
-    werkzeug decodes bytes that are not UTF-8 to U+FFFD; such a path is refused rather than
-    stored under a replacement character that names another entry. With `exists` (reads and
-    deletes), a path only the character rules refuse is accepted when an entry holds it.
+    werkzeug decodes bytes that are not UTF-8 to U+FFFD; such a path is refused (400
+    invalid_path) rather than taken for a path under a replacement character.
     """
     if "\ufffd" in path:
         raw = flask.request.environ.get("PATH_INFO", "")
@@ -45,7 +44,7 @@ def entry_path(path: str, exists: Callable[[str], bool] | None = None) -> str:
             raw.encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             raise InvalidPath("The entry path is not valid UTF-8.") from None
-    return validate_path(path) if exists is None else existing_path(path, exists)
+    return path
 
 
 def parse_etags(value: str | None, weak_matches: bool) -> tuple[str, ...] | None:
@@ -118,18 +117,18 @@ def content_type(default: str | None = None) -> str:
     return value
 
 
-def request_chunks(max_bytes: int) -> Iterator[bytes]:
-    """The request body in bounded chunks, never whole; too long or cut short raises."""
+def request_chunks() -> Iterator[bytes]:
+    """The request body in chunks, never whole; one cut short raises. How much may come is the
+    write rules' to say (plugins/context/write_rules.py), as the chunks stream."""
     request = flask.request
     declared = request.content_length
-    if declared is not None and declared > max_bytes:
-        raise EntryTooLarge(f"The entry is larger than the limit of {max_bytes} bytes.")
-    request.max_content_length = max_bytes + 1
-    stream = request.stream
-    return _read(stream, declared, max_bytes)
+    # The app-wide limit is for JSON bodies; an entry's is the tenant's max_entry_bytes, which
+    # the write rules enforce as the chunks stream (None here would mean the app-wide limit).
+    request.max_content_length = tenancy.UNLIMITED_BYTES
+    return _read(request.stream, declared)
 
 
-def _read(stream: Any, declared: int | None, max_bytes: int) -> Iterator[bytes]:
+def _read(stream: Any, declared: int | None) -> Iterator[bytes]:
     total = 0
     try:
         while True:
@@ -137,11 +136,7 @@ def _read(stream: Any, declared: int | None, max_bytes: int) -> Iterator[bytes]:
             if not chunk:
                 break
             total += len(chunk)
-            if total > max_bytes:
-                raise EntryTooLarge(f"The entry is larger than the limit of {max_bytes} bytes.")
             yield chunk
-    except RequestEntityTooLarge:
-        raise EntryTooLarge(f"The entry is larger than the limit of {max_bytes} bytes.") from None
     except ClientDisconnected:
         raise BadRequest("The body ended before Content-Length bytes arrived.") from None
     if declared is not None and total != declared:

@@ -68,6 +68,15 @@ def resolve(actor: Actor, ref: str, *, lock: bool = False) -> Project:
     return project
 
 
+def locked(actor: Actor, project: Project) -> Project:
+    """`project` read again and locked until the transaction ends (writes re-check under it)."""
+    query = Project.of_tenant(actor.tenant_id or "-").where(Project.id == project.id)
+    found = for_update(query).first()
+    if found is None:
+        raise NotFound("No such project.")
+    return found
+
+
 def list_projects(actor: Actor, page: int, page_size: int) -> tuple[list[Project], int]:
     query = Project.of_tenant(actor.tenant_id or "-")
     if actor.project_ids is not None:

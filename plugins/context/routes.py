@@ -10,8 +10,7 @@ from flask.views import MethodView
 from ctxcloud import MAX_PAGE_SIZE, Blueprint, NotFound, current_actor, page_and_size, requires
 from ctxcloud.plugins.context import http, projects, service
 from ctxcloud.plugins.context.manifest_cache import manifest_cache
-from ctxcloud.plugins.context.paths import validate_prefix
-from ctxcloud.plugins.context.problems import EntryTooLarge
+from ctxcloud.plugins.context.paths import existing_path, validate_prefix
 from ctxcloud.plugins.context.schemas import (
     MAX_REVISION,
     PATH_RULE,
@@ -22,6 +21,7 @@ from ctxcloud.plugins.context.schemas import (
     ManifestSchema,
     RevisionSchema,
 )
+from ctxcloud.plugins.context.write_rules import EntryWrite
 
 blp = Blueprint(
     "context",
@@ -260,19 +260,16 @@ class EntryItem(MethodView):
         type outside the tenant's `allowed_content_types` is a 415. Nothing is stored then.
         """
         actor = current_actor()
-        tenant = actor.tenant
-        path = http.entry_path(path)
-        content_type = http.content_type(tenant.setting("default_content_type"))
-        service.check_content_type(tenant, content_type)
-        metadata, expected = http.entry_metadata(), http.expected_sha256()
-        write = service.EntryWrite(
-            path=path,
-            chunks=http.request_chunks(service.entry_limit(tenant)),
-            content_type=content_type,
-            metadata=metadata,
+        found = projects.resolve(actor, project)
+        write = EntryWrite(
+            path=http.entry_path(path),
+            chunks=http.request_chunks(),
+            content_type=http.content_type(actor.tenant.setting("default_content_type")),
+            metadata=http.entry_metadata(),
             size_hint=flask.request.content_length,
         )
-        version, created = service.put_entry(actor, project, write, http.preconditions(), expected)
+        expected = http.expected_sha256()
+        version, created = service.put_entry(actor, found, write, http.preconditions(), expected)
         return flask.Response(
             flask.json.dumps(EntrySchema().dump(version)),
             status=201 if created else 200,
@@ -293,13 +290,14 @@ class EntryItem(MethodView):
         """
         actor = current_actor()
         found = projects.resolve(actor, project)
-        path = http.entry_path(path, exists=lambda p: service.head_entry(found, p) is not None)
-        service.delete_entry(actor, project, path, http.preconditions())
+        service.delete_entry(actor, found, http.entry_path(path), http.preconditions())
 
 
 def _version(actor, project_ref: str, path: str, revision: int | None):
     found = projects.resolve(actor, project_ref)
-    path = http.entry_path(path, exists=lambda p: service.entry_at(found, p, revision) is not None)
+    path = existing_path(
+        http.entry_path(path), lambda p: service.entry_at(found, p, revision) is not None
+    )
     version = service.entry_at(found, path, revision)
     if version is None:
         raise NotFound("No such entry.")
@@ -327,16 +325,14 @@ class Commits(MethodView):
         entry past `max_entry_bytes`, 403 `quota_exceeded` when the puts together would pass
         `max_storage_bytes`, 415 for a type the tenant does not allow.
         """
-        tenant = current_actor().tenant
-        writes = service.decode_commit_puts(data["put"], tenant.setting("default_content_type"))
-        limit = service.entry_limit(tenant)
-        for write in writes:
-            service.check_content_type(tenant, write.content_type)
-            if write.size_hint > limit:
-                raise EntryTooLarge(f"{write.path!r} is larger than {limit} bytes.")
+        actor = current_actor()
+        found = projects.resolve(actor, project)
+        writes = service.decode_commit_puts(
+            data["put"], actor.tenant.setting("default_content_type")
+        )
         return service.commit(
-            current_actor(),
-            project,
+            actor,
+            found,
             message=data["message"],
             parent_revision=data.get("parent_revision"),
             puts=writes,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import peewee
@@ -20,18 +19,18 @@ from ctxcloud import (
     Conflict,
     NotFound,
     PreconditionFailed,
-    UnsupportedMediaType,
     ValidationFailed,
     database,
     objects,
     tenancy,
     utcnow,
 )
-from ctxcloud.plugins.context import options, projects
+from ctxcloud.plugins.context import projects, write_rules
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
 from ctxcloud.plugins.context.problems import ChecksumMismatch, InvalidPath
+from ctxcloud.plugins.context.write_rules import EntryWrite
 
 TEXT_TYPES = {
     "application/json",
@@ -63,53 +62,6 @@ class Preconditions:
                 raise PreconditionFailed("The entry already exists (If-None-Match: *).")
             if current.etag in self.if_none_match:
                 raise PreconditionFailed("The entry still has that ETag (If-None-Match).")
-
-
-@dataclass(frozen=True)
-class EntryWrite:
-    """One entry to store: path, bytes (as chunks), type and metadata."""
-
-    path: str
-    chunks: Iterable[bytes]
-    content_type: str = DEFAULT_CONTENT_TYPE
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # The size announced before the bytes arrive (Content-Length), to refuse early.
-    size_hint: int | None = None
-
-
-def entry_limit(tenant: Any) -> int:
-    """The largest entry the tenant may write (its max_entry_bytes quota)."""
-    limit = tenant.quota("max_entry_bytes") if tenant is not None else None
-    return tenancy.UNLIMITED_BYTES if limit is None else limit
-
-
-def check_content_type(tenant: Any, content_type: str) -> None:
-    """415 unless the tenant's allowed_content_types admit `content_type`."""
-    if tenant is not None and not options.allows_content_type(tenant, content_type):
-        base = content_type.split(";", 1)[0].strip()
-        raise UnsupportedMediaType(
-            f"The tenant allows no entries of type {base!r}.",
-            allowed=tenant.setting("allowed_content_types"),
-        )
-
-
-def _space_for(tenant: Any, sizes: Iterable[int | None]) -> int | None:
-    """Bytes the tenant may still store (None: no quota); 403 now if a known size won't fit."""
-    space = tenancy.storage_left(tenant)
-    wanted = sum(size for size in sizes if size is not None)
-    if space is not None and wanted > space:
-        raise tenancy.no_space(tenant, wanted)
-    return space
-
-
-def _within(chunks: Iterable[bytes], tenant: Any, space: int) -> Iterator[bytes]:
-    """The chunks, stopping with 403 quota_exceeded as soon as they pass `space` bytes."""
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > space:
-            raise tenancy.no_space(tenant, total)
-        yield chunk
 
 
 def is_text(content_type: str) -> bool:
@@ -294,23 +246,20 @@ def _record_delete(project: Project, revision: int, path: str) -> None:
 
 def put_entry(
     actor: Actor,
-    project_ref: str,
+    project: Project,
     write: EntryWrite,
     preconditions: Preconditions,
     expected_sha256: str | None = None,
 ) -> tuple[EntryVersion, bool]:
-    """Store one entry as a new revision; returns (version, created)."""
-    write = replace(write, path=validate_path(write.path))
-    project = projects.resolve(actor, project_ref)
+    """Store one entry as a new revision of `project`; returns (version, created)."""
+    [write] = write_rules.admit(actor.tenant, [write])
     preconditions.check(head_entry(project, write.path))  # fail before the upload if we can
-    space = _space_for(actor.tenant, [write.size_hint])
-    chunks = write.chunks if space is None else _within(write.chunks, actor.tenant, space)
-    stored = objects.store(actor.tenant_id, project.id, chunks)
+    stored = objects.store(actor.tenant_id, project.id, write.chunks)
     try:
         if expected_sha256 is not None and stored.sha256 != expected_sha256:
             raise ChecksumMismatch("The body's SHA-256 does not match Content-SHA256.")
         with database.atomic():
-            project = projects.resolve(actor, project_ref, lock=True)
+            project = projects.locked(actor, project)
             current = head_entry(project, write.path)
             preconditions.check(current)
             tenancy.add_storage(actor.tenant, stored.size)
@@ -322,10 +271,10 @@ def put_entry(
     return version, current is None
 
 
-def delete_entry(actor: Actor, project_ref: str, path: str, preconditions: Preconditions) -> int:
-    """Delete one entry as a new revision; 404 if it does not exist."""
+def delete_entry(actor: Actor, project: Project, path: str, preconditions: Preconditions) -> int:
+    """Delete one entry as a new revision of `project`; 404 if it does not exist."""
     with database.atomic():
-        project = projects.resolve(actor, project_ref, lock=True)
+        project = projects.locked(actor, project)
         path = existing_path(path, lambda normal: head_entry(project, normal) is not None)
         current = head_entry(project, path)
         if current is None:
@@ -375,7 +324,7 @@ def decode_commit_puts(
 
 def commit(
     actor: Actor,
-    project_ref: str,
+    project: Project,
     *,
     message: str,
     parent_revision: int | None,
@@ -387,7 +336,7 @@ def commit(
     Paths are compared in NFC: the two spellings of one path are one path (a duplicate)."""
     if not puts and not deletes:
         raise ValidationFailed({"put": ["Nothing to commit: give put and/or delete."]})
-    puts = [replace(write, path=_commit_path(write.path)) for write in puts]
+    puts = write_rules.admit(actor.tenant, puts, named=True)
     # A delete may name an entry stored before the character rules (UnsafePath): it must exist.
     legacy: dict[str, UnsafePath] = {}
     normal_deletes = []
@@ -404,18 +353,16 @@ def commit(
         raise ValidationFailed(
             {"paths": {p: ["The path appears more than once in this commit."] for p in duplicates}}
         )
-    project = projects.resolve(actor, project_ref)
     for normal, refused in legacy.items():
         if head_entry(project, normal) is None:
             raise InvalidPath(refused.detail)
     _check_parent(project, parent_revision)
-    _space_for(actor.tenant, [write.size_hint for write in puts])
     stored: list[objects.StoredObject] = []
     try:
         for write in puts:
             stored.append(objects.store(actor.tenant_id, project.id, write.chunks))
         with database.atomic():
-            project = projects.resolve(actor, project_ref, lock=True)
+            project = projects.locked(actor, project)
             _check_parent(project, parent_revision)
             missing = [path for path in deletes if head_entry(project, path) is None]
             if missing:

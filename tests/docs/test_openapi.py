@@ -6,11 +6,13 @@ every schema field has a description and an example; every example is valid for 
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 from openapi_schema_validator import OAS31Validator, oas31_format_checker
 
+from ctxcloud import ConfigError, create_app
 from tests.docs.openapi import (
     NO_EXAMPLE,
     composed_example,
@@ -249,3 +251,61 @@ def test_request_bodies_state_whole_numbers_as_integers(spec):
     for method, path, op in json_body_operations(spec):
         schema = op["requestBody"]["content"]["application/json"]["schema"]
         assert numbers(schema) == [], f"{method} {path}"
+
+
+def test_the_document_is_built_once_per_app(app, client, monkeypatch):
+    """The document does not change after start-up: built on the first request, then served."""
+    spec = app.extensions["ctxcloud"].api.spec
+    builds = []
+    to_dict = spec.to_dict
+    monkeypatch.setattr(spec, "to_dict", lambda: builds.append(1) or to_dict())
+    first = client.get("/api/v1/openapi.json")
+    second = client.get("/api/v1/openapi.json")
+    assert first.status_code == second.status_code == 200
+    assert first.mimetype == "application/json"
+    assert first.data == second.data
+    assert len(builds) == 1
+    served = [rule for rule in app.url_map.iter_rules() if rule.rule == "/api/v1/openapi.json"]
+    assert [rule.endpoint for rule in served] == ["api-docs.openapi_json"]
+
+
+def test_every_error_response_flask_smorest_may_reference_is_a_problem(app):
+    """flask-smorest's default responses (one per status, named like NOT_FOUND, and
+    DEFAULT_ERROR) are ctxcloud's problem+json ones, referenced or not yet."""
+    components = app.extensions["ctxcloud"].api.spec.components
+    defaults = {**components.responses, **components.responses_lazy}
+    names = [status.name for status in HTTPStatus if status >= 400] + ["DEFAULT_ERROR"]
+    for name in names:
+        content = defaults[name]["content"]
+        assert list(content) == [PROBLEM], name
+        assert content[PROBLEM]["schema"] == {"$ref": "#/components/schemas/Problem"}, name
+        assert content[PROBLEM]["example"]["status"] == HTTPStatus.__members__.get(
+            name, HTTPStatus.INTERNAL_SERVER_ERROR
+        ), name
+    assert "Error" not in components.schemas  # flask-smorest's own error schema
+
+
+def test_the_pagination_header_is_a_json_value(spec):
+    """X-Pagination holds a JSON object: `content`, not a `schema` (OpenAPI's `simple` style)."""
+    header = spec["components"]["headers"]["PAGINATION"]
+    assert "schema" not in header
+    media = header["content"]["application/json"]
+    assert media["schema"] == {"$ref": "#/components/schemas/PaginationMetadata"}
+    properties = spec["components"]["schemas"]["PaginationMetadata"]["properties"]
+    assert {"total", "total_pages", "page"} <= set(properties)
+    assert all("example" in prop for prop in properties.values())
+    paginated = [
+        op
+        for _, _, op in operations(spec)
+        if "X-Pagination" in op["responses"].get("200", {}).get("headers", {})
+    ]
+    assert len(paginated) >= 4
+    for op in paginated:
+        ref = op["responses"]["200"]["headers"]["X-Pagination"]
+        assert ref == {"$ref": "#/components/headers/PAGINATION"}
+
+
+def test_flask_smorest_serving_the_document_refuses_to_start(app_config):
+    """Its routes would clash with ctxcloud's and build the document on every request."""
+    with pytest.raises(ConfigError, match="CTXCLOUD_OPENAPI_URL_PREFIX"):
+        create_app({**app_config, "OPENAPI_URL_PREFIX": "/api/v1"})
