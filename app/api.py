@@ -3,6 +3,10 @@
 What every route shares is documented here, from what the route declares, instead of by
 hand on each route: its permission (from @requires), its 401/403/429 problems, the
 RateLimit-* headers of every rate-limited operation, and examples for every error.
+
+All of it goes through flask-smorest's and apispec's public API (`create_api`: spec_kwargs,
+components, apispec plugins), and the document is served by a route of ctxcloud's, built
+once per app.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import flask
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
+from apispec.core import Components
 from flask_smorest import pagination
-from flask_smorest.utils import prepare_response
 
+from ctxcloud import docs_assets
+from ctxcloud.auth import public
 from ctxcloud.errors import PROBLEM_MIMETYPE, ProblemResponse, ProblemSchema, problem_type
 from ctxcloud.json_input import is_json_media_type
 from ctxcloud.ratelimit import UNLIMITED_BLUEPRINTS
 from ctxcloud.roles import ROLE_PERMISSIONS
+from ctxcloud.settings import ConfigError
 
 # The core's error responses, referenced by name from operations (e.g. by @requires); a
 # plugin adds its own through the problem_responses hook.
@@ -387,72 +394,12 @@ class PaginationMetadataSchema(pagination.PaginationMetadataSchema):
 
 
 class Api(flask_smorest.Api):
-    """flask-smorest's Api, documenting errors as problem+json and every route's conventions."""
+    """flask-smorest's Api with problem+json as its error schema; the rest of what ctxcloud
+    documents goes in through public API (`create_api`), and no method is overridden."""
 
+    # flask-smorest documents its default error responses with this schema (and registers it
+    # when the Api is made): here every error is a problem.
     ERROR_SCHEMA = ProblemSchema
-
-    def _init_spec(self, **kwargs: Any) -> None:
-        kwargs["extra_plugins"] = [
-            *(kwargs.get("extra_plugins") or ()),
-            OperationConventions(),
-            SchemaKeywords(),
-        ]
-        kwargs.setdefault("info", {"description": API_DESCRIPTION})
-        super()._init_spec(**kwargs)
-
-    def _register_pagination_header(self) -> None:
-        # The header's value is a JSON object: `content`, not `schema` (a `schema` of type
-        # object means OpenAPI's `simple` style, `total,120,page,2`, which it is not).
-        self.spec.components.header(
-            "PAGINATION",
-            {
-                "description": pagination.PAGINATION_HEADER["description"],
-                "content": {"application/json": {"schema": PaginationMetadataSchema}},
-            },
-            lazy=True,
-        )
-
-    def _register_responses(self) -> None:
-        for name, (description, example) in RATE_LIMIT_HEADERS.items():
-            self.spec.components.header(
-                name,
-                {"description": description, "schema": {"type": "integer"}, "example": example},
-            )
-        for status in http.HTTPStatus:
-            response: dict[str, Any] = {"description": status.phrase}
-            if status >= 400:
-                response["schema"] = self.ERROR_SCHEMA
-                response["example"] = problem_example(
-                    status, _code_for(status), status.description or status.phrase
-                )
-            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
-            self.spec.components.response(status.name, response, lazy=True)
-        default = {
-            "description": "Error (problem+json)",
-            "schema": self.ERROR_SCHEMA,
-            "example": problem_example(500, "internal_error", "An unexpected error occurred."),
-        }
-        prepare_response(default, self.spec, PROBLEM_MIMETYPE)
-        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
-        self.spec.components.security_scheme(
-            "bearerAuth",
-            {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "`Authorization: Bearer <credential>`: a JWT access token from "
-                "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
-                "either here, without the word Bearer.",
-            },
-        )
-        self.spec.components.security_scheme(
-            "apiKeyHeader",
-            {
-                "type": "apiKey",
-                "in": "header",
-                "name": "X-API-Key",
-                "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
-            },
-        )
 
     def register_problem_responses(self, responses: list[ProblemResponse]) -> None:
         """Document each declared problem response once, under its name (the core's and every
@@ -461,8 +408,6 @@ class Api(flask_smorest.Api):
             status = declared.status
             response: dict[str, Any] = {
                 "description": declared.description or http.HTTPStatus(status).phrase,
-                "schema": self.ERROR_SCHEMA,
-                "example": problem_example(status, declared.code, declared.detail),
             }
             if status == 401:
                 response["headers"] = {
@@ -488,12 +433,160 @@ class Api(flask_smorest.Api):
                     },
                     **{name: _ref("headers", name) for name in RATE_LIMIT_HEADERS},
                 }
-            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+            example = problem_example(status, declared.code, declared.detail)
+            response["content"] = _problem_content(example)
             self.spec.components.response(declared.name, response)
 
-    def _openapi_json(self) -> flask.Response:
-        """Serve the spec built once per app; it does not change after start-up."""
-        ext = flask.current_app.extensions["ctxcloud"]
-        if ext.openapi_json is None:
-            ext.openapi_json = flask.json.dumps(self.spec.to_dict(), indent=2, sort_keys=False)
-        return flask.current_app.response_class(ext.openapi_json, mimetype="application/json")
+
+def create_api(app: flask.Flask) -> Api:
+    """The app's one Api, its document completed through flask-smorest's and apispec's public
+    API: apispec plugins and the description as `spec_kwargs`, then components."""
+    if app.config.get("OPENAPI_URL_PREFIX"):
+        raise ConfigError(
+            "CTXCLOUD_OPENAPI_URL_PREFIX must stay unset: ctxcloud serves /api/v1/openapi.json "
+            "and /api/v1/docs itself (flask-smorest's would build the document per request)"
+        )
+    api = Api(
+        app,
+        spec_kwargs={
+            "extra_plugins": [OperationConventions(), SchemaKeywords()],
+            "info": {"description": API_DESCRIPTION},
+        },
+    )
+    components = api.spec.components
+    for name, (description, example) in RATE_LIMIT_HEADERS.items():
+        components.header(
+            name, {"description": description, "schema": {"type": "integer"}, "example": example}
+        )
+    _document_default_responses(components, api.DEFAULT_ERROR_RESPONSE_NAME)
+    _document_pagination_header(components)
+    components.security_scheme(
+        "bearerAuth",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <credential>`: a JWT access token from "
+            "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
+            "either here, without the word Bearer.",
+        },
+    )
+    components.security_scheme(
+        "apiKeyHeader",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
+        },
+    )
+    app.register_blueprint(docs)
+    return api
+
+
+def _problem_content(example: dict[str, Any]) -> dict[str, Any]:
+    return {PROBLEM_MIMETYPE: {"schema": ProblemSchema, "example": example}}
+
+
+# flask-smorest registers a few components *lazily* (written into the document only once an
+# operation references them) when the Api is made: a response per HTTP status, named like
+# NOT_FOUND, and DEFAULT_ERROR, which @blp.arguments (422), @blp.response, @blp.paginate and
+# ETags reference, all `application/json`; and the X-Pagination header, PAGINATION. Nothing
+# references them yet, so ours replace them for every reference to come (apispec's
+# Components keeps the lazy ones in `responses_lazy` and `headers_lazy`).
+# tests/docs/test_flask_smorest_pins.py fails if flask-smorest stops working this way.
+
+
+def _document_default_responses(components: Components, default_error: str) -> None:
+    """flask-smorest's default responses, as problem+json with examples."""
+    for status in http.HTTPStatus:
+        response: dict[str, Any] = {"description": status.phrase}
+        if status >= 400:
+            response["content"] = _problem_content(
+                problem_example(status, _code_for(status), status.description or status.phrase)
+            )
+        components.responses_lazy.pop(status.name, None)
+        components.response(status.name, response, lazy=True)
+    components.responses_lazy.pop(default_error, None)
+    components.response(
+        default_error,
+        {
+            "description": "Error (problem+json)",
+            "content": _problem_content(
+                problem_example(500, "internal_error", "An unexpected error occurred.")
+            ),
+        },
+        lazy=True,
+    )
+
+
+def _document_pagination_header(components: Components) -> None:
+    """The X-Pagination header's value is a JSON object: `content`, not flask-smorest's
+    `schema` (a `schema` of type object means OpenAPI's `simple` style, `total,120,page,2`,
+    which it is not); its schema, PaginationMetadata, is ours, with examples."""
+    components.schemas.pop("PaginationMetadata", None)
+    components.schema("PaginationMetadata", schema=PaginationMetadataSchema)
+    components.headers_lazy.pop("PAGINATION", None)
+    components.header(
+        "PAGINATION",
+        {
+            "description": pagination.PAGINATION_HEADER["description"],
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        },
+        lazy=True,
+    )
+
+
+# The document and its page are served by ctxcloud, not flask-smorest (whose
+# OPENAPI_URL_PREFIX stays unset): flask-smorest builds the document again on every request,
+# this builds it once per app. The blueprint and endpoints keep flask-smorest's names, which
+# the rate limiter exempts (ratelimit.UNLIMITED_BLUEPRINTS).
+docs = flask.Blueprint("api-docs", __name__, url_prefix="/api/v1")
+
+SWAGGER_UI_CONFIG = {"deepLinking": True, "persistAuthorization": True}
+
+SWAGGER_UI_PAGE = """\
+<!DOCTYPE html>
+<html>
+  <head>
+    <title>{{ title }}</title>
+    <link href="{{ assets }}/swagger-ui.css" rel="stylesheet" type="text/css"/>
+  </head>
+  <body>
+    <div id="swagger-ui-container"></div>
+    <script src="{{ assets }}/swagger-ui-standalone-preset.js"></script>
+    <script src="{{ assets }}/swagger-ui-bundle.js"></script>
+    <script>
+      window.onload = function () {
+        window.ui = SwaggerUIBundle({{ config | tojson }});
+      };
+    </script>
+  </body>
+</html>
+"""
+
+
+@docs.route("/openapi.json")
+@public
+def openapi_json() -> flask.Response:
+    """The OpenAPI document, built on the first request: nothing changes it after start-up."""
+    ext = flask.current_app.extensions["ctxcloud"]
+    if ext.openapi_json is None:
+        ext.openapi_json = flask.json.dumps(ext.api.spec.to_dict(), indent=2, sort_keys=False)
+    return flask.current_app.response_class(ext.openapi_json, mimetype="application/json")
+
+
+@docs.route("/docs")
+@public
+def openapi_swagger_ui() -> str:
+    """Swagger UI on the document, its files served by the app (docs_assets): no CDN."""
+    config = {
+        "url": flask.url_for(".openapi_json"),
+        "dom_id": "#swagger-ui-container",
+        **SWAGGER_UI_CONFIG,
+    }
+    return flask.render_template_string(
+        SWAGGER_UI_PAGE,
+        title=flask.current_app.extensions["ctxcloud"].api.spec.title,
+        assets=docs_assets.assets.url_prefix,
+        config=config,
+    )

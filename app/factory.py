@@ -15,7 +15,7 @@ import redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ctxcloud import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
-from ctxcloud.api import CORE_RESPONSES, Api
+from ctxcloud.api import CORE_RESPONSES, Api, create_api
 from ctxcloud.bulkhead import Bulkhead, default_slots
 from ctxcloud.crypto import MasterKeyring
 from ctxcloud.db import init_database, open_database
@@ -95,7 +95,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     init_request_log(app)
     init_database(app)
     ratelimit.init_rate_limiting(app)
-    ext.api = Api(app)
+    ext.api = create_api(app)
     ext.api.register_problem_responses(_problem_responses(pm))
     register_error_handlers(app)
     _register_routes(app, ext)

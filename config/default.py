@@ -57,12 +57,8 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "json"
 
-# flask-smorest / OpenAPI
+# flask-smorest / OpenAPI. No OPENAPI_URL_PREFIX: the document (/api/v1/openapi.json, built
+# once per app) and its page (/api/v1/docs) are served by ctxcloud.api, not flask-smorest.
 API_TITLE = "ctxcloud"
 API_VERSION = "v1"
 OPENAPI_VERSION = "3.1.0"
-OPENAPI_URL_PREFIX = "/api/v1"
-OPENAPI_JSON_PATH = "openapi.json"
-OPENAPI_SWAGGER_UI_PATH = "docs"
-OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/static/"
-OPENAPI_SWAGGER_UI_CONFIG = {"deepLinking": True, "persistAuthorization": True}
