@@ -6,10 +6,12 @@ Never used in production, which refuses to start without its secrets.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
 import secrets
+import tempfile
 from typing import Any
 
 log = logging.getLogger("ctxcloud.secrets")
@@ -25,9 +27,23 @@ def _generate() -> dict[str, Any]:
 
 
 def load_or_create(data_dir: str) -> dict[str, Any]:
-    """Read the generated secrets, creating them (mode 0600) on first use, with a loud warning."""
+    """Read the generated secrets, creating them (mode 0600) on first use, with a loud warning.
+
+    Every process of a data directory must end up with the same secrets (gunicorn boots its
+    workers at once: two that each generated a JWT secret would refuse each other's tokens),
+    so reading and creating happen under an exclusive lock on a lock file beside them.
+    """
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     path = os.path.join(data_dir, SECRETS_FILE)
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        return _load_or_create_locked(path)
+    finally:
+        os.close(lock_fd)  # releases the lock
+
+
+def _load_or_create_locked(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
@@ -36,12 +52,12 @@ def load_or_create(data_dir: str) -> dict[str, Any]:
     missing = {k: v for k, v in _generate().items() if k not in stored}
     if missing:
         stored.update(missing)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=SECRETS_FILE + ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
             json.dump(stored, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
         log.warning(
             "generated development secrets (master key, JWT secret, API key pepper) in %s: "
             "fine for a laptop, never for production; set CTXCLOUD_MASTER_KEYS, "

@@ -95,3 +95,20 @@ def test_unsupported_database_url_is_refused(tmp_path):
                 "DATABASE_URL": "mysql://root@localhost/x",
             }
         )
+
+
+def test_processes_starting_together_share_one_set_of_generated_secrets(tmp_path):
+    """gunicorn boots its workers at once: each must read the same generated secrets (two
+    JWT secrets would make the workers refuse each other's tokens), and none may fail."""
+    import multiprocessing
+
+    from ctxcloud import dev_secrets
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(8) as pool:
+        results = pool.map(dev_secrets.load_or_create, [str(tmp_path / "data")] * 16)
+    assert all(result == results[0] for result in results)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "dev-secrets.json",
+        "dev-secrets.json.lock",
+    ]
