@@ -87,8 +87,15 @@ _export(
 _export("ctxcloud.serial_worker", "ChunkBatches")
 # Tenancy: the tenant, declared quotas and settings, and their enforcement.
 _export("ctxcloud.tenancy", "Tenant", "Quota", "Setting", "Count", "check_quota", "current_tenant")
-# Rate limits.
-_export("ctxcloud.ratelimit", "count_attempt")
+# Rate limits: flask-limiter's decorators on the app's own Limiter (count_attempt: deprecated).
+_export(
+    "ctxcloud.ratelimit",
+    "limit",
+    "shared_limit",
+    "client_address",
+    "current_limiter",
+    "count_attempt",
+)
 # Public modules, also reachable as attributes.
 for _module in ("tenancy", "objects", "testing"):
     _TOOLKIT[_module] = (f"ctxcloud.{_module}", None)

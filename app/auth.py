@@ -1,15 +1,16 @@
-"""Authentication and authorisation primitives the core owns: the Actor, @requires, the veto rule.
+"""Authentication and authorisation primitives the core owns: the Actor, the route policies, the
+veto rule.
 
 Plugins turn credentials into Actors (``authenticate``) and give opinions on permissions
 (``permission_allowed``); the core combines them: any False denies, else any True allows,
-else deny.
+else deny. Routes *declare* who may call them (``@requires``, ``@requires_authentication``,
+``@public``); the request pipeline (``ctxcloud.pipeline``) enforces the declaration before
+the view runs, and leaves the accepted actor where ``current_actor()`` reads it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,7 +25,11 @@ PUBLIC_ATTR = "_ctxcloud_public"
 AUTHENTICATED_ATTR = "_ctxcloud_authenticated"
 # The policy of a route any valid credential may call, whatever its permissions (whoami).
 AUTHENTICATED = "authenticated"
+PUBLIC = "public"
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+# The one request-scoped key authentication leaves on ``flask.g``: the actor the pipeline
+# accepted (None: no credential, or one it refused). Read it through ``current_actor()``.
+ACTOR_KEY = "ctxcloud_actor"
 
 
 @dataclass(frozen=True)
@@ -52,51 +57,20 @@ class Actor:
 
 
 def current_actor(required: bool = True) -> Actor | None:
-    """Authenticate the request once (cached on ``g``); 401 when required and absent."""
-    if "actor" not in flask.g:
-        ext = flask.current_app.extensions["ctxcloud"]
-        actor = ext.pm.hook.authenticate(request=flask.request)
-        if actor is not None:
-            ext.pm.hook.tenant_resolved(tenant=actor.tenant, actor=actor)
-        # Only an actor every check accepted is kept: a refused one is refused again.
-        flask.g.actor = actor
-    actor = flask.g.actor
+    """The request's actor, as the pipeline accepted it; 401 when required and absent.
+
+    None outside a request, on routes the pipeline skips (health, docs), and for a request
+    without an accepted credential.
+    """
+    actor = flask.g.get(ACTOR_KEY) if flask.has_request_context() else None
     if actor is None and required:
         raise errors.Unauthorized()
     return actor
 
 
-@dataclass(frozen=True)
-class DeferredCheck:
-    """A cached credential used before its revocation generation was re-read: the Redis key
-    holding the generation, the value it must still have, and how to forget the credential."""
-
-    redis_key: str
-    expected: int
-    forget: Callable[[], None]
-
-
-_DEFERRED_CHECKS = "deferred_credential_checks"
-
-
-def deferred_checks() -> list[DeferredCheck] | None:
-    """Where a credential cache may leave its Redis generation check instead of reading it
-    now; None (the rule) means it must read it now."""
-    return flask.g.get(_DEFERRED_CHECKS) if flask.has_request_context() else None
-
-
-@contextlib.contextmanager
-def deferring_credential_checks() -> Iterator[list[DeferredCheck]]:
-    """Authenticate inside this block with the generation reads left to the caller, so they
-    ride along with its own Redis round trip (the rate limiter's). The caller must run every
-    check before the actor is used for anything but counting, and authenticate again (after
-    ``forget``) when one fails."""
-    checks: list[DeferredCheck] = []
-    setattr(flask.g, _DEFERRED_CHECKS, checks)
-    try:
-        yield checks
-    finally:
-        flask.g.pop(_DEFERRED_CHECKS, None)
+def accept_actor(actor: Actor | None) -> None:
+    """The pipeline's one hand-off: the actor of this request (None: anonymous)."""
+    setattr(flask.g, ACTOR_KEY, actor)
 
 
 def is_allowed(actor: Actor, action: str, resource: Any = None) -> bool:
@@ -122,7 +96,7 @@ def emit_audit(event_type: str, **fields: Any) -> None:
     """Send a security event to every ``audit_event`` implementation; never pass a secret."""
     from ctxcloud.requestlog import current_request_id
 
-    actor = flask.g.get("actor") if flask.has_request_context() else None
+    actor = current_actor(required=False)
     event = {
         "type": event_type,
         "tenant_id": fields.pop("tenant_id", getattr(actor, "tenant_id", None)),
@@ -146,18 +120,15 @@ def _with_doc(fn: Callable[..., Any], wrapper: Callable[..., Any], doc: dict[str
 
 
 def requires(permission: str) -> Callable[[F], F]:
-    """Declare and enforce a route's permission; put it outermost so it runs before parsing."""
+    """Declare a route's permission (the pipeline enforces it before the view runs: 401
+    without an accepted credential, 403 ``forbidden`` and a ``permission_denied`` audit event
+    without the permission) and document it in OpenAPI."""
 
     def decorator(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            authorize(permission)
-            return fn(*args, **kwargs)
-
-        setattr(wrapper, PERMISSION_ATTR, permission)
+        setattr(fn, PERMISSION_ATTR, permission)
         _with_doc(
             fn,
-            wrapper,
+            fn,
             {
                 "security": SECURITY,
                 "x-permission": permission,
@@ -168,13 +139,14 @@ def requires(permission: str) -> Callable[[F], F]:
                 },
             },
         )
-        return wrapper  # type: ignore[return-value]
+        return fn
 
     return decorator
 
 
 def public(fn: F) -> F:
-    """Declare a route that needs no credential (health, docs); the url-map test accepts it."""
+    """Declare a route that needs no credential (health, docs, login); the url-map test
+    accepts it."""
     setattr(fn, PUBLIC_ATTR, True)
     _with_doc(fn, fn, {"security": []})
     return fn
@@ -182,16 +154,10 @@ def public(fn: F) -> F:
 
 def requires_authentication(fn: F) -> F:
     """Declare a route any valid credential may call, needing no permission (whoami, revoke)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        current_actor()
-        return fn(*args, **kwargs)
-
-    setattr(wrapper, AUTHENTICATED_ATTR, True)
+    setattr(fn, AUTHENTICATED_ATTR, True)
     _with_doc(
         fn,
-        wrapper,
+        fn,
         {
             "security": SECURITY,
             "responses": {
@@ -200,17 +166,25 @@ def requires_authentication(fn: F) -> F:
             },
         },
     )
-    return wrapper  # type: ignore[return-value]
+    return fn
 
 
 def route_policy(view: Callable[..., Any], method: str) -> str | None:
-    """The permission a route declares for `method`, "public", "authenticated", or None."""
+    """The permission a route declares for `method`, "public", "authenticated", or None.
+
+    A class-based view without a ``head`` method answers HEAD with ``get``: so does its policy.
+    """
     target = getattr(view, "view_class", None)
-    func = getattr(target, method.lower(), None) if target is not None else view
+    if target is None:
+        func: Any = view
+    else:
+        func = getattr(target, method.lower(), None)
+        if func is None and method.upper() == "HEAD":
+            func = getattr(target, "get", None)
     if func is None:
         return None
     if getattr(func, PUBLIC_ATTR, False):
-        return "public"
+        return PUBLIC
     if getattr(func, AUTHENTICATED_ATTR, False):
         return AUTHENTICATED
     return getattr(func, PERMISSION_ATTR, None)

@@ -14,7 +14,16 @@ import pluggy
 import redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ctxcloud import auth, dev_secrets, docs_assets, health, introspection, json_input, ratelimit
+from ctxcloud import (
+    auth,
+    dev_secrets,
+    docs_assets,
+    health,
+    introspection,
+    json_input,
+    pipeline,
+    ratelimit,
+)
 from ctxcloud.api import CORE_RESPONSES, Api, create_api
 from ctxcloud.bulkhead import Bulkhead, default_slots
 from ctxcloud.crypto import MasterKeyring
@@ -95,6 +104,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     init_request_log(app)
     init_database(app)
     ratelimit.init_rate_limiting(app)
+    pipeline.init_pipeline(app)
     ext.api = create_api(app)
     ext.api.register_problem_responses(_problem_responses(pm))
     register_error_handlers(app)

@@ -120,7 +120,9 @@ def authenticate(request: flask.Request) -> Actor | None:
 
     Return None when the credential is not yours (another plugin may know it). A credential
     that is yours but bad (unknown, expired, revoked) raises ``ctxcloud.errors.Unauthorized``:
-    it never falls through to another plugin.
+    it never falls through to another plugin. Called once per request, first thing, by the
+    request pipeline (``ctxcloud.pipeline``); the routes read the result with
+    ``ctxcloud.current_actor()``.
     """
 
 
@@ -159,8 +161,9 @@ def problem_responses() -> list[Any] | None:
 def tenant_resolved(tenant: Any, actor: Actor) -> None:
     """A request's tenant is known (it always comes from the credential); observe it.
 
-    Called once per authenticated request. Raise an ``ctxcloud.errors.ProblemError`` to refuse
-    the request (for example a suspended tenant).
+    Called once per authenticated request, by the request pipeline once the core has checked
+    the tenant's status (a suspended tenant is refused before). Raise a
+    ``ctxcloud.errors.ProblemError`` to refuse the credential.
     """
 
 

@@ -25,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 
 from ctxcloud.auth import requires
 from ctxcloud.blueprint import Blueprint
+from ctxcloud.requestlog import request_started
 from ctxcloud.version import VERSION
 
 EXTENSION = "ctxcloud.metrics"
@@ -223,7 +224,7 @@ def _request_finished(_exc: BaseException | None) -> None:
 def _observe(response: flask.Response) -> flask.Response:
     metrics: Metrics = flask.current_app.extensions[EXTENSION]
     # The request log stamps the arrival before any other hook (rate limits included).
-    started = flask.g.get("request_started")
+    started = request_started()
     elapsed = time.perf_counter() - started if started is not None else 0.0
     labels = {
         "route": route_label(),

@@ -1,18 +1,27 @@
-"""Rate limits per credential (or client address), and a tenant-wide ceiling.
+"""Rate limits: flask-limiter's ``Limiter``, one per app, and the budgets every request spends.
 
-A credential spends its tenant's `rate_limit` (else the service default); every request of
-a tenant also spends the tenant's window, which refuses past the tenant's
-`tenant_rate_limit` when one is set and otherwise only counts (the usage endpoint reports
-it). Fixed windows, counted in Redis when ``REDIS_URL`` is set (every process and host shares
-them) and in process memory otherwise. A request's hits are one Redis round trip (SET NX +
-INCR + PTTL per window, in one transaction) that answers both "allowed?" and the RateLimit-*
-headers; limit strings are parsed once (``limits``, flask-limiter's engine); the caller is
-authenticated once (the route reuses it); health probes and the API docs skip the limiter entirely.
+The app's limiter is a ``flask_limiter.Limiter`` built in ``init_rate_limiting`` and kept on
+``app.extensions`` (never a module global: two apps in one process count apart). It owns:
 
-flask-limiter itself is not used: its per-request dispatch (limit resolution, exemption
-scopes, request-context bookkeeping, a second storage read for the headers) and limits'
-timer-driven memory storage cost more than the counting, and every limit here is one
-app-wide budget per caller.
+- the storage and its configuration (``RATELIMIT_STORAGE_URI``, by default
+  ``ctxcloud-memory://`` or, with ``REDIS_URL``, ``ctxcloud-redis://``: see
+  ``ctxcloud.ratelimit_storage``), in fixed windows;
+- the limits routes declare with its own decorator, which plugins reach through the toolkit
+  as ``ctxcloud.limit`` / ``ctxcloud.shared_limit`` (``Limiter.limit`` / ``shared_limit`` of
+  the app serving the request); the login attempts of the users plugin are declared so;
+- ``RateLimitExceeded``, answered as a 429 ``rate_limited`` problem with ``Retry-After``.
+
+Every request to a limited route (all but health and the API docs) also spends its caller's
+budgets, decided by the request pipeline (``ctxcloud.pipeline``) once it knows the caller:
+the credential's (its tenant's ``rate_limit`` quota, else ``RATE_LIMIT_DEFAULT``) and its
+tenant's (refusing past the tenant's ``tenant_rate_limit``, and otherwise only counting for
+the usage endpoint), or, without an accepted credential, the client address's. Those are
+spent here on the limiter's storage, all of a request's windows together (one Redis round
+trip), rather than as flask-limiter application limits: flask-limiter's per-request
+middleware (walking its limit registry, exemption scopes and request-context bookkeeping)
+costs ~50 us of CPU per request even with nothing to limit, the whole budget this part has;
+so its before/after-request hooks are left out (``init_rate_limiting``) and its decorator
+limits run where they are declared.
 """
 
 from __future__ import annotations
@@ -22,208 +31,35 @@ import logging
 import math
 import threading
 import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 import flask
-import redis
-from limits import RateLimitItem, parse_many
+import limits
+from flask_limiter import Limiter, RateLimitExceeded
+from limits import RateLimitItem
 
-from ctxcloud import errors
-from ctxcloud.auth import current_actor, deferring_credential_checks
+from ctxcloud import errors, ratelimit_storage
 from ctxcloud.settings import ConfigError
 
 log = logging.getLogger("ctxcloud.ratelimit")
+F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "ctxcloud.ratelimit"
-# Health probes and the API docs are never limited.
+# Health probes and the API docs are never limited (nor authenticated).
 UNLIMITED_BLUEPRINTS = frozenset({"health", "api-docs", "docs_assets"})
-_UNKNOWN = object()
 # The window a tenant's requests are counted in when it has no tenant-wide ceiling.
 TENANT_COUNT_WINDOW = "1/minute"
-
-
-@dataclass(frozen=True)
-class Window:
-    """One hit's outcome: allowed or not, what is left, and when the window ends (epoch)."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_at: float
-    count: int = 0
-
-    @classmethod
-    def counted(cls, item: RateLimitItem, count: int, reset_at: float) -> Window:
-        """The window of `item` once `count` requests are in it (allowed: within the limit)."""
-        return cls(count <= item.amount, item.amount, max(0, item.amount - count), reset_at, count)
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(max(1, math.ceil(self.reset_at - time.time()))),
-        }
-
-
-class Counters(Protocol):
-    def hit(self, item: RateLimitItem, key: str) -> Window: ...
-
-    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]: ...
-
-    def peek(self, item: RateLimitItem, key: str) -> Window: ...
-
-
-class ProcessCounters:
-    """Windows in this process's memory (no Redis): a dict under a lock, no timer thread.
-
-    Ended windows restart on their next hit and are dropped when the dict grows large.
-    """
-
-    MAX_WINDOWS = 100_000
-
-    def __init__(self) -> None:
-        self.windows: dict[str, list[float]] = {}
-        self.lock = threading.Lock()
-
-    def hit(self, item: RateLimitItem, key: str) -> Window:
-        now = time.time()
-        with self.lock:
-            window = self.windows.get(key)
-            if window is None or window[0] <= now:
-                if len(self.windows) >= self.MAX_WINDOWS:
-                    self.windows = {k: w for k, w in self.windows.items() if w[0] > now}
-                window = self.windows[key] = [now + item.get_expiry(), 0]
-            window[1] += 1
-            count, reset_at = window[1], window[0]
-        return Window.counted(item, count, reset_at)
-
-    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
-        return [self.hit(item, key) for item, key in hits]
-
-    def peek(self, item: RateLimitItem, key: str) -> Window:
-        now = time.time()
-        with self.lock:
-            window = self.windows.get(key)
-            if window is None or window[0] <= now:
-                count, reset_at = 0, now + item.get_expiry()
-            else:
-                count, reset_at = int(window[1]), window[0]
-        return Window.counted(item, count, reset_at)
-
-
-class RedisCounters:
-    """Windows in Redis, shared by every process: one round trip per hit."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-
-    def hit(self, item: RateLimitItem, key: str) -> Window:
-        return self.hit_many([(item, key)])[0]
-
-    def hit_many(self, hits: list[tuple[RateLimitItem, str]]) -> list[Window]:
-        return self.hit_many_reading(hits, [])[0]
-
-    def hit_many_reading(
-        self, hits: list[tuple[RateLimitItem, str]], reads: list[str]
-    ) -> tuple[list[Window], list[bytes | None]]:
-        """The hits, and GETs of `reads` (credential generations) in the same round trip."""
-        pipe = self.client.pipeline(transaction=True)
-        for key in reads:
-            pipe.get(key)
-        for item, key in hits:
-            pipe.set(key, 0, ex=item.get_expiry(), nx=True)
-            pipe.incr(key)
-            pipe.pttl(key)
-        replies = pipe.execute()
-        values, replies = replies[: len(reads)], replies[len(reads) :]
-        now = time.time()
-        windows = [
-            Window.counted(item, count, _reset_at(now, ttl_ms, item))
-            for (item, _), count, ttl_ms in zip(hits, replies[1::3], replies[2::3], strict=True)
-        ]
-        return windows, values
-
-    def peek(self, item: RateLimitItem, key: str) -> Window:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(key)
-        pipe.pttl(key)
-        value, ttl_ms = pipe.execute()
-        return Window.counted(item, int(value or 0), _reset_at(time.time(), ttl_ms, item))
-
-
-def _reset_at(now: float, ttl_ms: int, item: RateLimitItem) -> float:
-    """When a Redis window ends: its TTL from now (a key without one: a whole window)."""
-    return now + (ttl_ms / 1000 if ttl_ms > 0 else item.get_expiry())
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A limit spent under one identity; an unenforced budget only counts (usage reports it)."""
-
-    limit: str
-    identity: tuple[str, ...]
-    enforced: bool = True
-
-
-@dataclass(frozen=True)
-class RateLimits:
-    """The app's limiter (never a module global): its counters, key prefix and default."""
-
-    counters: Counters
-    key_prefix: str
-    default: str
-
-    def _key(self, item: RateLimitItem, identity: tuple[str, ...]) -> str:
-        return f"{self.key_prefix}{item.amount}/{item.get_expiry()}:{':'.join(identity)}"
-
-    def spend(self, *budgets: Budget) -> Window | None:
-        """Spend one unit of every window of every budget at once; 429 when an enforced one is
-        spent.
-
-        Returns the enforced window with the least left (for the RateLimit-* headers).
-        """
-        return self.spend_reading(budgets, [])[0]
-
-    def spend_reading(
-        self, budgets: tuple[Budget, ...] | list[Budget], reads: list[str]
-    ) -> tuple[Window | None, list[bytes | None]]:
-        """spend(), and the values of the Redis keys `reads` from the same round trip."""
-        hits, owners = [], []
-        for budget in budgets:
-            for item in parse_limit(budget.limit):
-                hits.append((item, self._key(item, budget.identity)))
-                owners.append(budget)
-        if reads:
-            windows, values = self.counters.hit_many_reading(hits, reads)
-        else:
-            windows, values = self.counters.hit_many(hits), []
-        binding = None
-        for (item, _), window, budget in zip(hits, windows, owners, strict=True):
-            if not budget.enforced:
-                continue
-            if not window.allowed:
-                headers = window.headers()
-                headers["Retry-After"] = headers["RateLimit-Reset"]
-                raise errors.RateLimited(
-                    f"Rate limit exceeded: {item}. Retry later.", headers=headers
-                )
-            if binding is None or window.remaining < binding.remaining:
-                binding = window
-        return binding, values
-
-    def hit(self, limit: str, *identity: str) -> Window | None:
-        return self.spend(Budget(limit, identity))
-
-    def peek(self, budget: Budget) -> Window:
-        """The budget's first window as it stands, without spending."""
-        item = parse_limit(budget.limit)[0]
-        return self.counters.peek(item, self._key(item, budget.identity))
+# flask-limiter settings that would add limits of their own beside ctxcloud's budgets.
+FOREIGN_LIMITS = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
 
 
 @functools.lru_cache(maxsize=1024)
 def parse_limit(text: str) -> tuple[RateLimitItem, ...]:
     """ "600/minute" (or "10/second;600/minute") as limit items; ValueError when malformed."""
-    return tuple(parse_many(text))
+    return tuple(limits.parse_many(text))
 
 
 def is_limit(text: Any) -> bool:
@@ -234,16 +70,32 @@ def is_limit(text: Any) -> bool:
         return False
 
 
-def _caller() -> Any:
-    """The request's actor, or None: no credential, or a bad one the route will refuse itself."""
-    caller = flask.g.get("ratelimit_caller", _UNKNOWN)
-    if caller is _UNKNOWN:
-        try:
-            caller = current_actor(required=False)
-        except errors.ProblemError:
-            caller = None
-        flask.g.ratelimit_caller = caller
-    return caller
+@dataclass(frozen=True)
+class Window:
+    """A window as a response reports it: its limit, what is left, when it ends (epoch)."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+    # Requests counted in it so far (refused ones included).
+    count: int = 0
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-Limit, -Remaining and -Reset (seconds until the window ends)."""
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(max(1, math.ceil(self.reset_at - time.time()))),
+        }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits spent under one identity; an unenforced budget only counts (usage reports it)."""
+
+    items: tuple[RateLimitItem, ...]
+    identity: tuple[str, ...]
+    enforced: bool = True
 
 
 def _valid(text: str | None) -> str | None:
@@ -255,101 +107,325 @@ def _valid(text: str | None) -> str | None:
 
 def tenant_budget(tenant_id: str, ceiling: str | None) -> Budget:
     """Every request of a tenant counts in this window; it refuses only past a ceiling."""
-    return Budget(ceiling or TENANT_COUNT_WINDOW, ("tenant", tenant_id), enforced=bool(ceiling))
-
-
-def budgets_of(actor: Any, default: str) -> list[Budget]:
-    """The credential's budget (its tenant's `rate_limit`, else the default) and the tenant's.
-
-    A tenant object offers ``rate_limits() -> (per_credential, tenant_wide)``.
-    """
-    tenant = getattr(actor, "tenant", None)
-    per_credential, tenant_wide = (
-        tenant.rate_limits() if hasattr(tenant, "rate_limits") else (None, None)
+    return Budget(
+        parse_limit(ceiling or TENANT_COUNT_WINDOW), ("tenant", tenant_id), enforced=bool(ceiling)
     )
-    budgets = [Budget(_valid(per_credential) or default, (actor.log_name,))]
-    if actor.tenant_id:
-        budgets.append(tenant_budget(actor.tenant_id, _valid(tenant_wide)))
-    return budgets
 
 
-def _limit_request() -> None:
-    """Spend the caller's budgets: the credential's and its tenant's, else the address's."""
-    request = flask.request
-    if request.blueprint in UNLIMITED_BLUEPRINTS or request.endpoint is None:
-        return
-    limits: RateLimits = flask.current_app.extensions[EXTENSION]
-    if not isinstance(limits.counters, RedisCounters):
-        flask.g.rate_limit_window = limits.spend(*_budgets(_caller(), limits))
-        return
-    # One Redis round trip: the credential's revocation generation is read with the hits.
-    with deferring_credential_checks() as checks:
-        actor = _caller()
-    window, values = limits.spend_reading(
-        _budgets(actor, limits), [check.redis_key for check in checks]
-    )
-    stale = [c for c, value in zip(checks, values, strict=True) if int(value or 0) != c.expected]
-    if stale:
-        # Revoked or changed since this process cached it (rare): forget it and authenticate
-        # again, now reading the generation; the stale identity's unit stays spent.
-        for check in stale:
-            check.forget()
-        flask.g.pop("actor", None)
-        flask.g.pop("ratelimit_caller", None)
-        window = limits.spend(*_budgets(_caller(), limits))
-    flask.g.rate_limit_window = window
+def window_key(item: RateLimitItem, identity: tuple[str, ...]) -> str:
+    """The storage key of a budget's window (``limits``' own layout, built more cheaply)."""
+    return f"LIMITER/{'/'.join(identity)}/{item.amount}/{item.multiples}/{item.GRANULARITY.name}"
 
 
-def _budgets(actor: Any, limits: RateLimits) -> list[Budget]:
-    if actor is None:
-        return [Budget(limits.default, ("addr", flask.request.remote_addr or "-"))]
-    return budgets_of(actor, limits.default)
+def client_address() -> str:
+    """The client's address (``X-Forwarded-For`` only behind CTXCLOUD_TRUSTED_PROXY_HOPS
+    proxies): the key of requests without a credential and flask-limiter's default key."""
+    return flask.request.remote_addr or "-"
+
+
+@dataclass
+class RateLimiting:
+    """The app's limiter and the budgets a request spends on its storage."""
+
+    limiter: Limiter
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.limiter.enabled)
+
+    def budgets(self, actor: Any) -> list[Budget]:
+        """What a request spends: its credential's budget and its tenant's, else its address's.
+
+        ``RATE_LIMIT_DEFAULT`` is read per request, as the tenant quota's default is.
+        """
+        default = flask.current_app.config["RATE_LIMIT_DEFAULT"]
+        if actor is None:
+            return [Budget(parse_limit(default), ("address", client_address()))]
+        tenant = actor.tenant
+        if tenant is None:  # a platform key
+            return [Budget(parse_limit(default), ("credential", actor.log_name))]
+        per_credential, tenant_wide = tenant.rate_limits()
+        return [
+            Budget(parse_limit(_valid(per_credential) or default), ("credential", actor.log_name)),
+            tenant_budget(tenant.id, _valid(tenant_wide)),
+        ]
+
+    def spend(self, budgets: Sequence[Budget]) -> Window | None:
+        """Spend one request of every window of every budget (together: one Redis round trip);
+        429 when an enforced one is spent, else the enforced window with the least left."""
+        storage = self.limiter.storage
+        windows = [
+            (item, window_key(item, budget.identity), budget.enforced)
+            for budget in budgets
+            for item in budget.items
+        ]
+        with ratelimit_storage.batch(storage, windows):
+            counts = [storage.incr(key, item.get_expiry()) for item, key, _ in windows]
+            binding: tuple[RateLimitItem, str, int] | None = None
+            for (item, key, enforced), count in zip(windows, counts, strict=True):
+                if not enforced:
+                    continue
+                if count > item.amount:
+                    headers = Window(item.amount, 0, storage.get_expiry(key)).headers()
+                    headers["Retry-After"] = headers["RateLimit-Reset"]
+                    raise errors.RateLimited(
+                        f"Rate limit exceeded: {item}. Retry later.", headers=headers
+                    )
+                if binding is None or item.amount - count < binding[2]:
+                    binding = (item, key, item.amount - count)
+            if binding is None:
+                return None
+            item, key, remaining = binding
+            return Window(item.amount, remaining, storage.get_expiry(key))
+
+    def peek(self, budget: Budget) -> Window:
+        """The budget's first window as it stands, without spending."""
+        item = budget.items[0]
+        key = window_key(item, budget.identity)
+        storage = self.limiter.storage
+        count = storage.get(key)
+        end = storage.get_expiry(key) if count else time.time() + item.get_expiry()
+        return Window(item.amount, max(0, item.amount - count), end, count)
+
+
+def rate_limiting(app: flask.Flask | None = None) -> RateLimiting:
+    """The app's (default: the current app's) rate limiting."""
+    return (app or flask.current_app).extensions[EXTENSION]
+
+
+def current_limiter() -> Limiter:
+    """The current app's ``flask_limiter.Limiter`` (for ``with current_limiter().limit(...)``
+    inside a view, or ``current_limiter().current_limit``)."""
+    return rate_limiting().limiter
 
 
 def tenant_requests(tenant: Any) -> Window | None:
     """The tenant's current window (requests so far, its ceiling if any); None when disabled."""
-    limits: RateLimits | None = flask.current_app.extensions.get(EXTENSION)
-    if limits is None:
+    rates: RateLimiting | None = flask.current_app.extensions.get(EXTENSION)
+    if rates is None or not rates.enabled:
         return None
     _, tenant_wide = tenant.rate_limits()
-    return limits.peek(tenant_budget(tenant.id, _valid(tenant_wide)))
+    return rates.peek(tenant_budget(tenant.id, _valid(tenant_wide)))
 
 
-def _add_headers(response: flask.Response) -> flask.Response:
-    """RateLimit-Limit, -Remaining and -Reset (seconds) for the budget this request spent."""
-    window = flask.g.get("rate_limit_window")
-    if window is not None and "RateLimit-Limit" not in response.headers:
-        response.headers.update(window.headers())
-    return response
+# Limits declared on routes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredLimit:
+    """A route's limit, applied with ``Limiter.limit`` (or ``shared_limit``) of the app that
+    serves the request."""
+
+    value: str | Callable[[], str]
+    key_func: Callable[[], str] | None
+    scope: str | Callable[[str], str] | None
+    shared: bool
+    options: tuple[tuple[str, Any], ...]
+
+    def bind(self, limiter: Limiter, fn: Callable[..., Any]) -> Callable[..., Any]:
+        options = dict(self.options)
+        if self.shared:
+            assert self.scope is not None
+            decorator = limiter.shared_limit(
+                self.value, self.scope, key_func=self.key_func, **options
+            )
+        else:
+            decorator = limiter.limit(
+                self.value, key_func=self.key_func, scope=self.scope, **options
+            )
+        return decorator(fn)
+
+
+LIMITS_ATTR = "_ctxcloud_limits"
+
+
+def limit(
+    value: str | Callable[[], str],
+    *,
+    key_func: Callable[[], str] | None = None,
+    scope: str | Callable[[str], str] | None = None,
+    methods: list[str] | None = None,
+    per_method: bool = False,
+    cost: int | Callable[[], int] = 1,
+    error_message: str | None = None,
+    exempt_when: Callable[[], bool] | None = None,
+) -> Callable[[F], F]:
+    """Limit a route (or a view method): flask-limiter's ``Limiter.limit`` on the limiter of
+    the app serving the request, so a module-level route works in every app.
+
+    `value` is a limit string ("10/minute", "5/second;100/hour") or a callable returning one
+    (read per request); `key_func` returns the key to count under (default:
+    ``client_address``); `scope` names the window beside the route's endpoint; `methods`,
+    `per_method`, `cost`, `error_message` and `exempt_when` are flask-limiter's. Such a limit
+    comes on top of the caller's budget, is checked when the view is called (after the
+    request pipeline) and answers 429 ``rate_limited`` with ``Retry-After`` once spent.
+    Stack several to count under several keys.
+    """
+    return _declare(
+        DeclaredLimit(
+            value,
+            key_func,
+            scope,
+            False,
+            _options(methods, per_method, cost, error_message, exempt_when),
+        )
+    )
+
+
+def shared_limit(
+    value: str | Callable[[], str],
+    scope: str | Callable[[str], str],
+    *,
+    key_func: Callable[[], str] | None = None,
+    methods: list[str] | None = None,
+    per_method: bool = False,
+    cost: int | Callable[[], int] = 1,
+    error_message: str | None = None,
+    exempt_when: Callable[[], bool] | None = None,
+) -> Callable[[F], F]:
+    """One limit shared by every route decorated with the same `scope`
+    (``Limiter.shared_limit`` of the app serving the request)."""
+    return _declare(
+        DeclaredLimit(
+            value,
+            key_func,
+            scope,
+            True,
+            _options(methods, per_method, cost, error_message, exempt_when),
+        )
+    )
+
+
+def _options(*values: Any) -> tuple[tuple[str, Any], ...]:
+    names = ("methods", "per_method", "cost", "error_message", "exempt_when")
+    return tuple(zip(names, values, strict=True))
+
+
+def _declare(declared: DeclaredLimit) -> Callable[[F], F]:
+    def decorator(fn: F) -> F:
+        existing = getattr(fn, LIMITS_ATTR, None)
+        if existing is not None:  # another limit on the same function: one wrapper for all
+            existing.insert(0, declared)
+            return fn
+        declarations = [declared]
+        bound: weakref.WeakKeyDictionary[Limiter, Callable[..., Any]] = weakref.WeakKeyDictionary()
+        lock = threading.Lock()
+
+        @functools.wraps(fn)
+        def limited(*args: Any, **kwargs: Any) -> Any:
+            rates: RateLimiting | None = flask.current_app.extensions.get(EXTENSION)
+            if rates is None or not rates.enabled:
+                return fn(*args, **kwargs)
+            call = bound.get(rates.limiter)
+            if call is None:
+                with lock:
+                    call = bound.get(rates.limiter)
+                    if call is None:
+                        call = fn
+                        for one in reversed(declarations):  # the first declared, outermost
+                            call = one.bind(rates.limiter, call)
+                        bound[rates.limiter] = call
+            return call(*args, **kwargs)
+
+        setattr(limited, LIMITS_ATTR, declarations)
+        return limited  # type: ignore[return-value]
+
+    return decorator
 
 
 def count_attempt(limit: str, *identity: str) -> None:
-    """Spend one attempt of a named budget (logins per address, per username...); 429 when spent.
+    """Deprecated: declare the limit on the route with ``ctxcloud.limit`` instead.
 
-    A no-op when rate limiting is disabled.
+    Spends one attempt of a named budget on the app's limiter; 429 when spent.
     """
-    limits: RateLimits | None = flask.current_app.extensions.get(EXTENSION)
-    if limits is not None:
-        limits.hit(limit, *identity)
+    warnings.warn(
+        "ctxcloud.count_attempt is deprecated: declare the limit with ctxcloud.limit",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    rates: RateLimiting | None = flask.current_app.extensions.get(EXTENSION)
+    if rates is not None and rates.enabled:
+        rates.spend([Budget(parse_limit(limit), ("attempt", *identity))])
 
 
-def init_rate_limiting(app: flask.Flask) -> None:
-    """Build this app's limiter on Redis or memory; a malformed limit stops the start."""
-    config = app.config
+# The app's limiter --------------------------------------------------------------------------
+
+
+def _from_limit_exceeded(exc: RateLimitExceeded) -> flask.Response:
+    """A route limit is spent: 429 ``rate_limited`` with that window's headers."""
+    breached = rate_limiting().limiter.current_limit
+    headers: dict[str, str] = {}
+    if breached is not None:
+        reset_at, remaining = breached.window
+        headers = Window(breached.limit.amount, remaining, reset_at).headers()
+        headers["Retry-After"] = headers["RateLimit-Reset"]
+    detail = (
+        exc.description
+        if exc.limit.error_message
+        else f"Rate limit exceeded: {exc.limit.limit}. Retry later."
+    )
+    return errors.problem_response(429, "rate_limited", detail, headers=headers)
+
+
+def _check_config(config: flask.Config, redis_configured: bool) -> None:
     for name in ("RATE_LIMIT_DEFAULT", "RATE_LIMIT_LOGIN"):
-        try:
-            parse_limit(str(config[name]))
-        except ValueError:
+        if not is_limit(str(config[name])):
             raise ConfigError(
                 f"CTXCLOUD_{name}={config[name]!r} is not a rate limit such as '600/minute'"
-            ) from None
-    if not config["RATE_LIMIT_ENABLED"]:
-        return
+            )
+    for name in FOREIGN_LIMITS:
+        if config.get(name):
+            raise ConfigError(
+                f"CTXCLOUD_{name} is not used: a caller's budget is CTXCLOUD_RATE_LIMIT_DEFAULT "
+                "(or the tenant's rate_limit quota), and a route declares its own with "
+                "ctxcloud.limit"
+            )
+    strategy = config.get("RATELIMIT_STRATEGY") or "fixed-window"
+    if strategy != "fixed-window":
+        raise ConfigError(
+            f"CTXCLOUD_RATELIMIT_STRATEGY={strategy!r}: ctxcloud's windows are fixed windows "
+            "('fixed-window')"
+        )
+    uri = str(config.get("RATELIMIT_STORAGE_URI") or "")
+    if uri.startswith("ctxcloud-redis:") and not redis_configured:
+        raise ConfigError("CTXCLOUD_RATELIMIT_STORAGE_URI=ctxcloud-redis:// needs REDIS_URL")
+
+
+def init_rate_limiting(app: flask.Flask) -> RateLimiting:
+    """Build this app's flask-limiter Limiter from ctxcloud's settings; a malformed limit stops
+    the start.
+
+    ``RATE_LIMIT_ENABLED`` is passed on as flask-limiter's ``RATELIMIT_ENABLED`` (either name
+    may be set); the storage is ``RATELIMIT_STORAGE_URI`` when set (any ``limits`` storage),
+    else ours: in Redis with ``REDIS_URL`` (under ``REDIS_KEY_PREFIX`` + ``rl:``), else in
+    process memory.
+    """
+    config = app.config
     client = app.extensions["ctxcloud"].redis
-    app.extensions[EXTENSION] = RateLimits(
-        counters=RedisCounters(client) if client is not None else ProcessCounters(),
-        key_prefix=f"{config['REDIS_KEY_PREFIX']}rl:",
-        default=str(config["RATE_LIMIT_DEFAULT"]),
+    _check_config(config, client is not None)
+    if "RATELIMIT_ENABLED" in config:  # flask-limiter's name for the same switch
+        config["RATE_LIMIT_ENABLED"] = config["RATELIMIT_ENABLED"]
+    config["RATELIMIT_ENABLED"] = bool(config["RATE_LIMIT_ENABLED"])
+    config["RATELIMIT_STRATEGY"] = "fixed-window"
+    uri = config.get("RATELIMIT_STORAGE_URI") or (
+        "ctxcloud-redis://" if client is not None else "ctxcloud-memory://"
     )
-    app.before_request(_limit_request)
-    app.after_request(_add_headers)
+    options: dict[str, Any] = {}
+    if uri.startswith("ctxcloud-redis:"):
+        options = {"client": client, "key_prefix": f"{config['REDIS_KEY_PREFIX']}rl:"}
+    limiter = Limiter(
+        client_address,
+        storage_uri=uri,
+        storage_options=options,
+        strategy="fixed-window",
+        headers_enabled=False,  # ctxcloud writes the RateLimit-* headers (delta seconds)
+    )
+    # flask-limiter registers its before/after/teardown-request hooks only for a limiter not
+    # yet listed here. They would walk its registry on every request for limits ctxcloud
+    # never gives it (no default or application limits): listed first, the limiter is
+    # configured without them; route limits check themselves when their view is called.
+    app.extensions.setdefault("limiter", set()).add(limiter)
+    limiter.init_app(app)
+    rates = app.extensions[EXTENSION] = RateLimiting(limiter)
+    app.register_error_handler(RateLimitExceeded, _from_limit_exceeded)
+    return rates

@@ -12,6 +12,8 @@ from typing import Any
 
 import flask
 
+from ctxcloud.auth import current_actor
+
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@+=-]{1,128}$")
 access_log = logging.getLogger("ctxcloud.access")
 
@@ -26,6 +28,13 @@ def current_request_id() -> str | None:
     return flask.g.get("request_id")
 
 
+def request_started() -> float | None:
+    """When (``time.perf_counter()``) the request being served arrived, or None."""
+    if not flask.has_request_context():
+        return None
+    return flask.g.get("request_started")
+
+
 def _assign_request_id() -> None:
     incoming = flask.request.headers.get("X-Request-ID", "")
     flask.g.request_id = incoming if SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
@@ -36,7 +45,7 @@ def _finish(response: flask.Response) -> flask.Response:
     response.headers["X-Request-ID"] = flask.g.get("request_id") or ""
     started = flask.g.get("request_started")
     if started is not None and access_log.isEnabledFor(logging.INFO):
-        actor = flask.g.get("actor")
+        actor = current_actor(required=False)
         access_log.info(
             "request",
             extra={

@@ -1,4 +1,4 @@
-"""How a revocation reaches every process at once while credentials are verified from memory.
+"""How a revocation reaches every process while credentials are verified from memory.
 
 Each process keeps the credentials it verified (``CredentialCache``) so a request needs no
 database query. Each tenant (and the platform, for platform keys) has a **generation**
@@ -8,29 +8,46 @@ raises the tenant's generation *after* its transaction commits. A cached credent
 only while the generation it was verified under is still current, and a verifier reads the
 generation *before* it reads the database, so a stale entry can never be stored as fresh.
 
-With ``REDIS_URL`` the counters live in Redis (one GET per request, every host; read in the
-rate limiter's own round trip when the limiter is on, see ``ctxcloud.auth.deferred_checks``).
-Without it they live in a small memory-mapped file in the data directory, exact for every
-process on the host (the embedded default, gunicorn workers included).
+Without Redis the counters live in a small memory-mapped file in the data directory, exact
+for every process on the host at once (the embedded default, gunicorn workers included).
+
+With ``REDIS_URL`` they live in Redis, and each process mirrors the ones it reads
+(``GenerationMirror``), so a request reads its generation from memory, not from Redis: a
+raise is published on a channel in the same transaction, and a subscriber thread per process
+forgets the mirrored value on hearing it (the next read fetches it). The subscriber pings
+through its subscription every ``REVOCATION_MAX_DELAY / 4`` seconds; the mirror is trusted
+only while a ping sent less than ``REVOCATION_MAX_DELAY`` seconds ago has come back, and
+every message published before that ping was read before its answer. So a revocation
+reaches every process within ``REVOCATION_MAX_DELAY`` (0.5 s) whatever happens to the
+subscription (usually within a millisecond: the time the message takes), and the process
+that made the change applies it at once. While the mirror is not trusted (starting,
+reconnecting, a subscriber left behind) each read goes to Redis, as it would without the
+mirror; an unreachable Redis fails closed (503).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
+import math
 import mmap
 import os
 import struct
+import threading
+import time
+import weakref
 import zlib
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 import flask
 import redis
 
 from ctxcloud import errors
-from ctxcloud.auth import DeferredCheck, deferred_checks
+from ctxcloud.settings import ConfigError
 
+log = logging.getLogger("ctxcloud.credentials")
 EXTENSION = "ctxcloud.credentials"
 PLATFORM_SCOPE = "platform"
 GENERATIONS_FILE = "credential-generations"
@@ -47,33 +64,177 @@ class Generations(Protocol):
     def bump(self, scope: str) -> None: ...
 
 
-class RedisGenerations:
-    """Counters in Redis: every process on every host sees a bump on its next request."""
+class GenerationMirror:
+    """This process's copy of the generations it read from Redis, and how far to trust it.
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    ``heard_at`` is when (``time.monotonic()``) the subscriber sent the last ping whose answer
+    it has read: every raise published before then has been applied. Values are learned from
+    reads and forgotten on every message; ``epoch`` moves on each forgetting and each
+    (re)subscription, so a read that raced one of them is not learned.
+    """
+
+    MAX_VALUES = 100_000
+
+    def __init__(self, max_delay: float) -> None:
+        self.max_delay = max_delay
+        self.values: dict[str, int] = {}
+        self.epoch = 0
+        self.synced = False
+        self.heard_at = -math.inf
+        self.lock = threading.Lock()
+        self.clock = time.monotonic  # the subscriber's clock
+
+    def get(self, scope: str) -> int | None:
+        """The mirrored generation, or None: unknown, or the mirror may be behind."""
+        if not self.synced or self.clock() - self.heard_at > self.max_delay:
+            return None
+        return self.values.get(scope)
+
+    def learn(self, scope: str, value: int, epoch: int) -> None:
+        """Keep a value read from Redis, unless something was forgotten since `epoch`."""
+        with self.lock:
+            if self.synced and self.epoch == epoch:
+                if len(self.values) >= self.MAX_VALUES:
+                    self.values.clear()
+                self.values[scope] = value
+
+    def forget(self, scope: str) -> None:
+        with self.lock:
+            self.values.pop(scope, None)
+            self.epoch += 1
+
+    def subscribed(self, sent_at: float) -> None:
+        """The subscription is confirmed (its request sent at `sent_at`): start afresh."""
+        with self.lock:
+            self.values.clear()
+            self.epoch += 1
+            self.synced = True
+            self.heard_at = sent_at
+
+    def heard(self, sent_at: float) -> None:
+        self.heard_at = max(self.heard_at, sent_at)
+
+    def lost(self) -> None:
+        with self.lock:
+            self.values.clear()
+            self.epoch += 1
+            self.synced = False
+
+
+class RedisGenerations:
+    """Counters in Redis, read through this process's mirror (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, max_delay: float = 0.5) -> None:
         self.client = client
         self.prefix = f"{prefix}credgen:"
-
-    def redis_key(self, scope: str) -> str:
-        """The counter's key, for a caller reading it in its own round trip (the limiter)."""
-        return self.prefix + scope
+        # Channels are not per database: the database index keeps deployments apart.
+        database = client.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"{prefix}credgen@{database}"
+        self.mirror = GenerationMirror(max_delay)
+        self._subscriber_pid: int | None = None
+        self._lock = threading.Lock()
 
     def current(self, scope: str) -> int:
+        if self._subscriber_pid != os.getpid():
+            self._subscribe()
+        value = self.mirror.get(scope)
+        if value is not None:
+            return value
+        epoch = self.mirror.epoch
         try:
-            value = self.client.get(self.prefix + scope)
+            value = int(self.client.get(self.prefix + scope) or 0)
         except redis.RedisError as exc:
             # Fail closed: without the counter a revoked credential could pass.
             raise errors.Unavailable("The credential store is unavailable.") from exc
-        return int(value or 0)
+        self.mirror.learn(scope, value, epoch)
+        return value
 
     def bump(self, scope: str) -> None:
         try:
-            self.client.incr(self.prefix + scope)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(self.prefix + scope)
+            pipe.publish(self.channel, scope)
+            pipe.execute()
         except redis.RedisError as exc:
             raise errors.Unavailable(
                 "The change is saved but the credential store is unavailable; cached "
                 "credentials expire within AUTH_CACHE_TTL seconds."
             ) from exc
+        finally:
+            self.mirror.forget(scope)  # this process applies its own change at once
+
+    def _subscribe(self) -> None:
+        """Start this process's subscriber (again after a fork: threads do not survive it)."""
+        with self._lock:
+            if self._subscriber_pid == os.getpid():
+                return
+            self.mirror.lost()
+            thread = threading.Thread(
+                target=_subscriber,
+                args=(weakref.ref(self), self.mirror, self.client, self.channel),
+                name="ctxcloud-credential-generations",
+                daemon=True,
+            )
+            thread.start()
+            self._subscriber_pid = os.getpid()
+
+
+def _subscriber(
+    owner: weakref.ref, mirror: GenerationMirror, client: redis.Redis, channel: str
+) -> None:
+    """Forget every raised generation as it is published, and ping to show the mirror is
+    current; on any failure, distrust the mirror and subscribe again. Ends with its owner
+    (its app), so apps built and dropped (tests) leave no thread behind."""
+    pool = client.connection_pool
+    own = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
+        )
+    )
+    interval = mirror.max_delay / 4
+    pause = threading.Event()
+    backoff = interval
+    while owner() is not None:
+        pubsub = own.pubsub()
+        try:
+            sent_at = time.monotonic()
+            pubsub.subscribe(channel)
+            next_ping = 0.0
+            while owner() is not None:
+                now = time.monotonic()
+                if now >= next_ping:
+                    pubsub.ping(repr(now))
+                    next_ping = now + interval
+                message = pubsub.get_message(timeout=max(0.0, next_ping - now))
+                if message is not None:
+                    _apply(message, mirror, sent_at)
+                    backoff = interval
+                answered_at = mirror.heard_at if mirror.synced else sent_at
+                if time.monotonic() - answered_at > 4 * mirror.max_delay:
+                    raise TimeoutError("the subscription stopped answering")
+        except Exception:  # whatever broke: distrust the mirror and subscribe again
+            if mirror.synced:
+                log.warning("credential generation subscriber lost; reading Redis meanwhile")
+            mirror.lost()
+            pause.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+        finally:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                pubsub.close()
+    own.close()
+
+
+def _apply(message: dict[str, Any], mirror: GenerationMirror, subscribed_at: float) -> None:
+    kind, data = message.get("type"), message.get("data")
+    if isinstance(data, bytes):
+        data = data.decode()
+    if kind == "message":
+        mirror.forget(str(data))
+    elif kind == "pong":
+        with contextlib.suppress(TypeError, ValueError):  # not redis-py's own health check
+            mirror.heard(float(data))
+    elif kind == "subscribe":
+        mirror.subscribed(subscribed_at)
 
 
 class FileGenerations:
@@ -139,15 +300,6 @@ class CredentialCache:
         entry = self.entries.get(key)
         if entry is None or now >= entry.fresh_until:
             return None
-        deferred = deferred_checks()
-        redis_key = getattr(self.generations, "redis_key", None)
-        if deferred is not None and redis_key is not None:
-            # The limiter reads the generation in its own Redis round trip and, if it moved,
-            # forgets this entry and authenticates again before the actor is used.
-            deferred.append(
-                DeferredCheck(redis_key(entry.scope), entry.generation, partial(self.forget, key))
-            )
-            return entry
         if self.generations.current(entry.scope) != entry.generation:
             return None
         return entry
@@ -189,11 +341,24 @@ class Credentials:
         return cache
 
 
+def _max_delay(config: flask.Config) -> float:
+    value = config["REVOCATION_MAX_DELAY"]
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"CTXCLOUD_REVOCATION_MAX_DELAY={value!r} is not a positive number")
+    return seconds
+
+
 def init_credentials(app: flask.Flask) -> Credentials:
     """Redis counters when configured, else the data directory's file; kept per app."""
     ext = app.extensions["ctxcloud"]
     if ext.redis is not None:
-        generations: Generations = RedisGenerations(ext.redis, app.config["REDIS_KEY_PREFIX"])
+        generations: Generations = RedisGenerations(
+            ext.redis, app.config["REDIS_KEY_PREFIX"], max_delay=_max_delay(app.config)
+        )
     else:
         generations = FileGenerations(os.path.join(app.config["DATA_DIR"], GENERATIONS_FILE))
     credentials = Credentials(

@@ -2,8 +2,9 @@
 
 pytest registers its essential plugins before any other and never lets `-p no:` remove them;
 here the same holds for what no request can do without: the tenant tables' migrations, the
-credential state, the refusal of a suspended tenant's credentials, and the quotas the core
-enforces itself (storage bytes, rate limits).
+credential state and the quotas the core enforces itself (storage bytes, rate limits). (The
+refusal of a suspended tenant's credentials is a step of the request pipeline,
+``ctxcloud.pipeline``.)
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ def _limit(value: str) -> None:
 def config_defaults():
     return {
         # Seconds a process trusts a verified credential before re-reading it (revocations
-        # reach every process at once through the generation counters regardless).
+        # reach every process through the generation counters regardless).
         "AUTH_CACHE_TTL": 30,
+        # With Redis: the longest a change to credentials (a revocation, a suspension) may
+        # take to reach every process (ctxcloud.tenancy.credentials, GenerationMirror).
+        "REVOCATION_MAX_DELAY": 0.5,
         # Verified credentials kept per process and kind.
         "AUTH_CACHE_MAX_ENTRIES": 10000,
         # Quotas every tenant gets unless its config overrides them (None: unlimited).
@@ -74,10 +78,3 @@ def startup(app):
 
     app.extensions["ctxcloud"].tenant_options.check_service_defaults()
     init_credentials(app)
-
-
-@hookimpl
-def tenant_resolved(tenant, actor):
-    from ctxcloud.tenancy.lifecycle import refuse_suspended
-
-    refuse_suspended(tenant)

@@ -1,9 +1,9 @@
 """Verifying a presented API key: from memory on the hot path, from the database on a miss.
 
-A request costs one HMAC, one dict lookup and one generation read (see
-app/tenancy/credentials.py); the database is read only for a key this process has not
-verified under the tenant's current generation, and written at most once a minute per key
-(its last-used time).
+A request costs one HMAC, one dict lookup and one generation read from memory (see
+ctxcloud.tenancy's credential cache); the database is read only for a key this process has
+not verified under the tenant's current generation, and written at most once a minute per
+key (its last-used time).
 """
 
 from __future__ import annotations

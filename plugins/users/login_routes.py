@@ -5,13 +5,42 @@ from __future__ import annotations
 import flask
 from flask.views import MethodView
 
-from ctxcloud import Blueprint, Unauthorized, current_actor, public, requires_authentication
+from ctxcloud import (
+    Blueprint,
+    Unauthorized,
+    client_address,
+    current_actor,
+    limit,
+    public,
+    requires_authentication,
+    setting,
+)
 from ctxcloud.plugins.users import logins as service
 from ctxcloud.plugins.users.login_schemas import LoginSchema, TokenSchema
+from ctxcloud.plugins.users.service import normalize_username
 from ctxcloud.plugins.users.verify import presented_token
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 BEARER_TOKEN = [{"bearerAuth": []}]
+
+
+def login_attempts() -> str:
+    """Login attempts allowed per window (``CTXCLOUD_RATE_LIMIT_LOGIN``, read per request)."""
+    return setting("RATE_LIMIT_LOGIN")
+
+
+def login_name() -> str:
+    """The tenant and username a login attempt names, as the login reads them (one budget
+    however the name is cased); a body that names none counts under "-"."""
+    body = flask.request.get_json(silent=True)
+    tenant = body.get("tenant") if isinstance(body, dict) else None
+    username = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(tenant, str) or not isinstance(username, str):
+        return "-"
+    if not (len(tenant) <= 63 and len(username) <= 64):  # refused by the schema anyway
+        return "-"
+    return f"{tenant.lower()}:{normalize_username(username)}"
+
 
 blp = Blueprint(
     "auth",
@@ -24,6 +53,9 @@ blp = Blueprint(
 @blp.route("/token")
 class Token(MethodView):
     @public
+    # Guessing one user's password from many addresses is slowed as much as from one.
+    @limit(login_attempts, key_func=client_address, scope="address")
+    @limit(login_attempts, key_func=login_name, scope="username")
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     @blp.alt_response(401, response="Unauthorized")

@@ -1,9 +1,10 @@
 """Verifying an access token on each request: from memory, re-checked when its tenant changes.
 
 The first use of a token in a process decodes it and reads its login, user and tenant; later
-uses cost a dict lookup, an expiry check and one generation read (see
-app/tenancy/credentials.py), so a revoked login, a disabled or deleted user, a changed
-role or a suspended tenant applies on the very next request, on every process.
+uses cost a dict lookup, an expiry check and one generation read from memory (see
+ctxcloud.tenancy's credential cache), so a revoked login, a disabled or deleted user, a
+changed role or a suspended tenant applies on the next request of every process (with
+Redis, within CTXCLOUD_REVOCATION_MAX_DELAY on the other processes).
 """
 
 from __future__ import annotations

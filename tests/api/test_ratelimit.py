@@ -1,13 +1,21 @@
-"""Rate limits: per credential or client address, the tenant's limit, logins, headers, 429."""
+"""Rate limits: per credential or client address, the tenant's limit, logins, headers, 429,
+and limits a route declares with the toolkit (flask-limiter's decorator on the app's Limiter)."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from ctxcloud import create_app
+import pytest
+import redis
+
+from ctxcloud import count_attempt, create_app, limit, public
+from ctxcloud.ratelimit import rate_limiting
 from ctxcloud.settings import ConfigError
+from tests import stack
 from tests.api.test_core import assert_problem
-from tests.support.factories import bearer, make_api_key, make_tenant, make_user
+from tests.support import redisdb
+from tests.support.factories import bearer, login, make_api_key, make_tenant, make_user
+from tests.unit.test_ratelimit_counters import RoundTrips
 
 WHOAMI, TOKEN = "/api/v1/auth/whoami", "/api/v1/auth/token"
 
@@ -151,3 +159,136 @@ def test_rate_limiting_can_be_switched_off(app_config, app, tenant):
     for _ in range(5):
         response = client.get(WHOAMI, headers=bearer(key))
         assert response.status_code == 200 and "RateLimit-Limit" not in response.headers
+
+
+def add_route(app, name: str, view) -> str:
+    """A route of `app` beside the built-in ones, as a plugin's would be; its path."""
+    path = f"/api/v1/test-{name}"
+    app.add_url_rule(path, f"test_{name}", view)
+    return path
+
+
+@public
+@limit("2/minute", key_func=lambda: "everyone")
+def limited_view():
+    return {"ok": True}
+
+
+def test_a_route_declares_its_own_limit_with_the_toolkit(app, client):
+    path = add_route(app, "limited", limited_view)
+    here, there = {"REMOTE_ADDR": "192.0.2.10"}, {"REMOTE_ADDR": "192.0.2.11"}
+    assert client.get(path, environ_base=here).status_code == 200
+    assert client.get(path, environ_base=there).status_code == 200  # one key for everyone
+    refused = client.get(path, environ_base=here)
+    body = assert_problem(refused, 429, "rate_limited")
+    assert "2 per 1 minute" in body["detail"]
+    assert refused.headers["RateLimit-Limit"] == "2"
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_two_apps_keep_their_own_limiter(app_config):
+    config = {**app_config, "RATELIMIT_STORAGE_URI": "ctxcloud-memory://"}
+    first, second = create_app(config), create_app(config)
+    assert rate_limiting(first).limiter is not rate_limiting(second).limiter
+    paths = [add_route(application, "limited", limited_view) for application in (first, second)]
+    statuses = [first.test_client().get(paths[0]).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert second.test_client().get(paths[1]).status_code == 200  # counted apart
+
+
+def test_flask_limiter_runs_no_request_hook_of_its_own(app):
+    """Its middleware would walk its registry on every request for limits ctxcloud never
+    gives it (the budgets are spent by the pipeline, route limits by their decorator): the
+    per-request cost bench/ratelimit_cost.py holds to its budget depends on it staying out."""
+    limiter = rate_limiting(app).limiter
+    hooks = [*app.before_request_funcs.get(None, []), *app.after_request_funcs.get(None, [])]
+    assert limiter.initialized and app.extensions["limiter"] == {limiter}
+    assert not [hook for hook in hooks if "flask_limiter" in getattr(hook, "__module__", "")]
+    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is limiter]
+
+
+def test_head_is_authorised_as_get(client, app, tenant):
+    assert client.head("/api/v1/projects").status_code == 401
+    _, no_read = make_api_key(app, tenant, scopes=["context:read"])
+    assert client.head("/api/v1/projects", headers=bearer(no_read)).status_code == 403
+    _, reader = make_api_key(app, tenant, scopes=["projects:read"])
+    assert client.head("/api/v1/projects", headers=bearer(reader)).status_code == 200
+
+
+def test_flask_limiter_settings(app_config, app, tenant):
+    _, key = make_api_key(app, tenant)
+    # flask-limiter's own name for the switch works as well as ctxcloud's.
+    off = create_app({**app_config, "RATELIMIT_ENABLED": False}).test_client()
+    assert "RateLimit-Limit" not in off.get(WHOAMI, headers=bearer(key)).headers
+    # Limits of flask-limiter's own that would come beside ctxcloud's budgets stop the start.
+    for name in ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION"):
+        with pytest.raises(ConfigError, match=f"CTXCLOUD_{name} is not used"):
+            create_app({**app_config, name: "5/minute"})
+    with pytest.raises(ConfigError, match="fixed windows"):
+        create_app({**app_config, "RATELIMIT_STRATEGY": "moving-window"})
+
+
+def test_count_attempt_still_limits_but_is_deprecated(app, client):
+    def attempt():
+        count_attempt("1/minute", "attempts")
+        return {"ok": True}
+
+    path = add_route(app, "attempt", public(attempt))
+    with pytest.warns(DeprecationWarning, match="ctxcloud.limit"):
+        assert client.get(path).status_code == 200
+    with pytest.warns(DeprecationWarning):
+        assert_problem(client.get(path), 429, "rate_limited")
+
+
+@pytest.mark.integration
+def test_an_authenticated_request_costs_one_redis_round_trip(app_config, monkeypatch):
+    """The credential's and the tenant's windows in one transaction; the revocation
+    generation from this process's mirror of Redis (ctxcloud.tenancy.credentials)."""
+    flusher = redis.Redis.from_url(redisdb.url())
+    redisdb.flush(flusher)
+    config = {
+        **app_config,
+        "REDIS_URL": redisdb.url(),
+        "RATE_LIMIT_DEFAULT": "1000/minute",
+        # Not what this test is about: a subscriber slowed down by a busy machine only
+        # sends reads to Redis for a while (tests/unit/test_generation_mirror.py).
+        "REVOCATION_MAX_DELAY": 30,
+    }
+    try:
+        with stack.migrated_app(config) as application:
+            tenant = make_tenant(application)
+            _, key = make_api_key(application, tenant, scopes=["projects:read"])
+            _, password = make_user(application, tenant, "viewer", "reader")
+            client = application.test_client()
+            token = login(client, tenant, "reader", password)["access_token"]
+            mirror = application.extensions["ctxcloud.credentials"].generations.mirror
+            client.get("/api/v1/projects", headers=bearer(key))  # starts the subscriber
+            poll_until(lambda: mirror.synced)
+            trips = RoundTrips(monkeypatch)
+            for headers in (bearer(key), bearer(token), {}):
+                # Verified and cached, its generation learned, after a request or two.
+                poll_until(lambda h=headers: one_round_trip(client, h, trips))
+                for _ in range(5):
+                    trips.count = 0
+                    response = client.get("/api/v1/projects", headers=headers)
+                    assert response.status_code == (200 if headers else 401)
+                    assert "RateLimit-Limit" in response.headers
+                    assert trips.count == 1
+    finally:
+        redisdb.flush(flusher)
+        flusher.close()
+
+
+def one_round_trip(client, headers, trips) -> bool:
+    trips.count = 0
+    client.get("/api/v1/projects", headers=headers)
+    return trips.count == 1
+
+
+def poll_until(condition, seconds: float = 10.0) -> None:
+    """Wait for `condition` (a subscription to be confirmed...), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)

@@ -57,3 +57,16 @@ def test_every_local_link_resolves():
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_no_page_links_outside_the_repository():
+    """README and docs stand on their own: every link is to a page or file of the repository
+    (addresses in examples, in code spans or blocks, are not links)."""
+    outside = [
+        f"{page.relative_to(ROOT)}: {target}"
+        for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+        for line in prose_lines(page)
+        for target in LINK.findall(line)
+        if re.match(r"[a-z]+:", target)
+    ]
+    assert not outside, "\n".join(outside)

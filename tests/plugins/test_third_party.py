@@ -36,6 +36,7 @@ from ctxcloud import (
     current_actor,
     database,
     hookimpl,
+    limit,
     new_id,
     requires,
     tenancy,
@@ -76,6 +77,16 @@ class Hello(MethodView):
     def get(self):
         """Say hello"""
         return {"greeting": "hello from acme"}
+
+
+@blp.route("/waves")
+class Waves(MethodView):
+    @requires("acme:greet")
+    @limit("2/minute", key_func=lambda: current_actor().id, scope="waves")
+    @blp.response(201, GreetingSchema)
+    def post(self):
+        """Wave (twice a minute per user)"""
+        return {"greeting": "wave"}
 
 
 @blp.route("/greetings")
@@ -222,6 +233,15 @@ def test_third_party_plugin_adds_routes_backend_auth_and_veto(acme, tmp_path):
     assert ok.status_code == 200 and ok.get_json() == {"greeting": "hello from acme"}
     denied = client.get("/api/v1/acme/hello", headers={"X-Acme-User": "mallory"})
     assert denied.status_code == 403 and denied.get_json()["code"] == "forbidden"
+    # Its own rate limit, per user, on top of every caller's budget.
+    for _ in range(2):
+        assert (
+            client.post("/api/v1/acme/waves", headers={"X-Acme-User": "alice"}).status_code == 201
+        )
+    spent = client.post("/api/v1/acme/waves", headers={"X-Acme-User": "alice"})
+    assert spent.status_code == 429 and spent.get_json()["code"] == "rate_limited"
+    assert int(spent.headers["Retry-After"]) > 0
+    assert client.get("/api/v1/acme/hello", headers={"X-Acme-User": "alice"}).status_code == 200
     # Its storage backend is the one the core uses.
     storage = app.extensions["ctxcloud"].storage
     assert type(storage).__name__ == "MemoryStorage"
@@ -279,7 +299,8 @@ def test_disabling_a_builtin_plugin_by_name_removes_it(tmp_path):
 
 
 def test_unknown_backend_name_fails_start_up_clearly(tmp_path):
-    with pytest.raises(ConfigError, match=r"CTXCLOUD_STORAGE_BACKEND='nope'.*available: local"):
+    available = r"CTXCLOUD_STORAGE_BACKEND='nope'.*available: .*\blocal\b"
+    with pytest.raises(ConfigError, match=available):
         make_app(tmp_path, STORAGE_BACKEND="nope")
 
 
