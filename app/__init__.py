@@ -68,6 +68,8 @@ _export(
 )
 _export("ctxcloud.migrations", "Migration")
 _export("ctxcloud.ids", "new_id", "SLUG_PATTERN", "SLUG_RULE")
+# Per-app state of a plugin, under a typed key.
+_export("ctxcloud.state", "StashKey", "stash")
 # Settings and the command line.
 _export("ctxcloud.settings", "setting", "ConfigError", "ENV_PREFIX")
 _export("ctxcloud.cli", "emit", "problems_as_click_errors", "tenant_from_slug")

@@ -41,6 +41,7 @@ from ctxcloud.settings import (
     load_config,
     require_production_settings,
 )
+from ctxcloud.state import Stash
 from ctxcloud.storage import StorageBackend, StorageUnavailable
 from ctxcloud.tenancy.options import TenantOptions
 
@@ -62,6 +63,8 @@ class CtxCloud:
     redis: redis.Redis | None
     storage_bulkhead: Bulkhead
     tenant_options: TenantOptions | None = None
+    # What plugins build at start-up, each under a key of its own (ctxcloud.StashKey).
+    stash: Stash = field(default_factory=Stash)
     api: Api | None = None
     permissions: dict[str, str] = field(default_factory=dict)
     health_checks: dict[str, Callable[[], None]] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import flask
 
-EXTENSION = "ctxcloud.manifest_cache"
+from ctxcloud import StashKey, stash
 
 
 class ManifestCache:
@@ -45,9 +45,12 @@ class ManifestCache:
                 self.size -= len(dropped)
 
 
+MANIFEST_CACHE = StashKey[ManifestCache]("context.manifest_cache")
+
+
 def init_manifest_cache(app: flask.Flask) -> None:
-    app.extensions[EXTENSION] = ManifestCache(int(app.config["MANIFEST_CACHE_BYTES"]))
+    stash(app)[MANIFEST_CACHE] = ManifestCache(int(app.config["MANIFEST_CACHE_BYTES"]))
 
 
 def manifest_cache() -> ManifestCache:
-    return flask.current_app.extensions[EXTENSION]
+    return stash()[MANIFEST_CACHE]

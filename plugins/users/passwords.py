@@ -9,13 +9,13 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 
-import flask
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ctxcloud import StashKey, setting, stash
+
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
-EXTENSION = "ctxcloud.passwords"
 
 
 def policy_errors(password: str, username: str) -> list[str]:
@@ -64,14 +64,17 @@ class Passwords:
         return self.hasher.check_needs_rehash(password_hash)
 
 
+PASSWORDS = StashKey["Passwords"]("users.passwords")
+
+
 def passwords() -> Passwords:
     """The current app's hasher (built on first use from PASSWORD_HASH_* settings)."""
-    app = flask.current_app
-    found = app.extensions.get(EXTENSION)
+    state = stash()
+    found = state.get(PASSWORDS)
     if found is None:
-        found = app.extensions[EXTENSION] = Passwords(
-            time_cost=int(app.config["PASSWORD_HASH_TIME_COST"]),
-            memory_cost=int(app.config["PASSWORD_HASH_MEMORY_COST"]),
-            parallelism=int(app.config["PASSWORD_HASH_PARALLELISM"]),
+        found = state[PASSWORDS] = Passwords(
+            time_cost=int(setting("PASSWORD_HASH_TIME_COST")),
+            memory_cost=int(setting("PASSWORD_HASH_MEMORY_COST")),
+            parallelism=int(setting("PASSWORD_HASH_PARALLELISM")),
         )
     return found

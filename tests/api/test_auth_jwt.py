@@ -341,12 +341,14 @@ def test_a_key_in_the_bearer_header_is_not_taken_for_a_token(app, client, tenant
 
 
 def test_password_hashes_are_upgraded_on_login(app, client, tenant, alice):
+    from ctxcloud import stash
     from ctxcloud.plugins.users.models import User
+    from ctxcloud.plugins.users.passwords import PASSWORDS
 
     with app.app_context():
         before = User.get_by_id(alice[0].id).password_hash
     app.config["PASSWORD_HASH_TIME_COST"] = 2
-    app.extensions.pop("ctxcloud.passwords")
+    stash(app).pop(PASSWORDS)  # the hasher is built from the settings on first use
     login(client, tenant, "alice", alice[1])
     with app.app_context():
         after = User.get_by_id(alice[0].id).password_hash

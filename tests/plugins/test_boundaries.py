@@ -29,8 +29,8 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def crossings(plugin: Path) -> list[str]:
-    own = f"ctxcloud.plugins.{plugin.name}"
+def crossings(plugin: Path, own: str | None = None) -> list[str]:
+    own = own or f"ctxcloud.plugins.{plugin.name}"
     wrong = []
     for path in sorted(plugin.rglob("*.py")):
         for line, module in imported_modules(path):
@@ -49,6 +49,14 @@ def crossings(plugin: Path) -> list[str]:
 
 
 BUILT_INS = sorted(p for p in PLUGINS.iterdir() if (p / "__init__.py").exists())
+# Plugins packaged as distributions of their own (plugins/<dir>/pyproject.toml): the package
+# inside is checked the same way, with its own import name as "own".
+DISTRIBUTED = sorted(
+    package
+    for project in PLUGINS.glob("*/pyproject.toml")
+    for package in project.parent.iterdir()
+    if (package / "__init__.py").exists()
+)
 
 
 def test_every_built_in_plugin_is_checked():
@@ -58,6 +66,11 @@ def test_every_built_in_plugin_is_checked():
 @pytest.mark.parametrize("plugin", BUILT_INS, ids=lambda p: p.name)
 def test_a_built_in_plugin_imports_only_the_toolkit_and_itself(plugin):
     assert crossings(plugin) == []
+
+
+@pytest.mark.parametrize("package", DISTRIBUTED, ids=lambda p: p.name)
+def test_a_separately_packaged_plugin_imports_only_the_toolkit_and_itself(package):
+    assert crossings(package, own=package.name) == []
 
 
 def test_the_check_catches_a_crossing(tmp_path):
@@ -73,3 +86,21 @@ def test_the_check_catches_a_crossing(tmp_path):
     found = crossings(plugin)
     assert len(found) == 2
     assert "another plugin" in found[0] and "private module" in found[1]
+
+
+def test_every_toolkit_name_is_what_it_says_even_with_every_module_imported():
+    """A submodule import sets an attribute of the package: a toolkit name equal to a module's
+    name would be shadowed by the module once something imports it."""
+    import importlib
+    import pkgutil
+
+    import ctxcloud
+
+    for module in pkgutil.walk_packages(ctxcloud.__path__, "ctxcloud."):
+        if not module.name.startswith(("ctxcloud.plugins", "ctxcloud.config")):
+            importlib.import_module(module.name)
+    for name, (module, attribute) in ctxcloud._TOOLKIT.items():
+        expected = importlib.import_module(module)
+        if attribute is not None:
+            expected = getattr(expected, attribute)
+        assert getattr(ctxcloud, name) is expected, name
