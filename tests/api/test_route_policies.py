@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ctxcloud.auth import AUTHENTICATED, route_policy
 
-# Routes served by flask-smorest itself (the spec and the docs page) are public by design.
+
 def test_every_route_declares_a_permission_or_is_public(app):
     undeclared = []
     for rule in app.url_map.iter_rules():

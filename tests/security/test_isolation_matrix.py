@@ -44,7 +44,6 @@ import pytest
 
 from ctxcloud.auth import AUTHENTICATED, route_policy
 from ctxcloud.roles import ROLE_PERMISSIONS, TENANT_PERMISSIONS
-from tests.api.test_route_policies import FRAMEWORK_PUBLIC
 from tests.support.context import stored_keys
 from tests.support.factories import (
     bearer,
@@ -431,7 +430,7 @@ def walk(app, victim: Victim) -> list[Call]:
             policy = route_policy(view, method)
             if policy is None and method == "HEAD":
                 policy = route_policy(view, "GET")  # Flask answers HEAD with the GET view
-            if rule.endpoint in FRAMEWORK_PUBLIC or method in AUTOMATIC_METHODS:
+            if method in AUTOMATIC_METHODS:
                 policy = "public"
             assert policy is not None, f"{method} {rule.rule} declares no policy"
             for combo in itertools.product(*(choices[n] for n in names)):
