@@ -17,6 +17,8 @@ install: $(BIN)/activate
 
 install-test: $(BIN)/activate
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_gcs
+	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_azure
 
 run: install
 	$(BIN)/ctxcloud db upgrade

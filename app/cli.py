@@ -6,6 +6,7 @@ The console script itself is ctxcloud.console (it builds the app)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,10 +15,12 @@ import click
 import flask
 from flask.cli import with_appcontext
 
-from ctxcloud import keystore, storage_gc
+from ctxcloud import keystore, storage_gc, storage_migrate
 from ctxcloud.db import describe_database
 from ctxcloud.errors import ProblemError
 from ctxcloud.migrations import Migration, pending, upgrade
+from ctxcloud.plugin_manager import merged_mapping
+from ctxcloud.settings import ConfigError
 from ctxcloud.storage import StorageError
 from ctxcloud.tenancy.lifecycle import tenant_by_slug
 from ctxcloud.tenancy.models import Tenant
@@ -162,3 +165,94 @@ def storage_gc_command(delete: bool, grace: float, as_json: bool) -> None:
     emit(report.as_dict(), as_json, report.describe())
     if report.failures:
         raise SystemExit(1)
+
+
+@storage_group.command("migrate")
+@click.option("--to", "target_name", required=True, metavar="BACKEND", help="Backend to copy to.")
+@click.option(
+    "--to-setting",
+    "target_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the target only (e.g. S3_BUCKET=new-bucket); the others are the "
+    "service's (CTXCLOUD_*), so the target's own settings can simply be set in the environment.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@with_appcontext
+def storage_migrate_command(
+    target_name: str, target_settings: tuple[str, ...], as_json: bool
+) -> None:
+    """Copy every stored object to another backend, as ciphertext, verified and resumable.
+
+    Run it again after an interruption, or after the service wrote more to the old backend:
+    what the target already holds byte for byte is skipped. Exit status 1 if a copy failed.
+    Then switch CTXCLOUD_STORAGE_BACKEND (docs/storage.md, "Moving to another backend").
+    """
+    app = flask.current_app
+    ext = app.extensions["ctxcloud"]
+    backends = merged_mapping(ext.pm.hook.storage_backends(), "storage backend")
+    if target_name not in backends:
+        raise click.BadParameter(
+            f"{target_name!r} is not provided by any loaded plugin "
+            f"(available: {', '.join(sorted(backends))})",
+            param_hint="--to",
+        )
+    overrides: dict[str, Any] = {}
+    for pair in target_settings:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--to-setting")
+        overrides[name.removeprefix("CTXCLOUD_")] = value
+    source_name = str(app.config["STORAGE_BACKEND"])
+    try:
+        target = backends[target_name]({**app.config, **overrides})
+        objects = list(ext.storage.scan(""))
+        with migration_progress(objects, as_json) as progress:
+            report = storage_migrate.migrate_objects(
+                ext.storage,
+                target,
+                source_name=source_name,
+                target_name=target_name,
+                objects=objects,
+                progress=progress,
+            )
+    except (ConfigError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    emit(report.as_dict(), as_json, report.describe())
+    if report.failed:
+        raise SystemExit(1)
+
+
+@contextmanager
+def migration_progress(objects: list, quiet: bool) -> Iterator[Any]:
+    """A progress bar (bytes) on a terminal; plain lines (every 1,000 objects) otherwise;
+    nothing with --json (stdout is one JSON object)."""
+    total = sum(info.size for info in objects)
+    if quiet:
+        yield None
+        return
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("copying", total=total)
+            yield lambda size, report: bar.advance(task, size)
+        return
+
+    def line(size: int, report: Any) -> None:
+        done = report.copied + report.already_there + report.failed
+        if done % 1000 == 0 or done == len(objects):
+            click.echo(
+                f"{done}/{len(objects)} objects ({report.copied} copied, "
+                f"{report.already_there} already there, {report.failed} failed)",
+                err=True,
+            )
+
+    yield line

@@ -4,6 +4,12 @@
 Redis servers on this machine (a fresh database and a Redis db index claimed by this run, both
 emptied afterwards) and at an S3 server (moto over HTTP on a free loopback port, started
 here). Anything unreachable fails the run: the production tier never skips.
+
+`CTXCLOUD_TEST_STORAGE=gcs` or `=azure` (production tier only) puts the objects on that
+backend instead of S3: gcp-storage-emulator (in this process) or Azurite, each on a free
+loopback port, a fresh bucket or container per run and a fresh prefix per test. The Makefile
+runs the tests marked `every_backend` (entries, commits, historic reads, streaming, tamper
+detection, tenant deletion) once on each.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from tests.support import redisdb
 
 STACK = os.environ.get("CTXCLOUD_TEST_STACK", "embedded")
 PG_ADMIN_URL = os.environ.get("CTXCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+STORAGE = os.environ.get("CTXCLOUD_TEST_STORAGE", "s3")
+STORAGE_PREFIX = {"s3": "S3_PREFIX", "gcs": "GCS_PREFIX", "azure": "AZURE_PREFIX"}
 
 is_production = STACK == "production"
 
@@ -68,6 +77,8 @@ def configured(tmp_path_factory) -> Iterator[dict]:
         return
     if STACK != "production":
         raise RuntimeError(f"CTXCLOUD_TEST_STACK={STACK!r}: use embedded or production")
+    if STORAGE not in STORAGE_PREFIX:
+        raise RuntimeError(f"CTXCLOUD_TEST_STORAGE={STORAGE!r}: use s3, gcs or azure")
     from tests.support.s3server import aws_environment, moto_s3
 
     with ExitStack() as stack:
@@ -75,14 +86,36 @@ def configured(tmp_path_factory) -> Iterator[dict]:
         redis_url = stack.enter_context(redis_db())
         s3 = stack.enter_context(moto_s3())
         stack.enter_context(aws_environment(s3.env))
-        yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **s3.config()}
+        yield {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            **s3.config(),
+            **stack.enter_context(object_store(STORAGE)),
+        }
+
+
+@contextmanager
+def object_store(name: str) -> Iterator[dict]:
+    """Settings of the production tier's object store other than S3 (none for S3)."""
+    if name == "gcs":
+        from tests.support.gcs_emulator import gcs_emulator
+
+        with gcs_emulator() as gcs:
+            yield gcs.config(gcs.create_bucket(f"run-{secrets.token_hex(8)}"))
+    elif name == "azure":
+        from tests.support.azurite import azurite
+
+        with azurite() as azure:
+            yield azure.config(AZURE_CONTAINER=azure.create_container())
+    else:
+        yield {}
 
 
 def per_test_config() -> dict:
-    """Settings that keep tests apart on shared servers (a fresh S3 prefix per test)."""
+    """Settings that keep tests apart on shared servers (a fresh object-store prefix per test)."""
     if not is_production:
         return {}
-    return {"S3_PREFIX": f"t-{secrets.token_hex(6)}/"}
+    return {STORAGE_PREFIX[STORAGE]: f"t-{secrets.token_hex(6)}/"}
 
 
 def reset(app: flask.Flask) -> None:
