@@ -56,9 +56,14 @@ test-embedded: install-test
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # The same suite on the production stack: PostgreSQL and Redis on loopback (`make services`),
-# S3 from moto over HTTP (started by the tests). Unreachable services fail, never skip.
+# S3 from moto over HTTP (started by the tests). Unreachable services fail, never skip. Then the
+# API subset marked every_backend once more with the objects on GCS and on Azure (emulators).
 test-production: install-test
 	CTXCLOUD_TEST_STACK=production $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	CTXCLOUD_TEST_STACK=production CTXCLOUD_TEST_STORAGE=gcs $(BIN)/python -m pytest \
+		-p no:cacheprovider -m "every_backend and not slow" $(PYTEST_ARGS)
+	CTXCLOUD_TEST_STACK=production CTXCLOUD_TEST_STORAGE=azure $(BIN)/python -m pytest \
+		-p no:cacheprovider -m "every_backend and not slow" $(PYTEST_ARGS)
 
 services:
 	.ci/services

@@ -34,6 +34,9 @@ from tests.support.context import (
 )
 from tests.support.factories import bearer, make_api_key, make_tenant
 
+# Runs again on each cloud storage backend (tests/stack.py, CTXCLOUD_TEST_STORAGE).
+pytestmark = pytest.mark.every_backend
+
 STRIDE = SEGMENT_SIZE + TAG_SIZE
 SMALL = b"a small entry that fits one segment\n" * 10
 # Responses are sent in RESPONSE_CHUNK pieces, each authenticated before it goes out: LARGE

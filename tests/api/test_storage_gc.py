@@ -2,7 +2,8 @@
 referenced objects, objects younger than the grace and uploads in flight are never touched.
 
 Runs on both stacks: local files (embedded) and S3 (production tier, where gc also aborts an
-incomplete multipart upload).
+incomplete multipart upload), and again on GCS and Azure (`every_backend`); what a killed worker
+leaves on each cloud backend is in tests/storage/test_gc_after_a_killed_worker.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from tests.support.context import (
     stored_keys,
 )
 from tests.support.factories import bearer, make_api_key
+
+# Runs again on each cloud storage backend (tests/stack.py, CTXCLOUD_TEST_STORAGE).
+pytestmark = pytest.mark.every_backend
 
 P = "handbook"
 ENTRIES = {
@@ -234,7 +238,9 @@ def test_gc_refuses_when_no_plugin_can_name_objects(app, client, auth, tenant, e
     assert stored_keys(app) == before
 
 
-@pytest.mark.skipif(not stack.is_production, reason="incomplete uploads exist on S3 only")
+@pytest.mark.skipif(
+    not (stack.is_production and stack.STORAGE == "s3"), reason="an S3 multipart upload"
+)
 def test_gc_aborts_an_incomplete_multipart_upload(app, client, auth, entries):
     backend = storage(app)
     client_s3, bucket = backend.client, backend.bucket

@@ -150,6 +150,7 @@ def test_a_suspended_tenant_keeps_its_data_and_gets_it_back_on_resume(
     assert refreshed.status_code == 200
 
 
+@pytest.mark.every_backend
 def test_deleting_a_tenant_removes_everything_it_owns_and_nothing_of_another(
     app, client, admin, tenant, other_tenant, owner_key, caplog
 ):
@@ -241,6 +242,7 @@ def fail_storage_deletes_after_the_first(app, monkeypatch) -> list[str]:
     return deleted
 
 
+@pytest.mark.every_backend
 @pytest.mark.parametrize("finish", ["delete-again", "cli-purge"])
 def test_an_interrupted_deletion_shreds_the_data_at_once_and_can_be_finished(
     app, client, admin, tenant, other_tenant, owner_key, monkeypatch, caplog, finish
@@ -345,6 +347,7 @@ def test_purge_deletes_an_active_tenant_only_when_told_yes(app, client, admin, t
     assert unknown.exit_code != 0
 
 
+@pytest.mark.every_backend
 def test_deleted_objects_of_the_tenant_were_unreadable_even_if_copied_away_first(
     app, client, admin, tenant, owner_key
 ):

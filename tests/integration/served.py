@@ -3,15 +3,20 @@ provisioned through the `ctxcloud` command line exactly as an operator would."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
+from tests.support.context import entry_url
 from tests.support.server import Server, cli, gunicorn
 
 SCOPES = "projects:read,projects:write,context:read,context:write"
@@ -92,3 +97,57 @@ def served(
     secret = provision(env)
     with gunicorn(env, root / "logs", workers=workers, threads=threads) as server:
         yield Served(server, data_dir, {"Authorization": f"Bearer {secret}"})
+
+
+MiB = 1024 * 1024
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 60) -> T:
+    """Poll until `condition()` is truthy and return it; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class RawUpload:
+    """A PUT of `size` bytes to `project`/`path`, the body sent piece by piece on its own socket."""
+
+    def __init__(self, server: Served, project: str, path: str, size: int) -> None:
+        url = urlsplit(server.url)
+        self.size, self.sent = size, 0
+        self.digest = hashlib.sha256()
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=60)
+        head = (
+            f"PUT {entry_url(project, path)} HTTP/1.1\r\n"
+            f"Host: {url.netloc}\r\n"
+            f"Authorization: {server.headers['Authorization']}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+
+    def send(self, count: int) -> None:
+        while count:
+            piece = os.urandom(min(count, MiB))
+            self.sock.sendall(piece)
+            self.digest.update(piece)
+            self.sent += len(piece)
+            count -= len(piece)
+
+    def finish(self) -> int:
+        """Send the rest of the body; the response's status."""
+        self.send(self.size - self.sent)
+        response = b""
+        while chunk := self.sock.recv(65536):
+            response += chunk
+        self.close()
+        return int(response.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        self.sock.close()

@@ -12,72 +12,19 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import requests
 
-from tests.integration.served import Served, served
+from tests.integration.served import RawUpload, Served, served, wait_for
 from tests.support.context import entry_url
 
 pytestmark = pytest.mark.server
 
 MiB = 1024 * 1024
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = 60) -> T:
-    """Poll until `condition()` is truthy and return it; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-class RawUpload:
-    """A PUT of `size` bytes whose body the test sends piece by piece on its own socket."""
-
-    def __init__(self, server: Served, path: str, size: int) -> None:
-        url = urlsplit(server.url)
-        self.size, self.sent = size, 0
-        self.digest = hashlib.sha256()
-        self.sock = socket.create_connection((url.hostname, url.port), timeout=60)
-        head = (
-            f"PUT {entry_url('crashes', path)} HTTP/1.1\r\n"
-            f"Host: {url.netloc}\r\n"
-            f"Authorization: {server.headers['Authorization']}\r\n"
-            "Content-Type: application/octet-stream\r\n"
-            f"Content-Length: {size}\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        self.sock.sendall(head.encode())
-
-    def send(self, count: int) -> None:
-        while count:
-            piece = os.urandom(min(count, MiB))
-            self.sock.sendall(piece)
-            self.digest.update(piece)
-            self.sent += len(piece)
-            count -= len(piece)
-
-    def finish(self) -> int:
-        """Send the rest of the body; the response's status."""
-        self.send(self.size - self.sent)
-        response = b""
-        while chunk := self.sock.recv(65536):
-            response += chunk
-        self.close()
-        return int(response.split(b" ", 2)[1])
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def owner_of(server: Served, temp_file: str) -> int | None:
@@ -94,7 +41,7 @@ def owner_of(server: Served, temp_file: str) -> int | None:
 
 def start_upload(server: Served, path: str, size: int, known: set[str]) -> tuple[RawUpload, str]:
     """Start an upload and send its first MiB; return it with its temp file once it exists."""
-    upload = RawUpload(server, path, size)
+    upload = RawUpload(server, "crashes", path, size)
     upload.send(MiB)
     new = wait_for(lambda: set(server.temp_files()) - known, f"the temp file of {path}")
     (temp_file,) = new

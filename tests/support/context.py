@@ -65,13 +65,13 @@ def stored_keys(app: flask.Flask) -> set[str]:
 
 
 def temp_files(app: flask.Flask) -> list[str]:
-    """Upload leftovers: the local backend's temp files, or S3 multipart uploads in progress."""
+    """Upload leftovers: the local backend's temp files, or the cloud backend's incomplete
+    uploads (S3 multipart uploads, Azure uncommitted blocks; GCS lists none)."""
     backend = storage(app)
     if hasattr(backend, "root"):
         tmp = Path(backend.root) / ".tmp"
         return sorted(os.listdir(tmp)) if tmp.is_dir() else []
-    uploads = backend.client.list_multipart_uploads(Bucket=backend.bucket, Prefix=backend.prefix)
-    return sorted(upload["Key"] for upload in uploads.get("Uploads", []))
+    return sorted(upload.key for upload in backend.incomplete_uploads())
 
 
 @dataclass(frozen=True)
