@@ -4,6 +4,10 @@
 # Two stages: the builder turns the project and every dependency into wheels, pinned by
 # constraints.txt exactly as the README installs (`pip install -c constraints.txt .`); the
 # runtime installs those wheels only: no compiler, no build headers, no pip cache, no sources.
+#
+# Storage backends packaged as distributions of their own (plugins/storage_gcs,
+# plugins/storage_azure) are left out unless STORAGE_PLUGINS names them:
+#   docker build --build-arg STORAGE_PLUGINS="storage_gcs storage_azure" -t ctxcloud .
 
 # Override with a digest-pinned reference (python:3.11-slim@sha256:...) for reproducible builds.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -24,10 +28,45 @@ COPY app ./app
 COPY plugins ./plugins
 COPY config ./config
 
-# One wheel per distribution: ctxcloud itself and its pinned dependency tree.
+# Plugin folders to build in, separated by spaces or commas: each a folder of plugins/ with a
+# pyproject.toml of its own (storage_gcs, storage_azure). Empty (the default): ctxcloud alone,
+# with no Google or Azure library. A name that is not such a folder fails the build, listing
+# the folders that are.
+ARG STORAGE_PLUGINS=""
+
+# One wheel per distribution: ctxcloud itself, the chosen plugins and the dependency tree of
+# them all, resolved together and pinned by constraints.txt. /wheels/requirements.txt names
+# the distributions the runtime installs (ctxcloud and the plugins); the rest follows from them.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels -c constraints.txt . \
-    && cp constraints.txt /wheels/constraints.txt
+    set -eu; \
+    known=""; \
+    for project in plugins/*/pyproject.toml; do \
+        folder="${project%/pyproject.toml}"; known="$known ${folder#plugins/}"; \
+    done; \
+    mkdir -p /wheels; \
+    echo ctxcloud > /wheels/requirements.txt; \
+    chosen=""; \
+    set -f; IFS="$IFS,"; \
+    for plugin in $STORAGE_PLUGINS; do \
+        case "$plugin" in \
+            *[!A-Za-z0-9_-]*) valid=no ;; \
+            *) case " $known " in *" $plugin "*) valid=yes ;; *) valid=no ;; esac ;; \
+        esac; \
+        if [ "$valid" = no ]; then \
+            echo "STORAGE_PLUGINS: unknown plugin \"$plugin\" (a folder of plugins/ with a pyproject.toml of its own); choose from:$known" >&2; \
+            exit 1; \
+        fi; \
+        case " $chosen " in *" $plugin "*) continue ;; esac; \
+        chosen="$chosen $plugin"; \
+        python -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["name"])' \
+            "plugins/$plugin/pyproject.toml" >> /wheels/requirements.txt; \
+    done; \
+    unset IFS; set +f; \
+    set -- ; \
+    for plugin in $chosen; do set -- "$@" "./plugins/$plugin"; done; \
+    echo "building ctxcloud with storage plugins:${chosen:- none}"; \
+    pip wheel --wheel-dir /wheels -c constraints.txt . "$@"; \
+    cp constraints.txt /wheels/constraints.txt
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -53,10 +92,11 @@ RUN groupadd --system --gid 10001 ctxcloud \
     && install -d -o 10001 -g 10001 -m 0700 /var/lib/ctxcloud
 
 # The wheels come in through a bind mount, so no layer keeps a copy of them; only the
-# installed packages (and their .pyc, for a fast start) stay.
+# installed packages (and their .pyc, for a fast start) stay. requirements.txt names ctxcloud
+# and the plugins STORAGE_PLUGINS chose; their dependencies come from the same wheels.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels \
-        -c /wheels/constraints.txt /wheels/ctxcloud-*.whl
+        -c /wheels/constraints.txt -r /wheels/requirements.txt
 
 WORKDIR /app
 # Only what runs: the WSGI entry point and the config directory (gunicorn.conf.py). The code

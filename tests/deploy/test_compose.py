@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -35,6 +36,22 @@ SECRETS = (
     "CTXCLOUD_MASTER_KEYS",
     "CTXCLOUD_JWT_SECRET_KEY",
     "CTXCLOUD_API_KEY_PEPPER",
+    "CTXCLOUD_AZURE_CONNECTION_STRING",
+    "CTXCLOUD_AZURE_ACCOUNT_KEY",
+)
+# The gcs and azure backends' settings the chart also takes (config.gcs, config.azure, and the
+# two Azure secrets): passed through from .env, empty (unset) unless a deployment sets them.
+CLOUD_STORAGE_ENV = (
+    "CTXCLOUD_GCS_BUCKET",
+    "CTXCLOUD_GCS_PREFIX",
+    "CTXCLOUD_GCS_ENDPOINT_URL",
+    "CTXCLOUD_GCS_CHUNK_SIZE",
+    "CTXCLOUD_AZURE_CONTAINER",
+    "CTXCLOUD_AZURE_CONNECTION_STRING",
+    "CTXCLOUD_AZURE_ACCOUNT_URL",
+    "CTXCLOUD_AZURE_ACCOUNT_KEY",
+    "CTXCLOUD_AZURE_PREFIX",
+    "CTXCLOUD_AZURE_BLOCK_SIZE",
 )
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -247,3 +264,68 @@ def test_incomplete_multipart_uploads_expire_on_minio(services):
     # MinIO refuses the S3 lifecycle rule: minio-init does not try it (docs/storage.md).
     script = " ".join(services["minio-init"]["command"])
     assert "AbortIncompleteMultipartUpload" not in script
+
+
+# ---- other storage backends: the plugins built in, their settings passed through -----------
+
+
+def test_storage_plugins_build_argument_comes_from_env_and_is_empty_by_default(
+    services, env_example
+):
+    for name in ("app", "migrate"):
+        args = services[name]["build"]["args"]
+        match = REFERENCE.fullmatch(args["STORAGE_PLUGINS"])
+        assert match and match.group(1) == "STORAGE_PLUGINS", name
+        assert (match.group(2), match.group(3)) == (":-", ""), "optional, empty by default"
+    assert env_example["STORAGE_PLUGINS"] == ""  # the default stack: ctxcloud alone on MinIO
+    # Every build argument compose passes is one the Dockerfile declares.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for arg in services["app"]["build"]["args"]:
+        assert re.search(rf"^ARG {arg}(=|$)", dockerfile, re.M), arg
+
+
+def test_gcs_and_azure_settings_pass_through_from_env(services, env_example):
+    documented = set(
+        re.findall(
+            r"`(CTXCLOUD_(?:GCS|AZURE)_[A-Z_]+)`", (ROOT / "docs/configuration.md").read_text()
+        )
+    )
+    for service in ("app", "migrate"):
+        env = services[service]["environment"]
+        passed = {name for name in env if name.startswith(("CTXCLOUD_GCS_", "CTXCLOUD_AZURE_"))}
+        assert passed == set(CLOUD_STORAGE_ENV), service
+        assert passed <= documented, "each is a setting of docs/configuration.md"
+        for name in passed:
+            match = REFERENCE.fullmatch(env[name])
+            assert match and match.group(1) == name, name
+            # Never required: the default stack starts without any of them.
+            assert (match.group(2), match.group(3)) == (":-", ""), name
+    for name in CLOUD_STORAGE_ENV:
+        assert env_example[name] == "", f"{name}: empty in .env.example (unset: MinIO stays)"
+    # The default stack still stores on MinIO.
+    app = services["app"]["environment"]
+    assert REFERENCE.fullmatch(app["CTXCLOUD_STORAGE_BACKEND"]).group(3) == "s3"
+    assert env_example["CTXCLOUD_STORAGE_BACKEND"] == "s3"
+
+
+def test_gcs_credentials_override_in_the_docs(services):
+    """docs/deployment.md's docker-compose.override.yml: the key file as a compose secret for
+    both containers that start ctxcloud, named by GOOGLE_APPLICATION_CREDENTIALS."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    (block,) = [
+        block
+        for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+        if block.startswith("# docker-compose.override.yml")
+    ]
+    override = yaml.safe_load(block)
+    (secret,) = override["secrets"]
+    key_file = Path(override["secrets"][secret]["file"])
+    assert key_file.is_absolute() and not key_file.is_relative_to(ROOT), "keep keys out"
+    assert set(override["services"]) == {"app", "migrate"} <= set(services)
+    for service in override["services"].values():
+        assert service["secrets"] == [secret]
+        assert service["environment"] == {
+            "GOOGLE_APPLICATION_CREDENTIALS": f"/run/secrets/{secret}"
+        }
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/docker-compose.override.yml" in ignored

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART
+from tests.deploy.conftest import CHART, ROOT
 
 pytestmark = pytest.mark.deploy
 
@@ -465,6 +465,23 @@ def test_notes_warn_about_missing_secrets():
         {"proxy": {"realIpFrom": "10.0.0.0/8; allow all"}},
         {"proxy": {"image": {"digest": "sha256:short"}}},
         {"proxy": {"spool": {"sizeLimit": "lots"}}},
+        {"config": {"storageBackend": ""}},
+        {"config": {"storageBackend": "s3 bucket"}},
+        {"config": {"gcs": {"buckett": "acme-ctxcloud"}}},
+        {"config": {"gcs": {"bucket": "Acme_Bucket!"}}},
+        {"config": {"gcs": {"chunkSize": 1000}}},
+        {"config": {"gcs": {"chunkSize": 262144 * 3 + 1}}},
+        {"config": {"gcs": {"chunkSize": "8MiB"}}},
+        {"config": {"gcs": {"endpointUrl": "localhost:9023"}}},
+        {"config": {"gcs": {"credentialsSecret": "gcs-key"}}},
+        {"config": {"gcs": {"credentialsSecret": {"nam": "gcs-key"}}}},
+        {"config": {"azure": {"acountUrl": "https://acmectx.blob.core.windows.net"}}},
+        {"config": {"azure": {"container": "Ctx"}}},
+        {"config": {"azure": {"container": "ctx--cloud"}}},
+        {"config": {"azure": {"container": "ab"}}},
+        {"config": {"azure": {"blockSize": 1024}}},
+        {"config": {"azure": {"connectionString": "secret in the ConfigMap"}}},
+        {"secrets": {"azureConnectionStrings": "x"}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values):
@@ -728,3 +745,324 @@ def test_schema_accepts_proxy_settings(proxy):
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema({"proxy": proxy})
     assert_valid(render({"proxy": proxy}), LATEST_KUBE)
+
+
+# ---- storage backends: gcs and azure ----------------------------------------------------------
+
+GCS_KEY_SECRET = {"name": "ctxcloud-gcs-credentials", "key": "key.json"}
+AZURE_URL = "https://acmectx.blob.core.windows.net"
+
+
+def config_data(manifests: dict[str, list[dict]]) -> dict[str, str]:
+    return one(manifests, "ConfigMap")["data"]
+
+
+def secret_data(manifests: dict[str, list[dict]]) -> dict[str, str]:
+    return {
+        name: base64.b64decode(value).decode()
+        for name, value in one(manifests, "Secret")["data"].items()
+    }
+
+
+def job_container(manifests: dict[str, list[dict]]) -> dict:
+    (container,) = one(manifests, "Job")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_gcs_settings_and_a_mounted_credentials_file(version):
+    values = {
+        "config": {
+            "storageBackend": "gcs",
+            "gcs": {
+                "bucket": "acme-ctxcloud",
+                "prefix": "prod/",
+                "endpointUrl": "http://gcs-emulator:9023",
+                "chunkSize": 16 * 1024 * 1024,
+                "credentialsSecret": GCS_KEY_SECRET,
+            },
+        }
+    }
+    manifests = render(values)
+    assert_valid(manifests, version)
+    data = config_data(manifests)
+    assert data["CTXCLOUD_STORAGE_BACKEND"] == "gcs"
+    assert data["CTXCLOUD_GCS_BUCKET"] == "acme-ctxcloud"
+    assert data["CTXCLOUD_GCS_PREFIX"] == "prod/"
+    assert data["CTXCLOUD_GCS_ENDPOINT_URL"] == "http://gcs-emulator:9023"
+    assert data["CTXCLOUD_GCS_CHUNK_SIZE"] == "16777216"  # a whole number, not 1.6777216e+07
+    credentials = data["GOOGLE_APPLICATION_CREDENTIALS"]
+    assert not [name for name in data if name.startswith("CTXCLOUD_AZURE_")]
+    # The Secret's key is mounted read-only, as the file the variable names, into the service
+    # and into the migration Job (both start ctxcloud with the same environment).
+    pod_volumes = volumes(manifests)
+    job_volumes = {
+        volume["name"]: volume
+        for volume in one(manifests, "Job")["spec"]["template"]["spec"]["volumes"]
+    }
+    for container, volume_set in (
+        (containers(manifests)["ctxcloud"], pod_volumes),
+        (job_container(manifests), job_volumes),
+    ):
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "gcs-credentials"]
+        assert mount["readOnly"] is True
+        secret = volume_set["gcs-credentials"]["secret"]
+        assert secret["secretName"] == GCS_KEY_SECRET["name"]
+        (item,) = secret["items"]
+        assert item["key"] == GCS_KEY_SECRET["key"]
+        assert f"{mount['mountPath']}/{item['path']}" == credentials
+        assert secret["defaultMode"] == 0o440
+    # The proxy sidecar gets no credentials.
+    assert "gcs-credentials" not in json.dumps(containers(manifests)["proxy"])
+
+
+def test_gcs_with_workload_identity_mounts_no_file():
+    annotation = {"iam.gke.io/gcp-service-account": "ctxcloud@acme.iam.gserviceaccount.com"}
+    values = {
+        "serviceAccount": {"annotations": annotation},
+        "config": {"storageBackend": "gcs", "gcs": {"bucket": "acme-ctxcloud"}},
+    }
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    assert one(manifests, "ServiceAccount")["metadata"]["annotations"] == annotation
+    data = config_data(manifests)
+    assert data["CTXCLOUD_GCS_BUCKET"] == "acme-ctxcloud"
+    for name in (
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CTXCLOUD_GCS_CHUNK_SIZE",
+        "CTXCLOUD_GCS_PREFIX",
+    ):
+        assert name not in data  # unset: the plugin's defaults and ADC's metadata server
+    assert set(volumes(manifests)) == {"tmp", "data", "proxy-config", "proxy-tmp", "proxy-spool"}
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_azure_with_an_account_key_keeps_the_key_in_the_secret(version):
+    key = "c2VjcmV0LWFjY291bnQta2V5"
+    values = {
+        "config": {
+            "storageBackend": "azure",
+            "azure": {
+                "container": "ctxcloud",
+                "accountUrl": AZURE_URL,
+                "prefix": "prod/",
+                "blockSize": 4000 * 1024 * 1024,
+            },
+        },
+        "secrets": {"azureAccountKey": key},
+    }
+    manifests = render(values)
+    assert_valid(manifests, version)
+    data = config_data(manifests)
+    assert data["CTXCLOUD_STORAGE_BACKEND"] == "azure"
+    assert data["CTXCLOUD_AZURE_CONTAINER"] == "ctxcloud"
+    assert data["CTXCLOUD_AZURE_ACCOUNT_URL"] == AZURE_URL
+    assert data["CTXCLOUD_AZURE_PREFIX"] == "prod/"
+    assert data["CTXCLOUD_AZURE_BLOCK_SIZE"] == "4194304000"
+    assert secret_data(manifests)["CTXCLOUD_AZURE_ACCOUNT_KEY"] == key
+    # The key is a secret: never in the ConfigMap, never in plain text anywhere.
+    assert "CTXCLOUD_AZURE_ACCOUNT_KEY" not in data
+    assert "CTXCLOUD_AZURE_CONNECTION_STRING" not in data
+    assert key not in json.dumps(objects(manifests))
+    assert not [name for name in data if name.startswith(("CTXCLOUD_GCS_", "GOOGLE_"))]
+
+
+def test_azure_with_a_connection_string_in_the_secret():
+    connection = (
+        "DefaultEndpointsProtocol=https;AccountName=acmectx;AccountKey=a2V5;"
+        "EndpointSuffix=core.windows.net"
+    )
+    values = {
+        "config": {"storageBackend": "azure", "azure": {"container": "ctxcloud"}},
+        "secrets": {"azureConnectionString": connection},
+    }
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    assert secret_data(manifests)["CTXCLOUD_AZURE_CONNECTION_STRING"] == connection
+    data = config_data(manifests)
+    assert "CTXCLOUD_AZURE_ACCOUNT_URL" not in data
+    assert connection not in json.dumps(objects(manifests))
+    # A new connection string rolls the pods, as any chart-managed secret does.
+    rotated = copy.deepcopy(values)
+    rotated["secrets"]["azureConnectionString"] = connection.replace("a2V5", "bmV3")
+
+    def checksum(v):
+        annotations = one(render(v), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return annotations["checksum/secret"]
+
+    assert checksum(rotated) != checksum(values)
+
+
+def test_azure_with_aks_workload_identity():
+    values = {
+        "serviceAccount": {
+            "annotations": {
+                "azure.workload.identity/client-id": "00000000-0000-0000-0000-0000000000aa"
+            }
+        },
+        "podLabels": {"azure.workload.identity/use": "true"},
+        "config": {
+            "storageBackend": "azure",
+            "azure": {"container": "ctxcloud", "accountUrl": AZURE_URL},
+        },
+    }
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    account = one(manifests, "ServiceAccount")
+    assert account["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+    deployment = one(manifests, "Deployment")["spec"]["template"]
+    assert deployment["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert deployment["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    # Only the account URL: DefaultAzureCredential signs in, no key anywhere.
+    assert not [name for name in secret_data(manifests) if "AZURE" in name]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"config": {"storageBackend": "gcs"}},
+            "config.storageBackend is gcs: set config.gcs.bucket (CTXCLOUD_GCS_BUCKET)",
+        ),
+        (
+            {"config": {"storageBackend": "gcs", "gcs": {"credentialsSecret": GCS_KEY_SECRET}}},
+            "config.storageBackend is gcs: set config.gcs.bucket (CTXCLOUD_GCS_BUCKET)",
+        ),
+        (
+            {"config": {"storageBackend": "azure", "azure": {"accountUrl": AZURE_URL}}},
+            "config.storageBackend is azure: set config.azure.container (CTXCLOUD_AZURE_CONTAINER)",
+        ),
+        (
+            {"config": {"storageBackend": "azure", "azure": {"container": "ctxcloud"}}},
+            "set exactly one of config.azure.accountUrl (with an identity or "
+            "secrets.azureAccountKey) and secrets.azureConnectionString",
+        ),
+        (
+            {
+                "config": {
+                    "storageBackend": "azure",
+                    "azure": {"container": "ctxcloud", "accountUrl": AZURE_URL},
+                },
+                "secrets": {"azureConnectionString": "UseDevelopmentStorage=true"},
+            },
+            "set exactly one of config.azure.accountUrl and secrets.azureConnectionString, "
+            "not both",
+        ),
+        (
+            {
+                "config": {"storageBackend": "azure", "azure": {"container": "ctxcloud"}},
+                "secrets": {
+                    "azureConnectionString": "UseDevelopmentStorage=true",
+                    "azureAccountKey": "a2V5",
+                },
+            },
+            "secrets.azureAccountKey needs config.azure.accountUrl",
+        ),
+    ],
+    ids=[
+        "gcs-no-bucket",
+        "gcs-key-no-bucket",
+        "azure-no-container",
+        "azure-neither",
+        "azure-both",
+        "azure-stray-key",
+    ],
+)
+def test_a_backend_that_cannot_start_fails_the_render(values, message):
+    with pytest.raises(helm.HelmError) as failure:
+        render(values)
+    assert message in str(failure.value)
+    # The schema itself accepts these values: the check is the chart's, with its message.
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+
+
+def test_azure_connection_string_in_an_existing_secret_is_taken_on_trust():
+    values = {
+        "config": {"storageBackend": "azure", "azure": {"container": "ctxcloud"}},
+        "secrets": {"existingSecret": "ctxcloud-secrets", "azureAccountKey": "ignored"},
+    }
+    manifests = render(values)
+    assert_valid(manifests, LATEST_KUBE)
+    assert "Secret" not in [doc["kind"] for doc in objects(manifests)]
+    text = notes(values)
+    assert "ctxcloud-secrets must hold CTXCLOUD_AZURE_CONNECTION_STRING" in text
+    assert "STORAGE_PLUGINS=storage_azure" in text
+
+
+def test_notes_say_which_plugin_the_image_needs():
+    gcs = {"config": {"storageBackend": "gcs", "gcs": {"bucket": "acme-ctxcloud"}}}
+    assert "STORAGE_PLUGINS=storage_gcs" in notes(gcs)
+    assert "STORAGE_PLUGINS" not in notes()
+
+
+def test_every_backends_settings_render_whatever_the_chosen_backend():
+    """`ctxcloud storage migrate --to gcs` reads the target's settings from the environment."""
+    values = {
+        "config": {
+            "storageBackend": "s3",
+            "s3": {"bucket": "old"},
+            "gcs": {"bucket": "acme-ctxcloud"},
+            "azure": {"container": "ctxcloud", "accountUrl": AZURE_URL},
+        }
+    }
+    data = config_data(render(values))
+    assert data["CTXCLOUD_STORAGE_BACKEND"] == "s3"
+    assert data["CTXCLOUD_GCS_BUCKET"] == "acme-ctxcloud"
+    assert data["CTXCLOUD_AZURE_CONTAINER"] == "ctxcloud"
+    default = config_data(render())
+    assert not [n for n in default if n.startswith(("CTXCLOUD_GCS_", "CTXCLOUD_AZURE_", "GOOGLE_"))]
+
+
+@pytest.mark.parametrize("backend", ["s3", "local", "gcs", "azure", "acme_store", "acme-store"])
+def test_schema_accepts_any_plugins_backend_name(backend):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({"config": {"storageBackend": backend}})
+
+
+STORAGE_LINT_VALUES = {
+    "gcs": {
+        "config": {
+            "storageBackend": "gcs",
+            "gcs": {"bucket": "acme-ctxcloud", "credentialsSecret": GCS_KEY_SECRET},
+        }
+    },
+    "azure": {
+        "podLabels": {"azure.workload.identity/use": "true"},
+        "config": {
+            "storageBackend": "azure",
+            "azure": {"container": "ctxcloud", "accountUrl": AZURE_URL},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("backend", sorted(STORAGE_LINT_VALUES))
+def test_helm_lint_strict_with_each_cloud_backend(backend):
+    report = helm.lint(
+        CHART, STORAGE_LINT_VALUES[backend], strict=True, kube_version=f"v{LATEST_KUBE}"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= WARNING]
+    assert not problems and not report["errors"], json.dumps(report, indent=2)
+
+
+def deployment_doc_values() -> list[dict]:
+    """The values examples of docs/deployment.md, "Storage backends in containers" (the
+    compose override, a compose file, left out)."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    section = text.split("## Storage backends in containers", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.S | re.M)
+    return [values for values in map(yaml.safe_load, blocks) if "services" not in values]
+
+
+def test_deployment_docs_values_examples_are_valid_and_render():
+    examples = deployment_doc_values()
+    backends = [values["config"]["storageBackend"] for values in examples]
+    assert backends.count("gcs") >= 2 and backends.count("azure") >= 2
+    with helm.Chart.load(CHART) as chart:
+        for values in examples:
+            chart.validate_schema(values)
+    for values in examples:
+        manifests = render(values)
+        assert_valid(manifests, LATEST_KUBE)
+        assert config_data(manifests)["CTXCLOUD_STORAGE_BACKEND"] in ("gcs", "azure")

@@ -148,6 +148,71 @@ seccompProfile:
   mountPath: /var/lib/ctxcloud
 {{- end }}
 
+{{/* Where the GCS credentials file (config.gcs.credentialsSecret) is mounted. */}}
+{{- define "ctxcloud.gcsCredentialsDir" -}}
+/var/run/secrets/ctxcloud/gcs
+{{- end }}
+
+{{- define "ctxcloud.gcsCredentialsFile" -}}
+{{- printf "%s/credentials.json" (include "ctxcloud.gcsCredentialsDir" .) }}
+{{- end }}
+
+{{/* Read-only volumes with storage credentials files, for the service and migration pods. */}}
+{{- define "ctxcloud.credentialVolumes" -}}
+{{- with .Values.config.gcs.credentialsSecret }}
+{{- if .name }}
+- name: gcs-credentials
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: credentials.json
+    # Readable by the pod's group (securityContext.fsGroup), written by no one.
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ctxcloud.credentialMounts" -}}
+{{- if .Values.config.gcs.credentialsSecret.name }}
+- name: gcs-credentials
+  mountPath: {{ include "ctxcloud.gcsCredentialsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+The chosen storage backend's required settings, checked at render time: `helm install` stops
+with the value to set instead of pods that stop at start-up. A Secret given by
+secrets.existingSecret is not visible here, so what it may hold (an Azure connection string)
+is taken on trust; the service names anything still missing when it starts.
+*/}}
+{{- define "ctxcloud.validateStorage" -}}
+{{- $backend := .Values.config.storageBackend }}
+{{- $external := ne .Values.secrets.existingSecret "" }}
+{{- if eq $backend "gcs" }}
+{{- if not .Values.config.gcs.bucket }}
+{{- fail "config.storageBackend is gcs: set config.gcs.bucket (CTXCLOUD_GCS_BUCKET), the bucket that holds the objects" }}
+{{- end }}
+{{- end }}
+{{- if eq $backend "azure" }}
+{{- $azure := .Values.config.azure }}
+{{- if not $azure.container }}
+{{- fail "config.storageBackend is azure: set config.azure.container (CTXCLOUD_AZURE_CONTAINER), the blob container that holds the objects" }}
+{{- end }}
+{{- $connectionString := and (not $external) .Values.secrets.azureConnectionString }}
+{{- if and $azure.accountUrl $connectionString }}
+{{- fail "config.storageBackend is azure: set exactly one of config.azure.accountUrl and secrets.azureConnectionString, not both" }}
+{{- end }}
+{{- if not (or $azure.accountUrl $connectionString $external) }}
+{{- fail "config.storageBackend is azure: set exactly one of config.azure.accountUrl (with an identity or secrets.azureAccountKey) and secrets.azureConnectionString" }}
+{{- end }}
+{{- if and (not $external) .Values.secrets.azureAccountKey (not $azure.accountUrl) }}
+{{- fail "config.storageBackend is azure: secrets.azureAccountKey needs config.azure.accountUrl (a connection string carries its own key)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The proxy sidecar's image: repository:tag, or repository@digest. */}}
 {{- define "ctxcloud.proxy.image" -}}
 {{- if .Values.proxy.image.digest }}
