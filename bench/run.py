@@ -1,7 +1,7 @@
 """The benchmark harness: every scenario beside its baseline, in one run on this machine.
 
 Usage: python -m bench.run [--quick | --smoke] [--duration 5] [--runs 3] [--big-mib 1024]
-       [--no-production] [--no-streaming] [--out bench/results]    (`make bench`)
+       [--no-production] [--no-streaming] [--no-cloud] [--out bench/results]    (`make bench`)
 
 Starts what it needs on loopback (gunicorn for the service and for a bare Flask app, moto
 for S3), drives load with wrk (Debian package `wrk`), stops everything by PID, and writes
@@ -279,6 +279,20 @@ def targets(results: dict) -> list[dict[str, object]]:
         )
         growth = stream.get(f"service_{direction}_rss_growth_mib", {}).get("max")
         checks.append((f"{direction} worker RSS growth MiB (max)", growth, "<", 64))
+    cloud = results.get("cloud_storage", {})
+    for backend in ("gcs", "azure"):
+        found = cloud.get(backend, {})
+        for direction in ("upload", "download"):
+            checks.append(
+                (
+                    f"{backend} {direction} / SDK alone",
+                    found.get(f"{direction}_ratio_to_sdk"),
+                    ">=",
+                    0.8,
+                )
+            )
+            growth = found.get(f"service_{direction}_rss_growth_mib", {}).get("max")
+            checks.append((f"{backend} {direction} worker RSS growth MiB (max)", growth, "<", 64))
     rows = []
     for label, value, op, threshold in checks:
         if value is None:
@@ -338,6 +352,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             # Scenario 5, on the embedded service provisioned above.
             results["streaming"] = streaming.run(
                 args.big_mib, args.runs, work / "streaming", (embedded.env, embedded.key)
+            )
+        if args.cloud:
+            from bench import cloud_storage
+
+            # Scenario 7: GCS and Azure through the service beside each SDK; storage migrate.
+            results["cloud_storage"] = cloud_storage.run(
+                args.big_mib, args.runs, args.migrate_mib, work / "cloud"
             )
     results["figures"] = figures
     results["ratios"] = ratios(figures)
@@ -423,6 +444,8 @@ def markdown(results: dict) -> str:
             f"| upload_ratio_to_bare | {stream['upload_ratio_to_bare']} | | |",
             f"| download_ratio_to_bare | {stream['download_ratio_to_bare']} | | |",
         ]
+    if "cloud_storage" in results:
+        lines += cloud_markdown(results["cloud_storage"])
     lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---|---|---|"]
     for row in results.get("targets", []):
         lines.append(
@@ -432,6 +455,41 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cloud_markdown(cloud: dict) -> list[str]:
+    lines = [
+        "",
+        f"## GCS and Azure: one {cloud['mib']} MiB entry through the service (1 worker) "
+        "and the SDK alone, on the same emulator",
+        "",
+        "| backend | SDK put MB/s | service PUT MB/s | ratio | SDK get MB/s | service GET MB/s "
+        "| ratio | RSS growth up / down MiB (max) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in ("gcs", "azure"):
+        found = cloud[backend]
+        lines.append(
+            f"| {backend} | {_range(found['sdk_put_mb_s'], 1)} | "
+            f"{_range(found['service_upload_mb_s'], 1)} | {found['upload_ratio_to_sdk']} | "
+            f"{_range(found['sdk_get_mb_s'], 1)} | {_range(found['service_download_mb_s'], 1)} | "
+            f"{found['download_ratio_to_sdk']} | "
+            f"{found['service_upload_rss_growth_mib']['max']} / "
+            f"{found['service_download_rss_growth_mib']['max']} |"
+        )
+    lines += [
+        "",
+        "| storage migrate | objects | seconds | MB/s | objects/s | vs the target SDK's put |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("migrate_local_to_gcs", "migrate_s3_to_azure"):
+        found = cloud[name]
+        lines.append(
+            f"| {name.removeprefix('migrate_').replace('_to_', ' -> ')} | {found['objects']} | "
+            f"{found['seconds']} | {found['mb_s']} | {found['objects_s']} | "
+            f"{found['ratio_to_sdk_put']} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -439,6 +497,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--no-production", dest="production", action="store_false")
     parser.add_argument("--no-streaming", dest="streaming", action="store_false")
+    parser.add_argument(
+        "--no-cloud",
+        dest="cloud",
+        action="store_false",
+        help="skip GCS and Azure (emulators) and storage migrate",
+    )
+    parser.add_argument("--migrate-mib", type=int, default=256)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -454,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     args.started = time.monotonic()
     args.connections = [16, 64]
     if args.quick or args.smoke:
-        args.duration, args.runs, args.big_mib = 1.0, 1, 8
+        args.duration, args.runs, args.big_mib, args.migrate_mib = 1.0, 1, 8, 8
     if args.smoke:
-        args.connections, args.big_mib = [16], 2
+        args.connections, args.big_mib, args.migrate_mib = [16], 2, 4
     require_wrk()
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -269,10 +269,12 @@ def run_s3(mib: int, runs: int, work_dir: Path) -> dict[str, object]:
     return results
 
 
-def service_figures(ups, downs, kind: str, base_up: dict, base_down: dict) -> dict[str, object]:
+def service_figures(
+    ups, downs, kind: str, base_up: dict, base_down: dict, baseline: str | None = None
+) -> dict[str, object]:
     """The service's transfer rates and RSS growth (`service_<kind>...`), and their ratios to
-    the baselines measured in the same run (`<kind>..._ratio_to_bare|boto3`)."""
-    baseline = "boto3" if kind else "bare"
+    the baselines measured in the same run (`<kind>..._ratio_to_<baseline>`: bare, boto3...)."""
+    baseline = baseline or ("boto3" if kind else "bare")
     figures: dict[str, object] = {
         f"service_{kind}upload_mb_s": median_range([r for r, _ in ups]),
         f"service_{kind}download_mb_s": median_range([r for r, _ in downs]),

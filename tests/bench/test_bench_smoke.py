@@ -42,5 +42,12 @@ def test_smoke_run_writes_every_scenario(tmp_path):
         "manifest_apikey_c16 / ceiling (embedded)",
         "upload / bare endpoint",
     }
+    cloud = results["cloud_storage"]
+    for backend in ("gcs", "azure"):
+        assert cloud[backend]["upload_ratio_to_sdk"] > 0, backend
+        assert cloud[backend]["download_ratio_to_sdk"] > 0, backend
+    for moved in ("migrate_local_to_gcs", "migrate_s3_to_azure"):
+        assert cloud[moved]["objects"] == 1 and cloud[moved]["mb_s"] > 0, moved
     table = (tmp_path / "latest.md").read_text()
     assert "| manifest_jwt_c16 |" in table and "## Targets" in table
+    assert "| azure |" in table and "| s3 -> azure |" in table
