@@ -15,8 +15,13 @@ writer's own commit then fails (InvalidBlockList) and, if a value was committed 
 first block landed, it lost a race it may lose (that value overwrote it), so its put succeeds;
 otherwise its blocks were dropped under it (``ctxcloud storage gc``) and it fails.
 
-Reads are ranged Get Blob requests of at most CHUNK_SIZE each (the SDK's downloader, pinned to
-the blob's ETag), so nothing holds a whole object.
+Reads are ranged Get Blob requests of at most READ_SIZE (4 MiB) each (the SDK's downloader,
+pinned to the blob's ETag), handed on in pieces of at most CHUNK_SIZE, so nothing holds a whole
+object. The transport reads responses in 256 KiB socket reads (the SDK's own default, which a
+transport of one's own must set) and gives the SDK its streams without a length: the SDK joins
+each response with ``b"".join(list(stream))``, and list() would presize itself to the length,
+eight bytes of pointers per byte of the response (32 MiB for 4 MiB). Memory per read is then
+about twice READ_SIZE.
 
 Errors: an account that is down, slow, busy past the retries, refusing our credentials or
 missing its container raises StorageUnavailable (the API answers 503); a missing blob raises
@@ -44,6 +49,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
 from azure.storage.blob import (
     BlobBlock,
     BlobClient,
@@ -76,6 +82,10 @@ log = logging.getLogger("ctxcloud.storage.azure")
 MAX_POOL_CONNECTIONS = 32
 LIST_PAGE_SIZE = 1000
 MAX_SEGMENTS = 254  # Azure's ceiling on the "/"-separated segments of a blob name
+# Bytes per Get Blob request of a read (the SDK's default chunk); memory is about twice this.
+READ_SIZE = 4 * CHUNK_SIZE
+# Bytes per socket read of a response body (the SDK's default, DATA_BLOCK_SIZE).
+SOCKET_READ_SIZE = 256 * 1024
 # Objects up to this go in one Put Blob (one request; the SDK wants them as bytes, a copy);
 # larger ones as blocks sent from the buffer itself (two requests or more, no copy).
 SINGLE_PUT_LIMIT = CHUNK_SIZE
@@ -215,7 +225,8 @@ class AzureBlobStorage(StorageBackend):
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         options: dict[str, Any] = {
-            "transport": RequestsTransport(
+            "transport": _Transport(
+                connection_data_block_size=SOCKET_READ_SIZE,
                 session=session,
                 session_owner=True,
                 connection_timeout=settings.connect_timeout,
@@ -229,11 +240,11 @@ class AzureBlobStorage(StorageBackend):
             "connection_timeout": settings.connect_timeout,
             "read_timeout": settings.read_timeout,
             # One block per request either way: put() hands the SDK at most one block, and
-            # reads come back in CHUNK_SIZE requests (the first one included).
+            # reads come back in READ_SIZE requests (the first one included).
             "max_single_put_size": settings.block_size,
             "max_block_size": settings.block_size,
-            "max_single_get_size": CHUNK_SIZE,
-            "max_chunk_get_size": CHUNK_SIZE,
+            "max_single_get_size": READ_SIZE,
+            "max_chunk_get_size": READ_SIZE,
             "user_agent": "ctxcloud",
         }
         if settings.connection_string:
@@ -598,20 +609,66 @@ class _BlockUpload:
             )
 
 
-class _Chunks(Iterator[bytes]):
-    """The get() stream: the SDK's ranged requests, their errors translated; close() stops it."""
+class _UnsizedStream:
+    """A response body stream as the transport makes it, without ``__len__`` (see the module);
+    the SDK may set attributes on it (it does: ``properties``)."""
 
-    __slots__ = ("_chunks", "_key", "_storage")
+    def __init__(self, stream: Iterator[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> _UnsizedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._stream)
+
+    def __getattr__(self, name: str) -> Any:  # .response, close()... of the SDK's generator
+        return getattr(self._stream, name)
+
+
+class _StreamedResponse(RestRequestsTransportResponse):
+    # The SDK calls response.stream_download(), which azure-core's back-compat layer answers
+    # with _stream_download(); tests/storage/test_azure.py fails if that stops being so.
+    def _stream_download(self, pipeline: Any, **kwargs: Any) -> Iterator[bytes]:
+        return _UnsizedStream(super()._stream_download(pipeline, **kwargs))
+
+
+class _Transport(RequestsTransport):
+    """azure-core's requests transport whose streamed responses have no length."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = super().send(request, **kwargs)
+        if kwargs.get("stream") and type(response) is RestRequestsTransportResponse:
+            return _StreamedResponse(
+                request=response.request,
+                internal_response=response.internal_response,
+                block_size=response.block_size,
+            )
+        return response
+
+
+class _Chunks(Iterator[bytes]):
+    """The get() stream: the SDK's ranged requests cut into CHUNK_SIZE pieces, their errors
+    translated; close() stops it."""
+
+    __slots__ = ("_chunks", "_key", "_pending", "_storage")
 
     def __init__(self, storage: AzureBlobStorage, chunks: Iterator[bytes], key: str) -> None:
         self._storage = storage
         self._chunks: Iterator[bytes] | None = chunks
         self._key = key
+        self._pending: tuple[memoryview, int] | None = None
 
     def __iter__(self) -> _Chunks:
         return self
 
     def __next__(self) -> bytes:
+        if self._pending is not None:
+            view, offset = self._pending
+            piece = bytes(view[offset : offset + CHUNK_SIZE])
+            offset += len(piece)
+            self._pending = (view, offset) if offset < len(view) else None
+            return piece
         while self._chunks is not None:
             try:
                 chunk = next(self._chunks)
@@ -629,6 +686,9 @@ class _Chunks(Iterator[bytes]):
                         f"azure storage: {self._key!r} was deleted while it was being read"
                     ) from exc
                 raise self._storage._translate(exc, "read", self._key) from exc
+            if len(chunk) > CHUNK_SIZE:
+                self._pending = (memoryview(chunk), 0)
+                return next(self)
             if chunk:
                 return bytes(chunk)
         self.close()
@@ -637,3 +697,4 @@ class _Chunks(Iterator[bytes]):
     def close(self) -> None:
         """Stop early, e.g. when a client disconnects mid-download: no further range is asked."""
         self._chunks = None
+        self._pending = None
