@@ -71,7 +71,15 @@ _export("ctxcloud.ids", "new_id", "SLUG_PATTERN", "SLUG_RULE")
 # Per-app state of a plugin, under a typed key.
 _export("ctxcloud.state", "StashKey", "stash")
 # Settings and the command line.
-_export("ctxcloud.settings", "setting", "ConfigError", "ENV_PREFIX")
+_export(
+    "ctxcloud.settings",
+    "setting",
+    "ConfigError",
+    "ENV_PREFIX",
+    "env_variable",
+    "SettingsReader",
+    "folder_prefix",
+)
 _export("ctxcloud.cli", "emit", "problems_as_click_errors", "tenant_from_slug")
 # Storage backends.
 _export(

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ctxcloud import ENV_PREFIX, ConfigError
+from ctxcloud import ConfigError, SettingsReader, folder_prefix
+from ctxcloud import env_variable as _var  # CTXCLOUD_<name>, as messages name a setting
 
 __all__ = [
     "ADDRESSING_STYLES",
@@ -58,47 +59,6 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]+")
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
-def _var(name: str) -> str:
-    return f"{ENV_PREFIX}_{name}"
-
-
-def _optional_str(config: Mapping[str, Any], name: str) -> str | None:
-    value = config.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{_var(name)} must be a string, not {type(value).__name__}")
-    text = str(value).strip()  # a bucket named "12345" arrives from the environment as an int
-    return text or None
-
-
-def _value(config: Mapping[str, Any], name: str) -> Any:
-    """The setting, or its default when unset or empty (CTXCLOUD_S3_PART_SIZE= means unset)."""
-    value = config.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULTS[name]
-    return value
-
-
-def _int(config: Mapping[str, Any], name: str) -> int:
-    value = _value(config, name)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_var(name)} must be a whole number, not {value!r}")
-    return value
-
-
-def _seconds(config: Mapping[str, Any], name: str) -> float:
-    value = _value(config, name)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_var(name)} must be a number of seconds, not {value!r}") from None
-
-
 @dataclass(frozen=True, slots=True)
 class S3Settings:
     """Validated S3 backend settings; construct directly in code or with ``from_config``."""
@@ -123,31 +83,28 @@ class S3Settings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> S3Settings:
         """Read the S3_* settings; raises ConfigError naming the CTXCLOUD_S3_* variable at fault."""
-        bucket = _optional_str(config, "S3_BUCKET")
+        read = SettingsReader(config, DEFAULTS)
+        bucket = read.string("S3_BUCKET")
         if bucket is None:
             raise ConfigError(
                 f"{_var('S3_BUCKET')} is required when {_var('STORAGE_BACKEND')}=s3 "
                 "(the bucket that holds the encrypted objects)"
             )
-        sse = _optional_str(config, "S3_SERVER_SIDE_ENCRYPTION")
+        sse = read.string("S3_SERVER_SIDE_ENCRYPTION")
         return cls(
             bucket=bucket,
-            endpoint_url=_optional_str(config, "S3_ENDPOINT_URL"),
-            region=_optional_str(config, "S3_REGION"),
-            prefix=_optional_str(config, "S3_PREFIX") or "",
-            addressing_style=(_optional_str(config, "S3_ADDRESSING_STYLE") or "auto").lower(),
-            multipart_threshold=_int(config, "S3_MULTIPART_THRESHOLD"),
-            part_size=_int(config, "S3_PART_SIZE"),
-            max_attempts=_int(config, "S3_MAX_ATTEMPTS"),
-            connect_timeout=_seconds(config, "S3_CONNECT_TIMEOUT"),
-            read_timeout=_seconds(config, "S3_READ_TIMEOUT"),
-            retry_budget=(
-                None
-                if _value(config, "S3_RETRY_BUDGET") is None
-                else _seconds(config, "S3_RETRY_BUDGET")
-            ),
+            endpoint_url=read.string("S3_ENDPOINT_URL"),
+            region=read.string("S3_REGION"),
+            prefix=read.string("S3_PREFIX") or "",
+            addressing_style=(read.string("S3_ADDRESSING_STYLE") or "auto").lower(),
+            multipart_threshold=read.whole_number("S3_MULTIPART_THRESHOLD"),
+            part_size=read.whole_number("S3_PART_SIZE"),
+            max_attempts=read.whole_number("S3_MAX_ATTEMPTS"),
+            connect_timeout=read.seconds("S3_CONNECT_TIMEOUT"),
+            read_timeout=read.seconds("S3_READ_TIMEOUT"),
+            retry_budget=read.optional_seconds("S3_RETRY_BUDGET"),
             server_side_encryption=None if sse is None or sse.lower() == "none" else sse,
-            sse_kms_key_id=_optional_str(config, "S3_SSE_KMS_KEY_ID"),
+            sse_kms_key_id=read.string("S3_SSE_KMS_KEY_ID"),
         )
 
     def __post_init__(self) -> None:
@@ -228,19 +185,10 @@ class S3Settings:
 
 def _normalise_prefix(prefix: str) -> str:
     """Empty, or a safe "folder/" of the bucket; a missing trailing slash is added."""
-    if not prefix:
-        return ""
-    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(
-            f"{_var('S3_PREFIX')}={prefix!r} may hold only letters, digits and !_.*'()/-"
-        )
-    if not prefix.endswith("/"):
-        prefix += "/"
-    segments = prefix[:-1].split("/")
-    if prefix.startswith("/") or any(s in ("", ".", "..") for s in segments):
-        raise ConfigError(
-            f"{_var('S3_PREFIX')}={prefix!r} must be relative, with no empty, '.' or '..' part"
-        )
-    if len(prefix) > MAX_PREFIX_LENGTH:
-        raise ConfigError(f"{_var('S3_PREFIX')} is longer than {MAX_PREFIX_LENGTH} characters")
-    return prefix
+    return folder_prefix(
+        prefix,
+        "S3_PREFIX",
+        characters=_PREFIX_RE,
+        described="letters, digits and !_.*'()/-",
+        max_length=MAX_PREFIX_LENGTH,
+    )

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxcloud import ENV_PREFIX, ConfigError
+from ctxcloud import ConfigError, SettingsReader, folder_prefix
+from ctxcloud import env_variable as _var  # CTXCLOUD_<name>, as messages name a setting
 
 __all__ = [
     "DEFAULTS",
@@ -56,47 +57,6 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]+")
 _URL_RE = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
 
 
-def _var(name: str) -> str:
-    return f"{ENV_PREFIX}_{name}"
-
-
-def _optional_str(config: Mapping[str, Any], name: str) -> str | None:
-    value = config.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{_var(name)} must be a string, not {type(value).__name__}")
-    text = str(value).strip()
-    return text or None
-
-
-def _value(config: Mapping[str, Any], name: str) -> Any:
-    """The setting, or its default when unset or empty (CTXCLOUD_AZURE_BLOCK_SIZE= means unset)."""
-    value = config.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULTS[name]
-    return value
-
-
-def _int(config: Mapping[str, Any], name: str) -> int:
-    value = _value(config, name)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_var(name)} must be a whole number, not {value!r}")
-    return value
-
-
-def _seconds(config: Mapping[str, Any], name: str) -> float:
-    value = _value(config, name)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_var(name)} must be a number of seconds, not {value!r}") from None
-
-
 def _connection_string_fields(text: str) -> dict[str, str]:
     """``Key=value;...`` pairs, keys lower-cased; values may contain "=" (base64 keys do)."""
     fields = {}
@@ -136,7 +96,8 @@ class AzureSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AzureSettings:
         """Read the AZURE_* settings; ConfigError names the CTXCLOUD_AZURE_* variable at fault."""
-        container = _optional_str(config, "AZURE_CONTAINER")
+        read = SettingsReader(config, DEFAULTS)
+        container = read.string("AZURE_CONTAINER")
         if container is None:
             raise ConfigError(
                 f"{_var('AZURE_CONTAINER')} is required when {_var('STORAGE_BACKEND')}=azure "
@@ -144,19 +105,15 @@ class AzureSettings:
             )
         return cls(
             container=container,
-            connection_string=_optional_str(config, "AZURE_CONNECTION_STRING"),
-            account_url=_optional_str(config, "AZURE_ACCOUNT_URL"),
-            account_key=_optional_str(config, "AZURE_ACCOUNT_KEY"),
-            prefix=_optional_str(config, "AZURE_PREFIX") or "",
-            block_size=_int(config, "AZURE_BLOCK_SIZE"),
-            max_attempts=_int(config, "AZURE_MAX_ATTEMPTS"),
-            connect_timeout=_seconds(config, "AZURE_CONNECT_TIMEOUT"),
-            read_timeout=_seconds(config, "AZURE_READ_TIMEOUT"),
-            retry_budget=(
-                None
-                if _value(config, "AZURE_RETRY_BUDGET") is None
-                else _seconds(config, "AZURE_RETRY_BUDGET")
-            ),
+            connection_string=read.string("AZURE_CONNECTION_STRING"),
+            account_url=read.string("AZURE_ACCOUNT_URL"),
+            account_key=read.string("AZURE_ACCOUNT_KEY"),
+            prefix=read.string("AZURE_PREFIX") or "",
+            block_size=read.whole_number("AZURE_BLOCK_SIZE"),
+            max_attempts=read.whole_number("AZURE_MAX_ATTEMPTS"),
+            connect_timeout=read.seconds("AZURE_CONNECT_TIMEOUT"),
+            read_timeout=read.seconds("AZURE_READ_TIMEOUT"),
+            retry_budget=read.optional_seconds("AZURE_RETRY_BUDGET"),
         )
 
     def __post_init__(self) -> None:
@@ -246,23 +203,15 @@ class AzureSettings:
 
 def _normalise_prefix(prefix: str) -> str:
     """Empty, or a safe "folder/" of the container; a missing trailing slash is added."""
-    if not prefix:
-        return ""
-    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(
-            f"{_var('AZURE_PREFIX')}={prefix!r} may hold only letters, digits and !_.*'()/-"
-        )
-    if not prefix.endswith("/"):
-        prefix += "/"
-    segments = prefix[:-1].split("/")
-    if prefix.startswith("/") or any(s in ("", ".", "..") for s in segments):
-        raise ConfigError(
-            f"{_var('AZURE_PREFIX')}={prefix!r} must be relative, with no empty, '.' or '..' part"
-        )
-    if any(s.endswith(".") for s in segments):
+    prefix = folder_prefix(
+        prefix,
+        "AZURE_PREFIX",
+        characters=_PREFIX_RE,
+        described="letters, digits and !_.*'()/-",
+        max_length=MAX_PREFIX_LENGTH,
+    )
+    if any(segment.endswith(".") for segment in prefix[:-1].split("/")):
         raise ConfigError(
             f"{_var('AZURE_PREFIX')}={prefix!r}: no part may end with '.' (Azure drops it)"
         )
-    if len(prefix) > MAX_PREFIX_LENGTH:
-        raise ConfigError(f"{_var('AZURE_PREFIX')} is longer than {MAX_PREFIX_LENGTH} characters")
     return prefix

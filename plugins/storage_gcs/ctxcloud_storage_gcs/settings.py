@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ctxcloud import ENV_PREFIX, ConfigError
+from ctxcloud import ConfigError, SettingsReader, folder_prefix
+from ctxcloud import env_variable as _var  # CTXCLOUD_<name>, as messages name a setting
 
 __all__ = [
     "CHUNK_MULTIPLE",
@@ -50,47 +51,6 @@ _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 # The characters a ctxcloud key may hold, plus upper case: a "folder" of the bucket.
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 _URL_RE = re.compile(r"https?://[^/\s?#]+/?")
-
-
-def _var(name: str) -> str:
-    return f"{ENV_PREFIX}_{name}"
-
-
-def _optional_str(config: Mapping[str, Any], name: str) -> str | None:
-    value = config.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{_var(name)} must be a string, not {type(value).__name__}")
-    text = str(value).strip()  # a bucket named "12345" arrives from the environment as an int
-    return text or None
-
-
-def _value(config: Mapping[str, Any], name: str) -> Any:
-    """The setting, or its default when unset or empty (CTXCLOUD_GCS_CHUNK_SIZE= means unset)."""
-    value = config.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULTS[name]
-    return value
-
-
-def _int(config: Mapping[str, Any], name: str) -> int:
-    value = _value(config, name)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_var(name)} must be a whole number of bytes, not {value!r}")
-    return value
-
-
-def _seconds(config: Mapping[str, Any], name: str) -> float:
-    value = _value(config, name)
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_var(name)} must be a number of seconds, not {value!r}") from None
 
 
 def _emulator_host(environ: Mapping[str, str]) -> str | None:
@@ -129,29 +89,26 @@ class GCSSettings:
         Without CTXCLOUD_GCS_ENDPOINT_URL, the SDK's own STORAGE_EMULATOR_HOST (from
         ``environ``, the process environment by default) names an emulator.
         """
-        bucket = _optional_str(config, "GCS_BUCKET")
+        read = SettingsReader(config, DEFAULTS)
+        bucket = read.string("GCS_BUCKET")
         if bucket is None:
             raise ConfigError(
                 f"{_var('GCS_BUCKET')} is required when {_var('STORAGE_BACKEND')}=gcs "
                 "(the bucket that holds the encrypted objects)"
             )
-        endpoint = _optional_str(config, "GCS_ENDPOINT_URL")
+        endpoint = read.string("GCS_ENDPOINT_URL")
         source = "GCS_ENDPOINT_URL"
         if endpoint is None:
             endpoint = _emulator_host(os.environ if environ is None else environ)
             source = EMULATOR_VARIABLE
         return cls(
             bucket=bucket,
-            prefix=_optional_str(config, "GCS_PREFIX") or "",
+            prefix=read.string("GCS_PREFIX") or "",
             endpoint_url=endpoint,
-            chunk_size=_int(config, "GCS_CHUNK_SIZE"),
-            connect_timeout=_seconds(config, "GCS_CONNECT_TIMEOUT"),
-            read_timeout=_seconds(config, "GCS_READ_TIMEOUT"),
-            retry_budget=(
-                None
-                if _value(config, "GCS_RETRY_BUDGET") is None
-                else _seconds(config, "GCS_RETRY_BUDGET")
-            ),
+            chunk_size=read.whole_number("GCS_CHUNK_SIZE"),
+            connect_timeout=read.seconds("GCS_CONNECT_TIMEOUT"),
+            read_timeout=read.seconds("GCS_READ_TIMEOUT"),
+            retry_budget=read.optional_seconds("GCS_RETRY_BUDGET"),
             endpoint_source=source,
         )
 
@@ -225,18 +182,10 @@ def _valid_bucket(name: str) -> bool:
 
 def _normalise_prefix(prefix: str) -> str:
     """Empty, or a safe "folder/" of the bucket; a missing trailing slash is added."""
-    if not prefix:
-        return ""
-    variable = _var("GCS_PREFIX")
-    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(f"{variable}={prefix!r} may hold only letters, digits and _.-/")
-    if not prefix.endswith("/"):
-        prefix += "/"
-    segments = prefix[:-1].split("/")
-    if prefix.startswith("/") or any(s in ("", ".", "..") for s in segments):
-        raise ConfigError(
-            f"{variable}={prefix!r} must be relative, with no empty, '.' or '..' part"
-        )
-    if len(prefix) > MAX_PREFIX_LENGTH:
-        raise ConfigError(f"{variable} is longer than {MAX_PREFIX_LENGTH} characters")
-    return prefix
+    return folder_prefix(
+        prefix,
+        "GCS_PREFIX",
+        characters=_PREFIX_RE,
+        described="letters, digits and _.-/",
+        max_length=MAX_PREFIX_LENGTH,
+    )
