@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ctxcloud.blocks import byte_view
+
 SEGMENT_SIZE: int = 64 * 1024
 TAG_SIZE = 16
 KEY_SIZE = 32
@@ -399,7 +401,7 @@ def _split_header(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[memoryview]]
     """Take the header off the front of a chunk stream, leaving the rest untouched."""
     header = bytearray()
     for chunk in chunks:
-        view = _byte_view(chunk)
+        view = byte_view(chunk)
         take = HEADER_SIZE - len(header)
         header += view[:take]
         if len(header) == HEADER_SIZE:
@@ -416,11 +418,6 @@ def _read_exactly(read: Callable[[int, int], Iterable[bytes]], first: int, last:
     return data
 
 
-def _byte_view(chunk: bytes) -> memoryview:
-    view = memoryview(chunk)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
 def _resegment(chunks: Iterable[bytes], size: int) -> Iterator[tuple[memoryview | bytearray, bool]]:
     """Re-cut arbitrary chunks into `size`-byte pieces, flagging the last one.
 
@@ -430,7 +427,7 @@ def _resegment(chunks: Iterable[bytes], size: int) -> Iterator[tuple[memoryview 
     """
     pending = bytearray()
     for chunk in chunks:
-        view = _byte_view(chunk)
+        view = byte_view(chunk)
         size_in = len(view)
         if not size_in:
             continue

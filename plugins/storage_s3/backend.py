@@ -37,6 +37,7 @@ from botocore.exceptions import (
 
 from ctxcloud import (
     CHUNK_SIZE,
+    Blocks,
     IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
@@ -151,23 +152,6 @@ def _timestamp(fields: Mapping[str, Any], name: str = "LastModified") -> float |
     return value.timestamp() if value is not None else None
 
 
-def _byte_view(chunk: Any) -> memoryview:
-    """A flat byte view of a bytes-like chunk, no copy; TypeError for anything else (str)."""
-    view = memoryview(chunk)
-    if not view.c_contiguous:
-        return memoryview(view.tobytes())  # a strided view: the one case that must copy
-    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
-
-
-def _truncate(buffer: bytearray, size: int) -> bytearray:
-    """Shrink the buffer in place; copy only if something still holds a view of it."""
-    try:
-        del buffer[size:]
-    except BufferError:
-        return buffer[:size]
-    return buffer
-
-
 class S3Storage(StorageBackend):
     """Objects in one bucket under an optional prefix; encryption stays the caller's."""
 
@@ -225,45 +209,26 @@ class S3Storage(StorageBackend):
         S3_PART_SIZE and every later part reuses it.
         """
         target = self._object_key(validate_key(key))
-        size = self.settings.buffer_size
-        buffer = bytearray()
-        filled = total = 0
+        blocks = Blocks(chunks, self.settings.buffer_size)
         upload: _MultipartUpload | None = None
         try:
-            for chunk in chunks:  # the iterable's own exceptions propagate unchanged
-                view = _byte_view(chunk)
-                length = len(view)
-                total += length
-                offset = 0
-                while offset < length:
-                    if filled == size:  # full, and more is coming: this is a multipart upload
-                        if upload is None:
-                            upload = self._start_upload(target, key)
-                        upload.send(buffer)
-                        if size > self.settings.part_size:
-                            size = self.settings.part_size
-                            buffer = _truncate(buffer, size)  # later parts reuse its head
-                        filled = 0
-                    take = min(size - filled, length - offset)
-                    # In place once the buffer has grown; appends (growth) only on the first fill.
-                    buffer[filled : filled + take] = view[offset : offset + take]
-                    filled += take
-                    offset += take
-                view.release()
-            buffer = _truncate(buffer, filled)
+            for part in blocks:  # full, and more is coming: this is a multipart upload
+                if upload is None:
+                    upload = self._start_upload(target, key)
+                upload.send(part)
+                blocks.resize(self.settings.part_size)  # later parts reuse the buffer's head
+            rest = blocks.rest()
             if upload is None:
                 with self._errors("put", key):
-                    self.client.put_object(
-                        Bucket=self.bucket, Key=target, Body=buffer, **self._extra
-                    )
+                    self.client.put_object(Bucket=self.bucket, Key=target, Body=rest, **self._extra)
             else:
-                upload.send(buffer)
+                upload.send(rest)
                 upload.complete()
         except BaseException:  # includes GeneratorExit/KeyboardInterrupt from the iterable
             if upload is not None:
                 upload.abort()
             raise
-        return total
+        return blocks.total
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """GetObject now (a missing key raises here), ranged unless the whole object is asked."""

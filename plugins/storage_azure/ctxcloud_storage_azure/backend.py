@@ -62,6 +62,7 @@ from requests.adapters import HTTPAdapter
 
 from ctxcloud import (
     CHUNK_SIZE,
+    Blocks,
     IncompleteUpload,
     ObjectInfo,
     ObjectNotFound,
@@ -170,23 +171,6 @@ class BudgetedRetry(ExponentialRetry):
         return settings.get(self._BACKOFF, 0.0)
 
 
-def _byte_view(chunk: Any) -> memoryview:
-    """A flat byte view of a bytes-like chunk, no copy; TypeError for anything else (str)."""
-    view = memoryview(chunk)
-    if not view.c_contiguous:
-        return memoryview(view.tobytes())  # a strided view: the one case that must copy
-    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
-
-
-def _truncate(buffer: bytearray, size: int) -> bytearray:
-    """Shrink the buffer in place; copy only if something still holds a view of it."""
-    try:
-        del buffer[size:]
-    except BufferError:
-        return buffer[:size]
-    return buffer
-
-
 def _code(exc: HttpResponseError) -> str:
     code = exc.error_code
     if code is None:
@@ -275,45 +259,30 @@ class AzureBlobStorage(StorageBackend):
         an object small enough for it is copied once (at most SINGLE_PUT_LIMIT bytes).
         """
         blob = self._blob(validate_key(key))
-        size = self.settings.block_size
-        buffer = bytearray()
-        filled = total = 0
+        blocks = Blocks(chunks, self.settings.block_size)
         upload: _BlockUpload | None = None
         try:
-            for chunk in chunks:  # the iterable's own exceptions propagate unchanged
-                view = _byte_view(chunk)
-                length = len(view)
-                total += length
-                offset = 0
-                while offset < length:
-                    if filled == size:  # full, and more is coming: a block upload
-                        if upload is None:
-                            upload = _BlockUpload(self, blob, key)
-                        upload.stage(buffer)
-                        filled = 0
-                    take = min(size - filled, length - offset)
-                    # In place once the buffer has grown; appends (growth) only on the first fill.
-                    buffer[filled : filled + take] = view[offset : offset + take]
-                    filled += take
-                    offset += take
-                view.release()
-            buffer = _truncate(buffer, filled)
-            if upload is None and filled <= SINGLE_PUT_LIMIT:
-                data = bytes(buffer)
-                buffer = bytearray()  # the copy is all that is held from here on
+            for block in blocks:  # full, and more is coming: a block upload
+                if upload is None:
+                    upload = _BlockUpload(self, blob, key)
+                upload.stage(block)
+            rest = blocks.rest()
+            if upload is None and len(rest) <= SINGLE_PUT_LIMIT:
+                data = bytes(rest)
+                del rest  # the copy is all that is held from here on
                 with self._errors("put", key):
                     blob.upload_blob(data, length=len(data), overwrite=True)
             else:
                 if upload is None:
                     upload = _BlockUpload(self, blob, key)
-                if filled:
-                    upload.stage(buffer)
+                if rest:
+                    upload.stage(rest)
                 upload.commit()
         except BaseException:  # includes GeneratorExit/KeyboardInterrupt from the iterable
             if upload is not None:
                 upload.discard()
             raise
-        return total
+        return blocks.total
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Get Blob now (a missing key raises here), then CHUNK_SIZE ranges as they are read."""

@@ -44,6 +44,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ctxcloud import (
     CHUNK_SIZE,
+    Blocks,
     ObjectInfo,
     ObjectNotFound,
     StorageBackend,
@@ -53,7 +54,7 @@ from ctxcloud import (
     validate_prefix,
 )
 
-from .settings import CHUNK_MULTIPLE, GCSSettings
+from .settings import GCSSettings
 
 __all__ = ["SCOPES", "GCSStorage"]
 
@@ -92,27 +93,6 @@ T = TypeVar("T")
 def _redact(text: str) -> str:
     """A message without resumable session ids, which are bearer capabilities."""
     return _SECRET_QUERY_RE.sub(r"\1=<redacted>", text)
-
-
-def _byte_view(chunk: Any) -> memoryview:
-    """A flat byte view of a bytes-like chunk, no copy; TypeError for anything else (str)."""
-    view = memoryview(chunk)
-    if not view.c_contiguous:
-        return memoryview(view.tobytes())  # a strided view: the one case that must copy
-    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
-
-
-def _copy_into(buffer: bytearray, at: int, data: Any) -> None:
-    """Write data into the buffer at ``at``, in place, growing it only at its end.
-
-    Never ``buffer[a:b] = view``: a bytearray copies any value that is not a bytearray before
-    assigning it, which would hold a second chunk in memory for a moment.
-    """
-    if at == len(buffer):
-        buffer += data  # growth (the first fill only): appended straight from the view
-        return
-    with memoryview(buffer) as target:
-        target[at : at + len(data)] = data
 
 
 def _raise_for_status(response: requests.Response, *expected: int) -> requests.Response:
@@ -214,35 +194,23 @@ class GCSStorage(StorageBackend):
         not a copy), reused for every chunk of the upload.
         """
         name = self._object_name(validate_key(key))
-        size = self.settings.chunk_size
-        buffer = bytearray()
-        filled = total = 0
+        blocks = Blocks(chunks, self.settings.chunk_size)
         upload: _ResumableUpload | None = None
         try:
-            for chunk in chunks:  # the iterable's own exceptions propagate unchanged
-                view = _byte_view(chunk)
-                length = len(view)
-                total += length
-                offset = 0
-                while offset < length:
-                    if filled == size:  # full, and more is coming: a resumable upload
-                        if upload is None:
-                            upload = self._start_upload(name, key)
-                        filled = upload.send(buffer, filled)
-                    take = min(size - filled, length - offset)
-                    _copy_into(buffer, filled, view[offset : offset + take])
-                    filled += take
-                    offset += take
-                view.release()
+            for chunk in blocks:  # full, and more is coming: a resumable upload
+                if upload is None:
+                    upload = self._start_upload(name, key)
+                blocks.keep(upload.send(chunk))  # what GCS did not persist goes again
+            rest = blocks.rest()
             if upload is None:
-                self._upload_whole(name, key, buffer, filled)
+                self._upload_whole(name, key, rest)
             else:
-                upload.finish(buffer, filled)
+                upload.finish(rest)
         except BaseException:  # includes GeneratorExit/KeyboardInterrupt from the iterable
             if upload is not None:
                 upload.cancel()
             raise
-        return total
+        return blocks.total
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """One GET now (a missing key raises here), ranged unless the whole object is asked,
@@ -389,9 +357,9 @@ class GCSStorage(StorageBackend):
         assert self._bucket is not None
         return self._bucket
 
-    def _upload_whole(self, name: str, key: str, buffer: bytearray, filled: int) -> None:
+    def _upload_whole(self, name: str, key: str, data: bytearray) -> None:
         """The whole object in one ``uploadType=media`` request (retried as a whole)."""
-        if filled == 0:
+        if not data:
             # GCS takes an empty media upload; gcp-storage-emulator fails on one (a 500), so
             # an empty object goes as the SDK's one-request multipart upload instead.
             with self._errors("put", key):
@@ -406,7 +374,7 @@ class GCSStorage(StorageBackend):
         def attempt() -> requests.Response:
             response = self.session.post(
                 self._upload_url(name),
-                data=memoryview(buffer)[:filled],  # a view, not a copy
+                data=memoryview(data),  # a view, not a copy
                 headers={"Content-Type": OCTET_STREAM},
                 timeout=self.settings.timeout,
             )
@@ -530,22 +498,17 @@ class _ResumableUpload:
         self._url = url
         self.persisted = 0  # bytes GCS has confirmed; the buffer starts at this offset
 
-    def send(self, buffer: bytearray, filled: int) -> int:
-        """Send the buffer's whole 256 KiB units, keep what GCS did not persist; return the
-        bytes left in the buffer (moved to its start)."""
-        count = filled - filled % CHUNK_MULTIPLE
-        if count == 0:
-            return filled
-        stored = self._put(buffer, count, total=None)
-        if stored < filled:
-            _copy_into(buffer, 0, buffer[stored:filled])
-        return filled - stored
+    def send(self, chunk: bytearray) -> int:
+        """Send a whole chunk (a multiple of 256 KiB); return how many bytes at its end GCS
+        did not persist, to go again at the start of the next one."""
+        return len(chunk) - self._put(chunk, len(chunk), total=None)
 
-    def finish(self, buffer: bytearray, filled: int) -> None:
+    def finish(self, rest: bytearray) -> None:
         """Send the rest with the object's size: GCS publishes the object on the last byte."""
+        filled = len(rest)
         total = self.persisted + filled
         while True:
-            stored = self._put(buffer, filled, total=total)
+            stored = self._put(rest, filled, total=total)
             if stored is None:
                 return
             if stored == 0:
@@ -553,7 +516,8 @@ class _ResumableUpload:
                     f"gcs storage: cannot put {self._key!r}: the store persisted nothing of "
                     "the final chunk"
                 )
-            _copy_into(buffer, 0, buffer[stored:filled])
+            with memoryview(rest) as view:
+                view[: filled - stored] = view[stored:filled]  # memmove: they may overlap
             filled -= stored
 
     def _put(self, buffer: bytearray, count: int, total: int | None) -> int | None:
