@@ -15,7 +15,7 @@ import click
 import flask
 from flask.cli import with_appcontext
 
-from ctxcloud import keystore, storage_gc, storage_migrate
+from ctxcloud import dev_secrets, keystore, signing_keys, storage_gc, storage_migrate
 from ctxcloud.db import describe_database
 from ctxcloud.errors import ProblemError
 from ctxcloud.migrations import Migration, pending, upgrade
@@ -63,7 +63,7 @@ def all_migrations() -> list[Migration]:
     """The core's migrations and every loaded plugin's."""
     pm = flask.current_app.extensions["ctxcloud"].pm
     plugin_migrations = [m for result in pm.hook.database_migrations() for m in (result or [])]
-    return [*keystore.MIGRATIONS, *plugin_migrations]
+    return [*keystore.MIGRATIONS, *signing_keys.MIGRATIONS, *plugin_migrations]
 
 
 @click.group("db")
@@ -106,7 +106,7 @@ def db_status(as_json: bool) -> None:
 
 @click.group("keys")
 def keys_group() -> None:
-    """Master and data key commands."""
+    """Master, data and token signing key commands."""
 
 
 @keys_group.command("rotate-master")
@@ -123,6 +123,79 @@ def keys_rotate_master(as_json: bool) -> None:
         f"re-wrapped {rotated} data key(s) under {store.keyring.active_id}; "
         f"data keys per master key: {in_use}",
     )
+
+
+def _signing_keys() -> signing_keys.SigningKeys:
+    keys = flask.current_app.extensions["ctxcloud"].signing_keys
+    if keys is None:
+        raise click.ClickException(
+            "CTXCLOUD_JWT_ALGORITHM=HS256 signs with a shared secret: there are no signing "
+            "keys to list or rotate"
+        )
+    return keys
+
+
+@keys_group.command("signing-keys")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def keys_signing_keys(as_json: bool) -> None:
+    """List the token signing keys with their states (standby, active, retired, removed)."""
+    keys = _signing_keys()
+    states = keys.states()
+    emit(
+        {"algorithm": keys.algorithm, "retire_after": keys.retire_after, "keys": states},
+        as_json,
+        "\n".join(
+            f"{key['kid']}  {key['state']:<8}  {'' if key['held'] else '(not held here)'}".rstrip()
+            for key in states
+        )
+        or "no signing keys yet: they are recorded on first use",
+    )
+
+
+@keys_group.command("rotate-signing")
+@click.option(
+    "--remove-retired",
+    is_flag=True,
+    help="A key leaked: remove every retired key at once, the one retired now included.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def keys_rotate_signing(remove_retired: bool, as_json: bool) -> None:
+    """Make the oldest standby signing key active, retire the active one, and remove retired
+    keys whose tokens have all expired. Development generates the standby key when none is
+    waiting; production takes it from CTXCLOUD_JWT_SIGNING_KEYS."""
+    keys = _signing_keys()
+    app = flask.current_app
+    try:
+        moved = keys.rotate(remove_retired=remove_retired)
+    except signing_keys.NoStandbyKey as exc:
+        if not app.config.get("JWT_SIGNING_KEYS_FROM_DATA_DIR"):
+            raise click.ClickException(str(exc)) from None
+        kid, pem = signing_keys.new_signing_key(keys.algorithm)
+        dev_secrets.add_signing_key(app.config["DATA_DIR"], keys.algorithm, kid, pem)
+        keys.add_private_key(signing_keys.parse_signing_keys({kid: pem}, keys.algorithm)[kid])
+        moved = keys.rotate(remove_retired=remove_retired)
+    emit(
+        moved,
+        as_json,
+        f"active: {moved['activated']}; retired: {', '.join(moved['retired']) or 'none'}; "
+        f"removed: {', '.join(moved['removed']) or 'none'}",
+    )
+
+
+@keys_group.command("new-signing-key")
+@click.option(
+    "--algorithm",
+    type=click.Choice(signing_keys.ALGORITHMS),
+    default=signing_keys.ALGORITHMS[0],
+    show_default=True,
+)
+def keys_new_signing_key(algorithm: str) -> None:
+    """Print a new private signing key as one JSON object {kid: PEM}: a value of
+    CTXCLOUD_JWT_SIGNING_KEYS (merge it into the current one to add the key as standby)."""
+    kid, pem = signing_keys.new_signing_key(algorithm)
+    click.echo(json.dumps({kid: pem}))
 
 
 @click.group("storage")

@@ -6,6 +6,7 @@ import click
 import flask
 from flask.cli import FlaskGroup
 
+from ctxcloud.cli import keys_group
 from ctxcloud.factory import create_app
 from ctxcloud.settings import ConfigError
 
@@ -24,6 +25,11 @@ def _create_app() -> flask.Flask:
 )
 def cli_group() -> None:
     """ctxcloud: versioned project context, multi-tenant."""
+
+
+# Found before any app is built: `keys new-signing-key` makes the key a production app
+# refuses to start without. The other key commands build the app when they run.
+cli_group.add_command(keys_group)
 
 
 def main() -> None:

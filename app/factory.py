@@ -23,6 +23,7 @@ from ctxcloud import (
     json_input,
     pipeline,
     ratelimit,
+    well_known,
 )
 from ctxcloud.api import CORE_RESPONSES, Api, create_api
 from ctxcloud.bulkhead import Bulkhead, default_slots
@@ -41,12 +42,14 @@ from ctxcloud.settings import (
     load_config,
     require_production_settings,
 )
+from ctxcloud.signing_keys import ALGORITHMS, HS256, SigningKeys
 from ctxcloud.state import Stash
 from ctxcloud.storage import StorageBackend, StorageUnavailable
 from ctxcloud.tenancy.options import TenantOptions
+from ctxcloud.token_signing import init_token_signing
 
 # Secrets the embedded default generates and production must be given.
-GENERATED_SECRETS = ("MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER")
+GENERATED_SECRETS = ("MASTER_KEYS", "API_KEY_PEPPER")  # and the token signing key(s)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class CtxCloud:
     permissions: dict[str, str] = field(default_factory=dict)
     health_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     openapi_json: str | None = None
+    signing_keys: SigningKeys | None = None  # None: the HS256 opt-in
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
@@ -108,6 +112,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     init_database(app)
     ratelimit.init_rate_limiting(app)
     pipeline.init_pipeline(app)
+    ext.signing_keys = init_token_signing(app)
     ext.api = create_api(app)
     ext.api.register_problem_responses(_problem_responses(pm))
     register_error_handlers(app)
@@ -127,13 +132,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
 
 def _apply_secrets(config: flask.Config) -> None:
     """Production must be given its secrets; elsewhere missing ones are generated once."""
-    require_production_settings(config, [*GENERATED_SECRETS, "DATABASE_URL"])
-    if all(config.get(name) for name in GENERATED_SECRETS):
+    signing = "JWT_SECRET_KEY" if config.get("JWT_ALGORITHM") == HS256 else "JWT_SIGNING_KEYS"
+    needed = [*GENERATED_SECRETS, signing]
+    require_production_settings(config, [*needed, "DATABASE_URL"])
+    if all(config.get(name) for name in needed):
         return
     generated = dev_secrets.load_or_create(config["DATA_DIR"])
     for name in GENERATED_SECRETS:
         if not config.get(name):
             config[name] = generated[name]
+    if not config.get(signing):
+        algorithm = config.get("JWT_ALGORITHM") or ALGORITHMS[0]
+        if signing == "JWT_SECRET_KEY":
+            config[signing] = generated["JWT_SECRET_KEY"]
+        else:  # rotate-signing adds to these when none is standby
+            config[signing] = generated.get(dev_secrets.signing_keys_name(algorithm))
+            config["JWT_SIGNING_KEYS_FROM_DATA_DIR"] = True
 
 
 def _storage_bulkhead(config: flask.Config) -> Bulkhead:
@@ -167,7 +181,7 @@ def _open_storage(pm: pluggy.PluginManager, config: flask.Config) -> StorageBack
 def _register_routes(app: flask.Flask, ext: CtxCloud) -> None:
     """Core routes, then every plugin's blueprints on the one Api; clashing prefixes fail."""
     app.register_blueprint(docs_assets.assets)
-    blueprints = [health.blp, introspection.blp]
+    blueprints = [health.blp, introspection.blp, well_known.blp]
     for result in ext.pm.hook.register_blueprints(app=app):
         blueprints.extend(result or [])
     prefixes: dict[str, str] = {}

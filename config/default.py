@@ -36,8 +36,15 @@ DISABLED_PLUGINS = ""
 # JSON {"key-id": "<base64 32 bytes>"}; generated into DATA_DIR in development.
 MASTER_KEYS = None
 ACTIVE_MASTER_KEY = None
-# HS256 secret for JWTs; generated into DATA_DIR in development.
+# Tokens are signed with asymmetric keys (ES256 or EdDSA), published at /.well-known/jwks.json:
+# JWT_SIGNING_KEYS is {"kid": "PEM private key", ...}, generated into DATA_DIR in development.
+# HS256 is an explicit opt-in, signing with the shared JWT_SECRET_KEY (nothing published).
+JWT_ALGORITHM = "ES256"
+JWT_SIGNING_KEYS = None
 JWT_SECRET_KEY = None
+# Seconds a retired signing key stays published and accepted (None: the longest token
+# lifetime, JWT_*_TOKEN_EXPIRES, plus a minute of clock leeway).
+JWT_KEY_RETIREMENT = None
 
 # Prefix of every key ctxcloud writes to Redis (rate limits, credential generations).
 REDIS_KEY_PREFIX = "ctxcloud:"

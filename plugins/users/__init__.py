@@ -4,8 +4,6 @@ at once. One feature: a login is a user's, and a token is only as good as its us
 
 from __future__ import annotations
 
-from flask_jwt_extended import JWTManager
-
 from ctxcloud import Count, Quota, hookimpl
 from ctxcloud.plugins.users.migrations import MIGRATIONS
 from ctxcloud.plugins.users.verify import presented_token, verify_access_token
@@ -62,13 +60,11 @@ def database_migrations():
 
 @hookimpl
 def startup(app):
-    """flask-jwt-extended on this app only: HS256, our issuer and audience on both ends."""
-    app.config.setdefault("JWT_TOKEN_LOCATION", ("headers",))
-    app.config.setdefault("JWT_COOKIE_CSRF_PROTECT", False)  # no cookies: no csrf claim
+    """Our issuer and audience on both ends; the core signs (ctxcloud's signing keys)."""
     for end in ("ENCODE", "DECODE"):
-        app.config.setdefault(f"JWT_{end}_ISSUER", app.config["JWT_ISSUER"])
-        app.config.setdefault(f"JWT_{end}_AUDIENCE", app.config["JWT_AUDIENCE"])
-    JWTManager(app)
+        for name in ("ISSUER", "AUDIENCE"):
+            if app.config.get(f"JWT_{end}_{name}") is None:  # flask-jwt-extended's default
+                app.config[f"JWT_{end}_{name}"] = app.config[f"JWT_{name}"]
 
 
 @hookimpl(trylast=True)

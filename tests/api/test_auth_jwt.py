@@ -14,6 +14,7 @@ import pytest
 from ctxcloud.plugins.users.passwords import Passwords
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
+from tests.support.tokens import hmac_token, public_pem, service_key, sign, stranger_key
 
 TOKEN, REFRESH, REVOKE = "/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/auth/revoke"
 WHOAMI = "/api/v1/auth/whoami"
@@ -34,10 +35,6 @@ def claims_of(token: str) -> dict:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def sign(app, claims: dict, key: str | None = None, algorithm: str = "HS256", **kw) -> str:
-    return jwt.encode(claims, key or app.config["JWT_SECRET_KEY"], algorithm=algorithm, **kw)
-
-
 def test_login_answers_both_tokens_with_the_documented_claims(app, client, tenant, alice):
     response = client.post(
         TOKEN, json={"tenant": "acme", "username": "Alice", "password": alice[1]}
@@ -54,37 +51,32 @@ def test_login_answers_both_tokens_with_the_documented_claims(app, client, tenan
     assert "csrf" not in access  # no cookies, no double-submit claim
     assert refresh["type"] == "refresh" and refresh["fid"] == access["fid"]
     assert refresh["exp"] - refresh["iat"] == 30 * 24 * 3600
-    assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["alg"] == "ES256" and header["kid"] == service_key(app).kid
     me = client.get(WHOAMI, headers=bearer(body["access_token"])).get_json()
     assert me["type"] == "user" and me["id"] == alice[0].id and me["role"] == "admin"
     assert me["tenant"]["slug"] == "acme"
 
 
-def test_lifetimes_come_from_config(app_config, stack_config):
-    from ctxcloud import create_app
+def test_lifetimes_come_from_config(app_config):
+    from tests import stack
     from tests.support.factories import make_tenant
 
     app_config.update(JWT_ACCESS_TOKEN_EXPIRES=60, JWT_REFRESH_TOKEN_EXPIRES=3600)
-    application = create_app(app_config)
-    with application.app_context():
-        from ctxcloud.cli import all_migrations
-        from ctxcloud.migrations import upgrade
-
-        upgrade(application.extensions["ctxcloud"].database, all_migrations())
-    tenant = make_tenant(application, "short")
-    _, password = make_user(application, tenant, "viewer", "v")
-    body = login(application.test_client(), tenant, "v", password)
+    with stack.migrated_app(app_config) as application:
+        tenant = make_tenant(application, "short")
+        _, password = make_user(application, tenant, "viewer", "v")
+        body = login(application.test_client(), tenant, "v", password)
     assert body["expires_in"] == 60
     refresh = claims_of(body["refresh_token"])
     assert refresh["exp"] - refresh["iat"] == 3600
 
 
-def test_each_app_signs_with_its_own_secret(app_config, tokens):
-    from ctxcloud import create_app
-
-    other = create_app({**app_config, "JWT_SECRET_KEY": "another secret " * 4})
-    response = other.test_client().get(WHOAMI, headers=bearer(tokens["access_token"]))
-    assert_problem(response, 401, "unauthorized")
+def test_a_token_signed_by_another_key_under_our_kid_is_401(app, client, tokens):
+    claims = claims_of(tokens["access_token"])
+    kid = service_key(app).kid
+    forged = jwt.encode(claims, stranger_key(), algorithm="ES256", headers={"kid": kid})
+    assert_problem(client.get(WHOAMI, headers=bearer(forged)), 401, "unauthorized")
 
 
 def test_every_failed_login_gets_the_same_401(app, client, tenant, other_tenant, alice):
@@ -231,8 +223,15 @@ def forged_tokens(app, tokens: dict) -> dict[str, str]:
     return {
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
         "alg none, signature kept": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.{signature}",
-        "HS512 with the secret": sign(app, genuine, algorithm="HS512"),
+        "HS256 with our public key": hmac_token(
+            genuine, public_pem(app), {"kid": service_key(app).kid}
+        ),
         "HS256 with another secret": sign(app, genuine, key="x" * 64),
+        "another key, our kid": jwt.encode(
+            genuine, stranger_key(), algorithm="ES256", headers={"kid": service_key(app).kid}
+        ),
+        "no kid": jwt.encode(genuine, service_key(app).key, algorithm="ES256"),
+        "unknown kid": sign(app, genuine, headers={"kid": "nosuch"}),
         "expired": sign(app, {**genuine, "iat": now - 1000, "nbf": now - 1000, "exp": now - 10}),
         "not yet valid": sign(app, {**genuine, "nbf": now + 600, "exp": now + 1200}),
         "wrong issuer": sign(app, {**genuine, "iss": "evil"}),

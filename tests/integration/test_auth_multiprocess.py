@@ -1,4 +1,5 @@
-"""Revocation, refresh reuse and rate limits across processes: 2 gunicorn servers of 2 workers.
+"""Revocation, refresh reuse, signing key rotation and rate limits across processes: 2 gunicorn
+servers of 2 workers.
 
 The production shape: PostgreSQL and Redis shared by every process (a fresh database and
 this run's Redis db, both emptied afterwards). Then the embedded default: two servers
@@ -15,6 +16,7 @@ answer asked for within that delay may still be the old one, no later one may (`
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import secrets
@@ -24,11 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 import redis
 import requests
 
 from ctxcloud import create_app
+from ctxcloud.signing_keys import SigningKeyState, new_signing_key, parse_signing_keys
 from tests.stack import postgres_database
 from tests.support import redisdb
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user
@@ -47,6 +51,7 @@ class Deployment:
     app: object  # an app of this process on the same database, Redis and data directory
     a: Server
     b: Server
+    env: dict[str, str]
     # Whether a change applies on every process at once (else within REVOCATION_MAX_DELAY).
     exact: bool
 
@@ -60,7 +65,9 @@ def secrets_env() -> dict[str, str]:
     return {
         "CTXCLOUD_ENV": "testing",
         "CTXCLOUD_MASTER_KEYS": json.dumps({"k1": master}),
-        "CTXCLOUD_JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        # Every process of a deployment holds the same signing keys: one becomes active, the
+        # others wait as standby for rotations.
+        "CTXCLOUD_JWT_SIGNING_KEYS": json.dumps(dict(new_signing_key() for _ in range(3))),
         "CTXCLOUD_API_KEY_PEPPER": secrets.token_urlsafe(48),
         "CTXCLOUD_TRUSTED_PROXY_HOPS": "1",
         "CTXCLOUD_RATE_LIMIT_DEFAULT": "1000/hour",
@@ -85,7 +92,7 @@ def deployment(env: dict[str, str], logs: Path) -> Iterator[Deployment]:
     try:
         with gunicorn(env, logs, workers=2) as a, gunicorn(env, logs, workers=2) as b:
             # Without Redis the generations file is exact for every process of the host.
-            yield Deployment(app, a, b, exact="CTXCLOUD_REDIS_URL" not in env)
+            yield Deployment(app, a, b, env, exact="CTXCLOUD_REDIS_URL" not in env)
     finally:
         ext = app.extensions["ctxcloud"]
         ext.database.close_all()
@@ -337,3 +344,56 @@ def test_password_guessing_is_limited_per_username_across_servers(production):
     answers.append(attempt(deployed.a, "still not it"))
     assert answers == [401] * 5
     assert attempt(deployed.b, password) == 429
+
+
+def test_a_signing_key_rotation_applies_on_every_process(deployed):
+    """rotate-signing: new tokens carry the new kid on every process, tokens of the retired
+    key still work, and once the window has passed its tokens are refused everywhere."""
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    serial = iter(range(100))
+
+    def token_from(server: Server) -> str:
+        """A login of a user of its own, from an address of its own (logins are limited)."""
+        username = f"rita{next(serial)}"
+        _, password = make_user(deployed.app, tenant, "viewer", username)
+        source = deployed.client_address()
+        return log_in(deployed, server, tenant, username, password, source)["access_token"]
+
+    before = token_from(deployed.a)
+    old_kid = jwt.get_unverified_header(before)["kid"]
+
+    def rotate() -> dict:
+        result = cli(deployed.env, "keys", "rotate-signing", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    moved = rotate()
+    rotated_at = time.monotonic()
+    assert moved["retired"] == [old_kid]
+
+    def new_kid_on(server: Server):
+        return lambda: jwt.get_unverified_header(token_from(server))["kid"]
+
+    for server in (deployed.a, deployed.b):
+        kids = settled(deployed, new_kid_on(server), moved["activated"], rotated_at, times=4)
+        assert kids == [moved["activated"]] * 4
+        # A token of the retired key, never seen by this server before: still good.
+        assert get(server, WHOAMI, bearer(before), address).status_code == 200
+
+    with deployed.app.app_context():  # the retirement window passes
+        row = SigningKeyState.get_by_id(old_kid)
+        row.retired_at -= datetime.timedelta(
+            seconds=deployed.app.extensions["ctxcloud"].signing_keys.retire_after
+        )
+        row.save()
+    assert old_kid in rotate()["removed"]
+    removed_at = time.monotonic()
+    old_key = parse_signing_keys(deployed.env["CTXCLOUD_JWT_SIGNING_KEYS"], "ES256")[old_kid]
+    claims = jwt.decode(before, options={"verify_signature": False})
+    for server in (deployed.a, deployed.b):
+        unseen = jwt.encode(
+            {**claims, "jti": secrets.token_hex(8)}, old_key.key, "ES256", headers={"kid": old_kid}
+        )
+        assert refused_by(deployed, server, bearer(unseen), address, 401, removed_at) == [401] * 8
+        assert get(server, WHOAMI, bearer(token_from(server)), address).status_code == 200

@@ -26,8 +26,10 @@ from types import SimpleNamespace
 
 import peewee
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from ctxcloud.requestlog import JsonFormatter
+from ctxcloud.signing_keys import new_signing_key
 from tests import stack
 from tests.support.context import entry_url, object_file, object_key_of
 from tests.support.factories import (
@@ -47,7 +49,7 @@ def _secret_config() -> dict:
     """Secrets given explicitly, as production does, so none is generated into the data dir."""
     return {
         "MASTER_KEYS": {"leak-test-1": base64.b64encode(secrets.token_bytes(32)).decode()},
-        "JWT_SECRET_KEY": "jwt-secret-" + secrets.token_urlsafe(32),
+        "JWT_SIGNING_KEYS": dict([new_signing_key()]),
         "API_KEY_PEPPER": "pepper-" + secrets.token_urlsafe(32),
     }
 
@@ -96,7 +98,10 @@ def _key_material(app, config: dict, tenant_ids: list[str], found: Secrets) -> N
     master = json.loads(master) if isinstance(master, str) else master
     for key_id, encoded in master.items():
         found.add(f"master key {key_id}", base64.b64decode(encoded))
-    found.add("JWT secret", config["JWT_SECRET_KEY"])
+    for kid, pem in config["JWT_SIGNING_KEYS"].items():
+        found.add(f"signing key {kid} (PEM)", pem.split("-----")[2].strip())
+        private = serialization.load_pem_private_key(pem.encode(), password=None)
+        found.add(f"signing key {kid}", private.private_numbers().private_value.to_bytes(32, "big"))
     found.add("API key pepper", config["API_KEY_PEPPER"])
     with app.app_context():
         for tenant_id in tenant_ids:
@@ -481,7 +486,8 @@ def _unexpected(app, client, h, pid, patch):
 def _secret_in_exception(app, client, h, pid, patch):
     from ctxcloud.plugins.context import projects as service
 
-    message = f"pepper={app.config['API_KEY_PEPPER']} jwt={app.config['JWT_SECRET_KEY']}"
+    signing = "".join(app.config["JWT_SIGNING_KEYS"].values())
+    message = f"pepper={app.config['API_KEY_PEPPER']} signing={signing}"
     patch.setattr(service, "list_projects", _raise(ValueError(message)))
     return client.get(f"{API}/projects", headers=h)
 
@@ -589,7 +595,7 @@ def test_errors_show_no_internals_in_development(dev_app, monkeypatch, trigger):
     assert not shown, (shown, text)
     for secret in (
         dev_app.config["API_KEY_PEPPER"],
-        dev_app.config["JWT_SECRET_KEY"],
+        *(pem.split("-----")[2].strip() for pem in dev_app.config["JWT_SIGNING_KEYS"].values()),
         dev_app.config["DATA_DIR"],
         str(ROOT),
     ):

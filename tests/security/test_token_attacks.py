@@ -2,7 +2,8 @@
 
 Already covered there (and not repeated here), all presented to GET /auth/whoami:
 ``test_every_forged_or_broken_token_is_401_problem_json`` (``alg: none`` with and without a
-signature, HS512, another HS256 secret, expired, not yet valid, wrong or missing issuer and
+signature, HS256 keyed with the service's public key, another HS256 secret, another key or
+no key under the service's kid, expired, not yet valid, wrong or missing issuer and
 audience, a refresh-typed access token, unknown family/tenant/user, tampered payload or
 signature, malformed tokens); ``test_forged_refresh_tokens_are_401`` (expired, guessed jti,
 wrong key, unknown family or user on /auth/refresh); ``test_token_types_are_not_interchangeable``
@@ -38,10 +39,11 @@ from collections.abc import Callable
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_user
+from tests.support.tokens import public_pem, service_key, sign
 
 TOKEN, REFRESH, REVOKE = "/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/auth/revoke"
 WHOAMI, PROJECTS = "/api/v1/auth/whoami", "/api/v1/projects"
@@ -78,10 +80,10 @@ def claims_of(token: str) -> dict:
 
 
 class Ctx:
-    """Genuine tokens of tenant A's user and of tenant B's user, and the app's secret."""
+    """Genuine tokens of tenant A's user and of tenant B's user, and the app's signing key."""
 
     def __init__(self, app, a_tokens: dict, b_tokens: dict) -> None:
-        self.secret = app.config["JWT_SECRET_KEY"]
+        self.app = app
         self.a_access = claims_of(a_tokens["access_token"])
         self.a_refresh = claims_of(a_tokens["refresh_token"])
         self.b_access = claims_of(b_tokens["access_token"])
@@ -89,7 +91,7 @@ class Ctx:
         self.a_tokens, self.b_tokens = a_tokens, b_tokens
 
     def genuine(self, claims: dict) -> str:
-        return jwt.encode(claims, self.secret, algorithm="HS256")
+        return sign(self.app, claims)
 
 
 def _now() -> int:
@@ -122,6 +124,15 @@ ATTACKS: dict[str, Attack] = {
         own, EC_KEY, algorithm="ES256"
     ),
     "HS256 keyed with a public key PEM": lambda c, own, other: hs256_raw(own, RSA_PUBLIC_PEM),
+    "HS256 keyed with the service's own public key, its kid": lambda c, own, other: hs256_raw(
+        own, public_pem(c.app), {"alg": "HS256", "typ": "JWT", "kid": service_key(c.app).kid}
+    ),
+    "EdDSA with an attacker's key under the service's kid": lambda c, own, other: jwt.encode(
+        own,
+        ed25519.Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": service_key(c.app).kid},
+    ),
     "HS256 keyed with the empty string": lambda c, own, other: hs256_raw(own, b""),
     "HS256, kid path traversal, empty key": lambda c, own, other: hs256_raw(
         own, b"", {"alg": "HS256", "typ": "JWT", "kid": "../../../../../../dev/null"}
@@ -184,7 +195,7 @@ def call(client, target: tuple[str, str], headers: dict):
 
 
 def test_the_crafting_works(client, ctx):
-    """Control: the genuine claims re-signed with the app's secret are accepted everywhere."""
+    """Control: the genuine claims re-signed with the app's key are accepted everywhere."""
     for claims in (ctx.a_access, ctx.b_access):
         token = bearer(ctx.genuine(claims))
         assert client.get(WHOAMI, headers=token).status_code == 200

@@ -10,6 +10,7 @@ import pytest
 
 from ctxcloud import create_app
 from ctxcloud.settings import ConfigError
+from ctxcloud.signing_keys import new_signing_key
 
 
 def test_layers_apply_in_order(tmp_path, monkeypatch):
@@ -41,27 +42,37 @@ def test_production_refuses_to_start_naming_every_missing_secret(tmp_path):
     message = str(info.value)
     for name in (
         "CTXCLOUD_MASTER_KEYS",
-        "CTXCLOUD_JWT_SECRET_KEY",
+        "CTXCLOUD_JWT_SIGNING_KEYS",
         "CTXCLOUD_API_KEY_PEPPER",
         "CTXCLOUD_DATABASE_URL",
     ):
         assert name in message
+    assert "CTXCLOUD_JWT_SECRET_KEY" not in message  # only the HS256 opt-in needs it
     assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_production_with_the_hs256_opt_in_needs_the_shared_secret_instead(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        create_app({"ENV": "production", "DATA_DIR": str(tmp_path), "JWT_ALGORITHM": "HS256"})
+    assert "CTXCLOUD_JWT_SECRET_KEY" in str(info.value)
+    assert "CTXCLOUD_JWT_SIGNING_KEYS" not in str(info.value)
 
 
 def test_production_starts_with_its_secrets(tmp_path):
     key = "A" * 43 + "="
+    kid, pem = new_signing_key()
     app = create_app(
         {
             "ENV": "production",
             "DATA_DIR": str(tmp_path),
             "MASTER_KEYS": {"prod-1": key},
-            "JWT_SECRET_KEY": "j" * 64,
+            "JWT_SIGNING_KEYS": json.dumps({kid: pem}),
             "API_KEY_PEPPER": "p" * 64,
             "DATABASE_URL": f"sqlite:///{tmp_path}/prod.sqlite3",
         }
     )
     assert app.extensions["ctxcloud"].keyring.active_id == "prod-1"
+    assert list(app.extensions["ctxcloud"].signing_keys.private) == [kid]
     assert not (tmp_path / "dev-secrets.json").exists()
 
 
@@ -70,8 +81,14 @@ def test_development_generates_secrets_once_with_private_mode(tmp_path, caplog):
     path = tmp_path / "dev-secrets.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     second = create_app({"ENV": "development", "DATA_DIR": str(tmp_path)})
-    assert first.config["JWT_SECRET_KEY"] == second.config["JWT_SECRET_KEY"]
-    assert set(json.loads(path.read_text())) == {"MASTER_KEYS", "JWT_SECRET_KEY", "API_KEY_PEPPER"}
+    assert first.config["JWT_SIGNING_KEYS"] == second.config["JWT_SIGNING_KEYS"]
+    assert set(json.loads(path.read_text())) == {
+        "MASTER_KEYS",
+        "JWT_SECRET_KEY",  # for the HS256 opt-in
+        "JWT_SIGNING_KEYS:ES256",
+        "JWT_SIGNING_KEYS:EdDSA",
+        "API_KEY_PEPPER",
+    }
 
 
 def test_bad_master_keys_are_refused_without_echoing_them(tmp_path):
