@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.deploy import proxyconf
-from tests.deploy.conftest import ROOT
+from tests.deploy.conftest import ROOT, signing_keys
 
 pytestmark = pytest.mark.deploy
 
@@ -24,7 +33,7 @@ REQUIRED_APP_ENV = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "CTXCLOUD_MASTER_KEYS",
-    "CTXCLOUD_JWT_SECRET_KEY",
+    "CTXCLOUD_JWT_SIGNING_KEYS",
     "CTXCLOUD_API_KEY_PEPPER",
 )
 # Secrets the example must leave empty: no working secret is ever committed.
@@ -34,6 +43,7 @@ SECRETS = (
     "MINIO_ROOT_PASSWORD",
     "AWS_SECRET_ACCESS_KEY",
     "CTXCLOUD_MASTER_KEYS",
+    "CTXCLOUD_JWT_SIGNING_KEYS",
     "CTXCLOUD_JWT_SECRET_KEY",
     "CTXCLOUD_API_KEY_PEPPER",
     "CTXCLOUD_AZURE_CONNECTION_STRING",
@@ -66,19 +76,38 @@ def services(compose) -> dict:
     return compose["services"]
 
 
-@pytest.fixture(scope="module")
-def env_example() -> dict[str, str]:
-    """.env.example as NAME -> raw value (compose's dotenv syntax: NAME=value, # comments)."""
+def read_dotenv(path: Path) -> dict[str, str]:
+    """A .env file as NAME -> raw value (compose's dotenv syntax: NAME=value, # comments)."""
     values: dict[str, str] = {}
-    for number, line in enumerate((ROOT / ".env.example").read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
-        assert match, f".env.example:{number}: not NAME=value: {line!r}"
+        assert match, f"{path.name}:{number}: not NAME=value: {line!r}"
         name, value = match.groups()
-        assert name not in values, f".env.example defines {name} twice"
+        assert name not in values, f"{path.name} defines {name} twice"
         values[name] = value
     return values
+
+
+def compose_reads(raw: str) -> str:
+    """The value compose takes from a .env line's raw value, for the two forms .env.example
+    recommends (compose-go's dotenv parser): in single quotes, the text between them exactly,
+    backslashes included; unquoted, the rest of the line up to an inline " #" comment, trailing
+    blanks dropped, with ${...} interpolated (so a "$" must not occur). Double quotes expand
+    escapes such as \\n, which a JSON value with PEM keys cannot take: refused here."""
+    assert not raw.startswith('"'), "in double quotes compose turns each \\n into a line break"
+    if raw.startswith("'"):
+        assert raw.endswith("'") and len(raw) > 1, raw
+        return raw[1:-1]
+    assert "$" not in raw, "compose would interpolate it"
+    return raw.split(" #", 1)[0].rstrip()
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    """.env.example as NAME -> raw value."""
+    return read_dotenv(ROOT / ".env.example")
 
 
 def test_the_stack_has_every_service(services):
@@ -140,8 +169,32 @@ def test_app_gets_every_required_setting_from_env(services):
 
 def test_secrets_must_be_set_or_compose_refuses(services):
     env = services["app"]["environment"]
-    for name in ("CTXCLOUD_MASTER_KEYS", "CTXCLOUD_JWT_SECRET_KEY", "CTXCLOUD_API_KEY_PEPPER"):
+    for name in ("CTXCLOUD_MASTER_KEYS", "CTXCLOUD_JWT_SIGNING_KEYS", "CTXCLOUD_API_KEY_PEPPER"):
         assert REFERENCE.fullmatch(env[name]).group(2) == ":?", name
+
+
+def test_token_signing_settings(services, env_example):
+    """The signing keys are required; the algorithm (empty: the service's ES256) and the HS256
+    shared secret are optional, passed through empty unless .env sets them."""
+    for service in ("app", "migrate"):
+        env = services[service]["environment"]
+        keys = REFERENCE.fullmatch(env["CTXCLOUD_JWT_SIGNING_KEYS"])
+        assert keys.group(1) == "CTXCLOUD_JWT_SIGNING_KEYS" and keys.group(2) == ":?"
+        assert "new-signing-key" in keys.group(3)  # compose's refusal says how to make one
+        for name in ("CTXCLOUD_JWT_ALGORITHM", "CTXCLOUD_JWT_SECRET_KEY"):
+            match = REFERENCE.fullmatch(env[name])
+            assert match and match.group(1) == name, name
+            assert (match.group(2), match.group(3)) == (":-", ""), f"{name}: optional, empty"
+    assert env_example["CTXCLOUD_JWT_ALGORITHM"] == ""  # the default stack: ES256
+    # .env.example says how to make the keys, right above the variable.
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    number = lines.index("CTXCLOUD_JWT_SIGNING_KEYS=")
+    comment = []
+    for line in reversed(lines[:number]):
+        if not line.startswith("#"):
+            break
+        comment.append(line)
+    assert "ctxcloud keys new-signing-key" in "\n".join(comment)
 
 
 def test_defaults_point_the_service_at_the_compose_stack(env_example, services):
@@ -165,6 +218,54 @@ def test_every_referenced_variable_is_in_env_example(env_example):
         for ref in REFERENCE.finditer(value):
             assert ref.group(1) in seen, f"{name} refers to {ref.group(1)} before it is defined"
         seen.append(name)
+
+
+def test_the_docs_generator_fills_every_secret_compose_requires(tmp_path, services):
+    """docs/deployment.md's generator, run on a copy of .env.example, leaves no required
+    variable empty and writes values compose reads as the service needs them: the signing key
+    comes from `ctxcloud keys new-signing-key` in the image compose runs (here a stand-in
+    `docker` that prints what the command prints, and a log line on stderr)."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    section = text.split("## Docker Compose quick start", 1)[1].split("\n## ", 1)[0]
+    (script,) = re.findall(r"python3 - <<'EOF'\n(.*?)^ *EOF$", section, re.S | re.M)
+    image = REFERENCE.fullmatch(services["app"]["image"]).group(3)  # ctxcloud:local
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker = fake_bin / "docker"
+    docker.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"assert sys.argv[1:] == ['run', '--rm', {image!r}, 'ctxcloud', 'keys',"
+        " 'new-signing-key'], sys.argv\n"
+        'print(\'{"level": "WARNING", "message": "a log line"}\', file=sys.stderr)\n'
+        f"print(json.dumps({signing_keys('20260101-0a1b2c3d')!r}))\n"
+    )
+    docker.chmod(0o755)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    shutil.copy(ROOT / ".env.example", work / ".env")
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=work,
+        env={**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"},
+        check=True,
+        timeout=60,
+    )
+    env = read_dotenv(work / ".env")
+    assert (work / ".env").stat().st_mode & 0o777 == 0o600
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    required = {m.group(1) for m in REFERENCE.finditer(compose_text) if m.group(2) == ":?"}
+    assert "CTXCLOUD_JWT_SIGNING_KEYS" in required
+    assert sorted(name for name in required if not env[name]) == []
+    for name in SECRETS:
+        if name != "CTXCLOUD_JWT_SECRET_KEY" and name not in CLOUD_STORAGE_ENV:
+            assert env[name], f"{name} left empty"
+    assert env["CTXCLOUD_JWT_SECRET_KEY"] == ""  # HS256 only
+    (pem,) = json.loads(compose_reads(env["CTXCLOUD_JWT_SIGNING_KEYS"])).values()
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    (master,) = json.loads(compose_reads(env["CTXCLOUD_MASTER_KEYS"])).values()
+    assert len(base64.b64decode(master)) == 32
 
 
 def test_env_example_commits_no_secret(env_example):

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, ROOT
+from tests.deploy.conftest import CHART, ROOT, signing_keys
 
 pytestmark = pytest.mark.deploy
 
@@ -26,6 +26,9 @@ KUBE_VERSIONS = sorted({OLDEST_KUBE, LATEST_KUBE})
 PRODUCTION_VALUES = CHART / "values-production.example.yaml"
 RELEASE = "ctxcloud"
 WARNING = 2  # helm lint severities: 1 info, 2 warning, 3 error
+# Token signing keys as `ctxcloud keys new-signing-key` prints them (merged: several keys).
+ES256_KEYS = signing_keys("20260101-0a1b2c3d", "20260701-4e5f6a7b")
+EDDSA_KEYS = signing_keys("20260101-8c9d0e1f", algorithm="EdDSA")
 
 
 def render(values: dict | None = None, **options) -> dict[str, list[dict]]:
@@ -178,13 +181,14 @@ def test_every_option_on_renders_valid_manifests():
                 "addressingStyle": "path",
             },
             "activeMasterKey": "k2",
+            "jwtAlgorithm": "EdDSA",
             "disabledPlugins": "audit_log",
             "extraEnv": {"CTXCLOUD_MAX_JSON_BYTES": "1048576"},
         },
         "gunicorn": {"workers": 3, "accessLog": True},
         "secrets": {
             "masterKeys": '{"k1": "' + base64.b64encode(b"k" * 32).decode() + '"}',
-            "jwtSecretKey": "jwt",
+            "jwtSigningKeys": json.dumps(EDDSA_KEYS),
             "apiKeyPepper": "pepper",
             "databaseUrl": "postgresql://u:p@db:5432/ctxcloud",
             "redisUrl": "redis://redis:6379/0",
@@ -216,11 +220,12 @@ def test_every_option_on_renders_valid_manifests():
     assert config["GUNICORN_ACCESSLOG"] == "-"
     assert config["CTXCLOUD_MAX_JSON_BYTES"] == "1048576"
     assert config["CTXCLOUD_S3_ADDRESSING_STYLE"] == "path"
+    assert config["CTXCLOUD_JWT_ALGORITHM"] == "EdDSA"
     secret = one(manifests, "Secret")["data"]
-    assert base64.b64decode(secret["CTXCLOUD_JWT_SECRET_KEY"]) == b"jwt"
+    assert json.loads(base64.b64decode(secret["CTXCLOUD_JWT_SIGNING_KEYS"])) == EDDSA_KEYS
     assert set(secret) == {
         "CTXCLOUD_MASTER_KEYS",
-        "CTXCLOUD_JWT_SECRET_KEY",
+        "CTXCLOUD_JWT_SIGNING_KEYS",
         "CTXCLOUD_API_KEY_PEPPER",
         "CTXCLOUD_DATABASE_URL",
         "CTXCLOUD_REDIS_URL",
@@ -389,12 +394,27 @@ def test_config_change_rolls_the_pods():
         checksums({"secrets": {"jwtSecretKey": "new"}})["checksum/secret"]
         != base["checksum/secret"]
     )
+    # Adding a signing key rolls every pod onto it (a rotation waits for that rollout).
+    first_key = dict(list(ES256_KEYS.items())[:1])
+    one_key = checksums({"secrets": {"jwtSigningKeys": json.dumps(first_key)}})
+    two_keys = checksums({"secrets": {"jwtSigningKeys": json.dumps(ES256_KEYS)}})
+    assert one_key["checksum/secret"] != two_keys["checksum/secret"]
+    assert (
+        checksums({"config": {"jwtAlgorithm": "EdDSA"}})["checksum/config"]
+        != base["checksum/config"]
+    )
     proxy_change = checksums({"proxy": {"clientHeaderTimeout": "5s"}})
     assert proxy_change["checksum/proxy-config"] != base["checksum/proxy-config"]
 
 
 def test_existing_secret_replaces_the_charts_secret():
-    manifests = render({"secrets": {"existingSecret": "vault-synced", "jwtSecretKey": "ignored"}})
+    # The chart's own values are ignored, not even checked (this is no JSON object of keys).
+    ignored = {
+        "existingSecret": "vault-synced",
+        "jwtSecretKey": "ignored",
+        "jwtSigningKeys": "ignored",
+    }
+    manifests = render({"secrets": ignored})
     kinds = [d["kind"] for d in objects(manifests)]
     assert "Secret" not in kinds
     container = containers(manifests)["ctxcloud"]
@@ -408,11 +428,16 @@ def test_secret_values_never_appear_in_plain_text():
     secret_value = "s3cr3t-jwt-value"
     manifests = render({"secrets": {"jwtSecretKey": secret_value}})
     assert secret_value not in json.dumps(objects(manifests))
+    manifests = render({"secrets": {"jwtSigningKeys": json.dumps(ES256_KEYS)}})
+    rendered = json.dumps(objects(manifests))
+    for pem in ES256_KEYS.values():
+        assert pem.splitlines()[1] not in rendered  # a line of the key's base64
 
 
 def test_config_map_carries_settings_and_no_secret():
     data = one(render(production_values()), "ConfigMap")["data"]
     assert data["CTXCLOUD_ENV"] == "production"
+    assert data["CTXCLOUD_JWT_ALGORITHM"] == "ES256"
     assert data["CTXCLOUD_STORAGE_BACKEND"] == "s3"
     assert data["CTXCLOUD_S3_BUCKET"] == "ctxcloud-prod-objects"
     # The ingress (trustedProxyHops: 1) and the pod's own proxy.
@@ -422,7 +447,9 @@ def test_config_map_carries_settings_and_no_secret():
     assert data["METRICS_HOST"] == "0.0.0.0"
     assert "GUNICORN_WORKERS" not in data  # null: derived from the CPU limit
     for name in data:
-        assert not re.search(r"SECRET|PEPPER|MASTER_KEYS|PASSWORD|DATABASE_URL", name), name
+        assert not re.search(
+            r"SECRET|PEPPER|MASTER_KEYS|SIGNING_KEYS|PASSWORD|DATABASE_URL", name
+        ), name
     assert all(isinstance(value, str) for value in data.values())
 
 
@@ -434,9 +461,173 @@ def test_metrics_off_removes_the_listener():
     assert [p["name"] for p in containers(manifests)["ctxcloud"]["ports"]] == ["http"]
 
 
+ALL_SECRETS = {
+    "masterKeys": '{"k1": "' + base64.b64encode(b"k" * 32).decode() + '"}',
+    "jwtSigningKeys": json.dumps(ES256_KEYS),
+    "apiKeyPepper": "pepper",
+    "databaseUrl": "postgresql://u:p@db:5432/ctxcloud",
+}
+
+
+def missing_secrets(text: str) -> list[str]:
+    """The values the NOTES' warning lists, e.g. ["secrets.masterKeys", ...]."""
+    if "WARNING: the service refuses to start" not in text:
+        return []
+    block = text.split("WARNING: the service refuses to start", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^  - (secrets\.\w+) ", block, re.M)
+
+
 def test_notes_warn_about_missing_secrets():
     assert "CTXCLOUD_MASTER_KEYS" in notes()
     assert "WARNING" not in notes({"secrets": {"existingSecret": "managed"}})
+
+
+@pytest.mark.parametrize("algorithm", ["", "ES256", "EdDSA"])
+def test_notes_name_the_signing_keys_when_missing(algorithm):
+    values = {"config": {"jwtAlgorithm": algorithm}}
+    assert missing_secrets(notes(values)) == [
+        "secrets.apiKeyPepper",
+        "secrets.databaseUrl",
+        "secrets.jwtSigningKeys",
+        "secrets.masterKeys",
+    ]
+    assert "ctxcloud keys new-signing-key" in notes(values)
+    # The shared secret is not needed: a complete set of values warns about nothing.
+    assert "WARNING" not in notes({**values, "secrets": ALL_SECRETS})
+    only_signing_keys_missing = {k: v for k, v in ALL_SECRETS.items() if k != "jwtSigningKeys"}
+    text = notes({**values, "secrets": {**only_signing_keys_missing, "jwtSecretKey": "jwt"}})
+    assert missing_secrets(text) == ["secrets.jwtSigningKeys"]
+
+
+def test_notes_name_the_shared_secret_under_hs256():
+    values = {"config": {"jwtAlgorithm": "HS256"}}
+    missing = missing_secrets(notes(values))
+    assert "secrets.jwtSecretKey" in missing and "secrets.jwtSigningKeys" not in missing
+    assert "WARNING" in notes({**values, "secrets": ALL_SECRETS})
+    complete = {k: v for k, v in ALL_SECRETS.items() if k != "jwtSigningKeys"}
+    complete["jwtSecretKey"] = "jwt"
+    assert "WARNING" not in notes({**values, "secrets": complete})
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "variable"),
+    [("", "CTXCLOUD_JWT_SIGNING_KEYS"), ("HS256", "CTXCLOUD_JWT_SECRET_KEY")],
+)
+def test_notes_say_what_an_existing_secret_must_hold(algorithm, variable):
+    values = {"config": {"jwtAlgorithm": algorithm}, "secrets": {"existingSecret": "managed"}}
+    text = notes(values)
+    assert "WARNING" not in text  # the chart cannot see into it
+    note = " ".join(text.split("NOTE: the Secret managed must hold", 1)[1].split("\n\n")[0].split())
+    for name in ("CTXCLOUD_MASTER_KEYS", variable, "CTXCLOUD_API_KEY_PEPPER"):
+        assert name in note
+    other = {"CTXCLOUD_JWT_SIGNING_KEYS", "CTXCLOUD_JWT_SECRET_KEY"} - {variable}
+    assert other.pop() not in note
+
+
+# ---- token signing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_signing_keys_go_into_the_secret_and_the_algorithm_into_the_config_map(version):
+    values = {
+        "config": {"jwtAlgorithm": "ES256"},
+        "secrets": {"jwtSigningKeys": json.dumps(ES256_KEYS)},
+    }
+    manifests = render(values)
+    assert_valid(manifests, version)
+    secret = secret_data(manifests)
+    assert json.loads(secret["CTXCLOUD_JWT_SIGNING_KEYS"]) == ES256_KEYS
+    assert "CTXCLOUD_JWT_SECRET_KEY" not in secret  # not given, not rendered
+    data = config_data(manifests)
+    assert data["CTXCLOUD_JWT_ALGORITHM"] == "ES256"
+    assert "CTXCLOUD_JWT_SIGNING_KEYS" not in data
+    # Both the service and the migration Job read the Secret.
+    secret_name = one(manifests, "Secret")["metadata"]["name"]
+    for container in (containers(manifests)["ctxcloud"], job_container(manifests)):
+        assert {"secretRef": {"name": secret_name}} in container["envFrom"]
+
+
+def test_without_an_algorithm_the_service_default_applies():
+    data = config_data(render())
+    assert "CTXCLOUD_JWT_ALGORITHM" not in data  # unset: ES256, the service's default
+
+
+def test_hs256_keeps_the_shared_secret():
+    values = {"config": {"jwtAlgorithm": "HS256"}, "secrets": {"jwtSecretKey": "jwt"}}
+    manifests = render(values)
+    assert config_data(manifests)["CTXCLOUD_JWT_ALGORITHM"] == "HS256"
+    assert secret_data(manifests)["CTXCLOUD_JWT_SECRET_KEY"] == "jwt"
+    assert "CTXCLOUD_JWT_SIGNING_KEYS" not in secret_data(manifests)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ES256_KEYS["20260101-0a1b2c3d"],  # a bare PEM, not the JSON object around it
+        json.dumps(ES256_KEYS).replace("\\n", "\n"),  # line breaks not escaped in the JSON
+        "{}",
+        json.dumps(list(ES256_KEYS.values())),
+        json.dumps({"k1": "not a key"}),
+        json.dumps({"k1": {"pem": ES256_KEYS["20260101-0a1b2c3d"]}}),
+    ],
+    ids=["bare-pem", "raw-newlines", "empty", "array", "not-pem", "nested"],
+)
+def test_malformed_signing_keys_fail_the_render(value):
+    values = {"secrets": {"jwtSigningKeys": value}}
+    with pytest.raises(helm.HelmError) as failure:
+        render(values)
+    message = str(failure.value)
+    assert "secrets.jwtSigningKeys must be a JSON object" in message
+    assert "ctxcloud keys new-signing-key" in message
+    # The message never repeats the value.
+    assert ES256_KEYS["20260101-0a1b2c3d"].splitlines()[1] not in message
+    assert "not a key" not in message
+    # The schema takes any string: the check is the chart's, with its message.
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+
+
+def test_signing_keys_accept_both_algorithms_and_a_trailing_newline():
+    for keys in (ES256_KEYS, EDDSA_KEYS):
+        # --set-file of the file `new-signing-key > keys.json` wrote keeps its last newline.
+        value = json.dumps(keys) + "\n"
+        secret = secret_data(render({"secrets": {"jwtSigningKeys": value}}))
+        assert json.loads(secret["CTXCLOUD_JWT_SIGNING_KEYS"]) == keys
+
+
+def test_existing_secret_comments_name_every_variable_the_charts_secret_holds():
+    """Whoever manages the Secret learns from values.yaml (and the production example) which
+    keys it holds: each variable the chart's own Secret can render."""
+    every = {
+        "masterKeys": "m",
+        "jwtSigningKeys": json.dumps(ES256_KEYS),
+        "jwtSecretKey": "j",
+        "apiKeyPepper": "p",
+        "databaseUrl": "postgresql://u:p@db/c",
+        "redisUrl": "redis://r:6379/0",
+        "awsAccessKeyId": "a",
+        "awsSecretAccessKey": "s",
+        "azureConnectionString": "c",
+        "azureAccountKey": "k",
+    }
+    variables = set(secret_data(render({"secrets": every})))
+    assert "CTXCLOUD_JWT_SIGNING_KEYS" in variables
+
+    def comment_above(path: Path, key: str) -> str:
+        lines = path.read_text().splitlines()
+        number = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:"))
+        above = []
+        for line in reversed(lines[:number]):
+            if not line.lstrip().startswith("#"):
+                break
+            above.append(line.lstrip("# "))
+        return " ".join(reversed(above))
+
+    comment = comment_above(CHART / "values.yaml", "existingSecret")
+    assert sorted(v for v in variables if v not in comment) == []
+    example = comment_above(PRODUCTION_VALUES, "existingSecret")
+    for name in ("CTXCLOUD_MASTER_KEYS", "CTXCLOUD_JWT_SIGNING_KEYS", "CTXCLOUD_API_KEY_PEPPER"):
+        assert name in example
 
 
 # ---- values.yaml and values.schema.json ------------------------------------------------
@@ -482,6 +673,12 @@ def test_notes_warn_about_missing_secrets():
         {"config": {"azure": {"blockSize": 1024}}},
         {"config": {"azure": {"connectionString": "secret in the ConfigMap"}}},
         {"secrets": {"azureConnectionStrings": "x"}},
+        {"config": {"jwtAlgorithm": "RS256"}},
+        {"config": {"jwtAlgorithm": "es256"}},
+        {"config": {"jwtAlgorithm": "none"}},
+        {"config": {"jwtAlgoritm": "ES256"}},
+        {"secrets": {"jwtSigningKey": "{}"}},
+        {"secrets": {"jwtSigningKeys": {"k1": "-----BEGIN PRIVATE KEY-----"}}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values):

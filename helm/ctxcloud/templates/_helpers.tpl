@@ -213,6 +213,28 @@ is taken on trust; the service names anything still missing when it starts.
 {{- end }}
 {{- end }}
 
+{{/*
+secrets.jwtSigningKeys, when given, checked at render time for its shape: a JSON object of
+kid → PEM private key, as `ctxcloud keys new-signing-key` prints (a bare PEM, or a PEM whose
+line breaks were not escaped as \n, would otherwise stop every pod at start-up). Whether each
+key suits config.jwtAlgorithm is left to the service, which names the kid that does not. The
+message never repeats the value.
+*/}}
+{{- define "ctxcloud.validateSigningKeys" -}}
+{{- with .Values.secrets.jwtSigningKeys }}
+{{- $keys := fromJson . }}
+{{- $valid := gt (len $keys) 0 }}
+{{- range $kid, $pem := $keys }}
+{{- if not (and (kindIs "string" $pem) (contains "-----BEGIN " $pem) (contains "PRIVATE KEY-----" $pem)) }}
+{{- $valid = false }}
+{{- end }}
+{{- end }}
+{{- if not $valid }}
+{{- fail "secrets.jwtSigningKeys must be a JSON object {\"<kid>\": \"<PEM private key>\", ...} with one key at least, as `ctxcloud keys new-signing-key` prints (give it with --set-file)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The proxy sidecar's image: repository:tag, or repository@digest. */}}
 {{- define "ctxcloud.proxy.image" -}}
 {{- if .Values.proxy.image.digest }}
