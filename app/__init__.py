@@ -96,6 +96,7 @@ _export(
 )
 _export("ctxcloud.serial_worker", "ChunkBatches")
 _export("ctxcloud.blocks", "Blocks", "byte_view")
+_export("ctxcloud.streamed_body", "StreamedBody")
 # Tenancy: the tenant, declared quotas and settings, and their enforcement.
 _export("ctxcloud.tenancy", "Tenant", "Quota", "Setting", "Count", "check_quota", "current_tenant")
 # Rate limits: flask-limiter's decorators on the app's own Limiter (count_attempt: deprecated).

@@ -44,6 +44,7 @@ from ctxcloud import (
     StorageBackend,
     StorageError,
     StorageUnavailable,
+    StreamedBody,
     validate_key,
     validate_prefix,
 )
@@ -260,7 +261,16 @@ class S3Storage(StorageBackend):
             elif int(content_range.group(1)) != start:
                 body.close()
                 raise StorageError(f"s3 storage: {key!r}: the store answered another range")
-        return _BodyChunks(body, key, skip, limit)
+        return StreamedBody(
+            body.iter_chunks(CHUNK_SIZE),
+            body.close,
+            lambda exc: StorageUnavailable(
+                f"s3 storage: cannot read {key!r}: {type(exc).__name__}: {exc}"
+            ),
+            errors=(BotoCoreError, OSError),
+            skip=skip,
+            limit=limit,
+        )
 
     def head(self, key: str) -> ObjectInfo | None:
         """HeadObject: the size without the bytes; None when the key names no object."""
@@ -507,55 +517,3 @@ class _MultipartUpload:
                     "error": type(exc).__name__,
                 },
             )
-
-
-class _BodyChunks(Iterator[bytes]):
-    """The get() stream: the response body in CHUNK_SIZE reads, closed when done or abandoned."""
-
-    __slots__ = ("_body", "_chunks", "_key", "_remaining", "_skip")
-
-    def __init__(self, body: Any, key: str, skip: int = 0, limit: int | None = None) -> None:
-        self._body = body
-        self._chunks = body.iter_chunks(CHUNK_SIZE)
-        self._key = key
-        self._skip = skip  # only when the store ignored our Range header
-        self._remaining = limit
-
-    def __iter__(self) -> _BodyChunks:
-        return self
-
-    def __next__(self) -> bytes:
-        while self._body is not None:
-            if self._remaining is not None and self._remaining <= 0:
-                break
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                break
-            except (BotoCoreError, OSError) as exc:
-                self.close()
-                raise StorageUnavailable(
-                    f"s3 storage: cannot read {self._key!r}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if self._skip:
-                dropped = min(self._skip, len(chunk))
-                self._skip -= dropped
-                chunk = chunk[dropped:]
-            if self._remaining is not None:
-                chunk = chunk[: self._remaining]
-                self._remaining -= len(chunk)
-            if chunk:
-                return chunk
-        self.close()
-        raise StopIteration
-
-    def close(self) -> None:
-        """Release the connection early, e.g. when a client disconnects mid-download."""
-        body = getattr(self, "_body", None)
-        self._body = None
-        if body is not None:
-            with contextlib.suppress(Exception):
-                body.close()
-
-    def __del__(self) -> None:
-        self.close()

@@ -50,6 +50,7 @@ from ctxcloud import (
     StorageBackend,
     StorageError,
     StorageUnavailable,
+    StreamedBody,
     validate_key,
     validate_prefix,
 )
@@ -252,7 +253,14 @@ class GCSStorage(StorageBackend):
             elif int(content_range.group(1)) != start:
                 response.close()
                 raise StorageError(f"gcs storage: {key!r}: the store answered another range")
-        return _MediaChunks(response, key, skip, limit)
+        return StreamedBody(
+            response.raw.stream(CHUNK_SIZE, decode_content=True),
+            response.close,
+            lambda exc: StorageUnavailable(f"gcs storage: cannot read {key!r}: {_describe(exc)}"),
+            errors=_TRANSPORT_ERRORS,
+            skip=skip,
+            limit=limit,
+        )
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's metadata (size, ``updated``), without the bytes; None when missing."""
@@ -589,57 +597,3 @@ class _ResumableUpload:
             "expires a week after it began",
             extra={"bucket": storage.bucket_name, "status": status, "error": error},
         )
-
-
-class _MediaChunks(Iterator[bytes]):
-    """The get() stream: the response body in CHUNK_SIZE reads, closed when done or abandoned."""
-
-    __slots__ = ("_chunks", "_key", "_remaining", "_response", "_skip")
-
-    def __init__(
-        self, response: requests.Response, key: str, skip: int = 0, limit: int | None = None
-    ) -> None:
-        self._response: requests.Response | None = response
-        self._chunks = response.raw.stream(CHUNK_SIZE, decode_content=True)
-        self._key = key
-        self._skip = skip  # only when the store ignored our Range header
-        self._remaining = limit
-
-    def __iter__(self) -> _MediaChunks:
-        return self
-
-    def __next__(self) -> bytes:
-        while self._response is not None:
-            if self._remaining is not None and self._remaining <= 0:
-                break
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                break
-            except _TRANSPORT_ERRORS as exc:
-                self.close()
-                raise StorageUnavailable(
-                    f"gcs storage: cannot read {self._key!r}: {_describe(exc)}"
-                ) from exc
-            if self._skip:
-                dropped = min(self._skip, len(chunk))
-                self._skip -= dropped
-                chunk = chunk[dropped:]
-            if self._remaining is not None:
-                chunk = chunk[: self._remaining]
-                self._remaining -= len(chunk)
-            if chunk:
-                return bytes(chunk)
-        self.close()
-        raise StopIteration
-
-    def close(self) -> None:
-        """Release the connection early, e.g. when a client disconnects mid-download."""
-        response = getattr(self, "_response", None)
-        self._response = None
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
-
-    def __del__(self) -> None:
-        self.close()
