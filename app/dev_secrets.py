@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger("ctxcloud.secrets")
@@ -25,15 +25,18 @@ def signing_keys_name(algorithm: str) -> str:
     return f"JWT_SIGNING_KEYS:{algorithm}"
 
 
-def _generate() -> dict[str, Any]:
+def _generators() -> dict[str, Callable[[], Any]]:
+    """How each secret is made; only the missing ones are (a key pair is not free)."""
     from ctxcloud.signing_keys import ALGORITHMS, new_signing_key
 
     return {
-        "MASTER_KEYS": {"dev-1": base64.b64encode(secrets.token_bytes(32)).decode()},
-        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
-        "API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "MASTER_KEYS": lambda: {"dev-1": base64.b64encode(secrets.token_bytes(32)).decode()},
+        "JWT_SECRET_KEY": lambda: secrets.token_urlsafe(48),
+        "API_KEY_PEPPER": lambda: secrets.token_urlsafe(48),
         **{
-            signing_keys_name(algorithm): dict([new_signing_key(algorithm)])
+            signing_keys_name(algorithm): lambda algorithm=algorithm: dict(
+                [new_signing_key(algorithm)]
+            )
             for algorithm in ALGORITHMS
         },
     }
@@ -76,7 +79,7 @@ def _load_or_create_locked(path: str) -> dict[str, Any]:
             stored = json.load(handle)
     except FileNotFoundError:
         stored = {}
-    missing = {k: v for k, v in _generate().items() if k not in stored}
+    missing = {k: make() for k, make in _generators().items() if k not in stored}
     if missing:
         stored.update(missing)
         _write(path, stored)

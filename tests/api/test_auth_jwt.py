@@ -14,7 +14,7 @@ import pytest
 from ctxcloud.plugins.users.passwords import Passwords
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_api_key, make_user
-from tests.support.tokens import hmac_token, public_pem, service_key, sign, stranger_key
+from tests.support.tokens import hs256_raw, public_pem, service_key, sign, stranger_key
 
 TOKEN, REFRESH, REVOKE = "/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/auth/revoke"
 WHOAMI = "/api/v1/auth/whoami"
@@ -223,8 +223,8 @@ def forged_tokens(app, tokens: dict) -> dict[str, str]:
     return {
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
         "alg none, signature kept": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.{signature}",
-        "HS256 with our public key": hmac_token(
-            genuine, public_pem(app), {"kid": service_key(app).kid}
+        "HS256 with our public key": hs256_raw(
+            genuine, public_pem(app), {"alg": "HS256", "typ": "JWT", "kid": service_key(app).kid}
         ),
         "HS256 with another secret": sign(app, genuine, key="x" * 64),
         "another key, our kid": jwt.encode(

@@ -29,9 +29,6 @@ Added here:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -43,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.api.test_core import assert_problem
 from tests.support.factories import bearer, login, make_user
-from tests.support.tokens import public_pem, service_key, sign
+from tests.support.tokens import hs256_raw, json64, public_pem, service_key, sign
 
 TOKEN, REFRESH, REVOKE = "/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/auth/revoke"
 WHOAMI, PROJECTS = "/api/v1/auth/whoami", "/api/v1/projects"
@@ -56,23 +53,8 @@ RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
 WRONG_SECRET = "an attacker's guess at the signing secret, 64 bytes long ......."
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _json64(data: dict) -> str:
-    return _b64(json.dumps(data).encode())
-
-
-def hs256_raw(claims: dict, key: bytes, header: dict | None = None) -> str:
-    """HS256 by hand: PyJWT refuses to HMAC with a PEM key, which is the whole attack."""
-    signing_input = f"{_json64(header or {'alg': 'HS256', 'typ': 'JWT'})}.{_json64(claims)}"
-    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
 def unsigned(claims: dict, alg: str = "none") -> str:
-    return f"{_json64({'alg': alg, 'typ': 'JWT'})}.{_json64(claims)}."
+    return f"{json64({'alg': alg, 'typ': 'JWT'})}.{json64(claims)}."
 
 
 def claims_of(token: str) -> dict:

@@ -37,12 +37,15 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def hmac_token(claims: dict, secret: bytes, header: dict | None = None) -> str:
-    """HS256 by hand: PyJWT refuses to use a public key as an HMAC secret, an attacker won't."""
-    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", **(header or {})}).encode())
-    body = _b64(json.dumps(claims).encode())
-    signature = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{_b64(signature)}"
+def json64(data: Any) -> str:
+    return _b64(json.dumps(data).encode())
+
+
+def hs256_raw(claims: dict, key: bytes, header: dict | None = None) -> str:
+    """HS256 by hand: PyJWT refuses to HMAC with a PEM key, which is the whole attack."""
+    signing_input = f"{json64(header or {'alg': 'HS256', 'typ': 'JWT'})}.{json64(claims)}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
 
 
 def public_pem(app) -> bytes:
