@@ -8,12 +8,26 @@ from __future__ import annotations
 
 # prometheus_client picks its value class once, at import, from PROMETHEUS_MULTIPROC_DIR:
 # import it now, before any test sets that variable, so in-process apps keep plain metrics.
+import logging
+
 import prometheus_client  # noqa: F401
 import pytest
 
 from tests import stack
 
 pytest_plugins = ["tests.support.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _ctxcloud_logger_restored():
+    """create_app sets the level of the process-wide `ctxcloud` logger (CTXCLOUD_LOG_LEVEL):
+    put it back after each test, so one test's LOG_LEVEL=ERROR never hides the warnings the
+    next test asserts."""
+    logger = logging.getLogger("ctxcloud")
+    level, propagate = logger.level, logger.propagate
+    yield
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")
