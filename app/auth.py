@@ -36,7 +36,7 @@ ACTOR_KEY = "ctxcloud_actor"
 class Actor:
     """Who is calling: the tenant always comes from here, never from the URL or the body."""
 
-    kind: str  # "user", "api_key" or "platform"
+    kind: str  # "user", "api_key", "platform", "oauth_client" or "federated"
     id: str
     tenant_id: str | None
     role: str | None
@@ -46,9 +46,15 @@ class Actor:
     # The credential's own id (JWT jti or API key id): the unit of rate limiting and revocation.
     credential_id: str | None = None
     tenant: Any = field(default=None, compare=False, repr=False)
+    # Who vouches for `id` when it is not this service: a federated identity provider's issuer.
+    issuer: str | None = None
 
     @property
     def log_name(self) -> str:
+        """``kind:id`` (``kind:id@issuer`` for a federated actor): names the actor in logs and
+        audit events, and keys its rate-limit budget."""
+        if self.issuer is not None:
+            return f"{self.kind}:{self.id}@{self.issuer}"
         return f"{self.kind}:{self.id}"
 
     def may_access_project(self, project_id: str) -> bool:
@@ -104,6 +110,9 @@ def emit_audit(event_type: str, **fields: Any) -> None:
         "request_id": current_request_id(),
         **fields,
     }
+    if actor is not None and actor.issuer is not None:
+        event.setdefault("issuer", actor.issuer)
+        event.setdefault("subject", actor.id)
     flask.current_app.extensions["ctxcloud"].pm.hook.audit_event(event=event)
 
 

@@ -200,15 +200,20 @@ class OwnTenantSettings(MethodView):
         return tenant.effective_config
 
 
+# A platform key is an API key without a tenant; every other kind answers as itself.
+WHOAMI_TYPES = {"platform": "api_key"}
+
+
 def describe(actor: Actor) -> dict:
     """What whoami answers for an actor."""
     return {
-        "type": "user" if actor.kind == "user" else "api_key",
+        "type": WHOAMI_TYPES.get(actor.kind, actor.kind),
         "id": actor.id,
         "tenant": actor.tenant,
         "role": actor.role,
         "permissions": sorted(actor.permissions),
         "project_ids": None if actor.project_ids is None else sorted(actor.project_ids),
+        "issuer": actor.issuer,
     }
 
 

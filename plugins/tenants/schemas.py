@@ -121,10 +121,18 @@ class TenantRefSchema(ma.Schema):
 
 class WhoamiSchema(ma.Schema):
     type = ma.fields.String(
-        metadata={"description": "`user` (JWT) or `api_key`", "example": "api_key"}
+        metadata={
+            "description": "`user` (a login's JWT), `api_key`, `oauth_client` (a client-"
+            "credentials token) or `federated` (a token of the tenant's identity provider)",
+            "example": "api_key",
+        }
     )
     id = ma.fields.String(
-        metadata={"description": "The user's or the API key's id", "example": "key_4xq7..."}
+        metadata={
+            "description": "The user's, API key's or OAuth client's id; the subject of a "
+            "federated token",
+            "example": "key_4xq7...",
+        }
     )
     tenant = ma.fields.Nested(
         TenantRefSchema,
@@ -147,6 +155,14 @@ class WhoamiSchema(ma.Schema):
         allow_none=True,
         metadata={
             "description": "Projects an API key is restricted to; null: every project",
+            "example": None,
+        },
+    )
+    issuer = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The identity provider that vouches for a federated actor; null "
+            "for this service's own credentials",
             "example": None,
         },
     )

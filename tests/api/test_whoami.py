@@ -18,6 +18,7 @@ def test_a_scoped_restricted_key(app, client, tenant):
         "role": None,
         "permissions": ["context:read"],
         "project_ids": ["prj_a", "prj_b"],
+        "issuer": None,
     }
 
 
@@ -31,6 +32,7 @@ def test_a_user(app, client, tenant):
         "role": "member",
         "permissions": ["context:read", "context:write", "projects:read"],
         "project_ids": None,
+        "issuer": None,
     }
 
 

@@ -1,0 +1,1 @@
+"""OIDC federation: a tenant's own identity provider signs its people in."""
