@@ -466,8 +466,9 @@ def create_api(app: flask.Flask) -> Api:
             "type": "http",
             "scheme": "bearer",
             "description": "`Authorization: Bearer <credential>`: a JWT access token from "
-            "`POST /api/v1/auth/token` (users), or an API key `ctx_...` (services). Paste "
-            "either here, without the word Bearer.",
+            "`POST /api/v1/auth/token` (users) or `POST /api/v1/oauth/token` (OAuth clients), "
+            "an access token of the tenant's own identity provider (federation), or an API "
+            "key `ctx_...` (services). Paste it here, without the word Bearer.",
         },
     )
     components.security_scheme(

@@ -45,6 +45,10 @@ def init_token_signing(app: flask.Flask) -> SigningKeys | None:
     config["JWT_DECODE_ALGORITHMS"] = [algorithm]  # never another: no algorithm confusion
     config.setdefault("JWT_TOKEN_LOCATION", ("headers",))
     config.setdefault("JWT_COOKIE_CSRF_PROTECT", False)  # no cookies: no csrf claim
+    for end in ("ENCODE", "DECODE"):  # our issuer and audience on both ends
+        for name in ("ISSUER", "AUDIENCE"):
+            if config.get(f"JWT_{end}_{name}") is None:  # flask-jwt-extended's default
+                config[f"JWT_{end}_{name}"] = config[f"JWT_{name}"]
     manager = JWTManager(app)
     if algorithm == HS256:
         if not config.get("JWT_SECRET_KEY"):

@@ -45,6 +45,10 @@ JWT_SECRET_KEY = None
 # Seconds a retired signing key stays published and accepted (None: the longest token
 # lifetime, JWT_*_TOKEN_EXPIRES, plus a minute of clock leeway).
 JWT_KEY_RETIREMENT = None
+# The issuer (`iss`) and audience (`aud`) of every token the service signs, checked on every
+# token it accepts (flask-jwt-extended's JWT_ENCODE_/JWT_DECODE_ pairs follow them).
+JWT_ISSUER = "ctxcloud"
+JWT_AUDIENCE = "ctxcloud-api"
 
 # Prefix of every key ctxcloud writes to Redis (rate limits, credential generations).
 REDIS_KEY_PREFIX = "ctxcloud:"

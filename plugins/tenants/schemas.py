@@ -182,6 +182,19 @@ class RequestsSchema(ma.Schema):
 
 
 class UsageSchema(ma.Schema):
+    """The counts named here, and every other plugin's count (``tenant_usage``) as it is."""
+
+    class Meta:
+        # OpenAPI: further integer counts, one per plugin that reports one (oauth_clients...).
+        additional_properties = {"type": "integer"}
+
+    @ma.post_dump(pass_original=True)
+    def _plugin_counts(self, data: dict, original: dict, **kwargs) -> dict:
+        for name, value in original.items():
+            if name not in data and isinstance(value, int) and not isinstance(value, bool):
+                data[name] = value
+        return data
+
     projects = ma.fields.Integer(metadata={"description": "Projects", "example": 3})
     entries = ma.fields.Integer(
         metadata={"description": "Live entries, every project", "example": 120}

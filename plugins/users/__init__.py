@@ -20,8 +20,6 @@ def config_defaults():
         "MAX_USERS": None,
         "JWT_ACCESS_TOKEN_EXPIRES": 15 * 60,
         "JWT_REFRESH_TOKEN_EXPIRES": 30 * 24 * 3600,
-        "JWT_ISSUER": "ctxcloud",
-        "JWT_AUDIENCE": "ctxcloud-api",
     }
 
 
@@ -56,15 +54,6 @@ def register_commands(cli):
 @hookimpl
 def database_migrations():
     return MIGRATIONS
-
-
-@hookimpl
-def startup(app):
-    """Our issuer and audience on both ends; the core signs (ctxcloud's signing keys)."""
-    for end in ("ENCODE", "DECODE"):
-        for name in ("ISSUER", "AUDIENCE"):
-            if app.config.get(f"JWT_{end}_{name}") is None:  # flask-jwt-extended's default
-                app.config[f"JWT_{end}_{name}"] = app.config[f"JWT_{name}"]
 
 
 @hookimpl(trylast=True)

@@ -101,6 +101,9 @@ def test_rate_limited_operations_document_429_and_the_ratelimit_headers(spec):
     assert limited > 30
 
 
+OAUTH_PROTOCOL = {"/api/v1/oauth/token", "/api/v1/oauth/introspect", "/api/v1/oauth/revoke"}
+
+
 def test_error_responses_are_problems_with_examples(spec):
     problems = []
     for method, path, op in operations(spec):
@@ -111,6 +114,12 @@ def test_error_responses_are_problems_with_examples(spec):
             content = response.get("content", {})
             if path.startswith("/api/v1/health") and status == "503":
                 continue  # the health body itself, naming the failing check
+            if path in OAUTH_PROTOCOL and status in ("400", "401"):
+                # RFC 6749 §5.2 errors, so that OAuth 2 client libraries understand them.
+                example = content.get("application/json", {}).get("example", {})
+                if set(example) != {"error", "error_description"}:
+                    problems.append(f"{method} {path} {status}: not an RFC 6749 error example")
+                continue
             if PROBLEM not in content:
                 problems.append(f"{method} {path} {status}: not problem+json")
             elif "example" not in content[PROBLEM]:

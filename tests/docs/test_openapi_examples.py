@@ -35,6 +35,7 @@ OPAQUE_IDS = {
     "user_id": "POST /api/v1/users",
     "tenant_id": "POST /api/v1/tenants",
     "key_id": "POST /api/v1/api-keys",
+    "client_id": "POST /api/v1/oauth/clients",
 }
 PLATFORM = "platform"
 OWNER = "owner"
@@ -138,6 +139,10 @@ PLAN: list[tuple[str | Callable, str]] = [
     ("POST /api/v1/api-keys", OWNER),
     ("GET /api/v1/api-keys/{key_id}", OWNER),
     ("DELETE /api/v1/api-keys/{key_id}", OWNER),
+    ("POST /api/v1/oauth/clients", OWNER),
+    ("GET /api/v1/oauth/clients/{client_id}", OWNER),
+    ("POST /api/v1/oauth/clients/{client_id}/secret", OWNER),
+    ("DELETE /api/v1/oauth/clients/{client_id}", OWNER),
     ("DELETE /api/v1/projects/{project}", OWNER),
     (create_handbook_again, OWNER),
     ("PATCH /api/v1/projects/{project}", OWNER),  # renames it handbook-v2
@@ -191,7 +196,8 @@ def test_every_request_example_is_accepted(app, client, spec, platform_key):
             continue
         for name, creator in OPAQUE_IDS.items():
             if step == creator:
-                ids[name] = response.get_json()["id"]
+                body = response.get_json()
+                ids[name] = body.get("id") or body[name]
         if step == "POST /api/v1/tenants":  # an owner of the tenant the examples name
             tenant = SimpleNamespace(id=ids["tenant_id"])
             credentials[OWNER] = bearer(make_api_key(app, tenant, name="examples")[1])
@@ -210,7 +216,7 @@ def test_example_ids_are_well_formed_but_name_nothing(client, spec, platform_key
         response = client.get(example.url({}), headers=headers)
         assert response.status_code == 404, f"{example.key}: {response.status_code}"
         sent += 1
-    assert sent == 5  # a user, a key, a tenant and its config and usage
+    assert sent == 6  # a user, a key, an OAuth client, a tenant and its config and usage
 
 
 def test_the_key_expiry_example_is_in_the_future(spec):
