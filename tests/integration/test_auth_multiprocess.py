@@ -36,6 +36,7 @@ from ctxcloud.signing_keys import SigningKeyState, new_signing_key, parse_signin
 from tests.stack import postgres_database
 from tests.support import redisdb
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant, make_user
+from tests.support.oauth import basic, make_oauth_client
 from tests.support.server import Server, cli, gunicorn
 
 pytestmark = [pytest.mark.server, pytest.mark.integration]
@@ -240,6 +241,35 @@ def test_a_revoked_api_key_is_refused_by_every_process(deployed):
         assert refused_by(deployed, deployed.a, headers, address, 401, revoked_at) == [401] * 8
 
 
+def client_token(server: Server, pair: tuple[str, str], address: str) -> str:
+    form = {"grant_type": "client_credentials"}
+    response = post(server, "/api/v1/oauth/token", address, data=form, headers=basic(*pair))
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def test_a_revoked_client_token_is_refused_by_every_process(deployed):
+    address = deployed.client_address()
+    tenant = make_tenant(deployed.app)
+    pair = make_oauth_client(deployed.app, tenant)
+    token = client_token(deployed.a, pair, address)
+    kept = client_token(deployed.b, pair, address)
+    for server in (deployed.a, deployed.b):
+        assert statuses(server, bearer(token), address, 4) == [200] * 4  # cached by workers
+    revoked = post(
+        deployed.a, "/api/v1/oauth/revoke", address, data={"token": token}, headers=basic(*pair)
+    )
+    assert revoked.status_code == 200
+    revoked_at = time.monotonic()
+    for server in (deployed.b, deployed.a):
+        assert refused_by(deployed, server, bearer(token), address, 401, revoked_at) == [401] * 8
+    assert statuses(deployed.b, bearer(kept), address, 4) == [200] * 4
+    introspected = post(
+        deployed.b, "/api/v1/oauth/introspect", address, data={"token": token}, headers=basic(*pair)
+    )
+    assert introspected.json() == {"active": False}
+
+
 def test_refresh_reuse_on_another_process_revokes_the_whole_login(deployed):
     address = deployed.client_address()
     tenant = make_tenant(deployed.app)
@@ -362,6 +392,9 @@ def test_a_signing_key_rotation_applies_on_every_process(deployed):
 
     before = token_from(deployed.a)
     old_kid = jwt.get_unverified_header(before)["kid"]
+    oauth_client = make_oauth_client(deployed.app, tenant)
+    client_before = client_token(deployed.b, oauth_client, address)
+    assert jwt.get_unverified_header(client_before)["kid"] == old_kid
 
     def rotate() -> dict:
         result = cli(deployed.env, "keys", "rotate-signing", "--json")
@@ -380,6 +413,20 @@ def test_a_signing_key_rotation_applies_on_every_process(deployed):
         assert kids == [moved["activated"]] * 4
         # A token of the retired key, never seen by this server before: still good.
         assert get(server, WHOAMI, bearer(before), address).status_code == 200
+        assert get(server, WHOAMI, bearer(client_before), address).status_code == 200
+        # A client-credentials token carries the new kid too, and verifies downstream with
+        # this server's published set alone (PyJWT).
+        fresh = client_token(server, oauth_client, address)
+        assert jwt.get_unverified_header(fresh)["kid"] == moved["activated"]
+        jwks = jwt.PyJWKClient(f"{server.url}/.well-known/jwks.json")
+        claims = jwt.decode(
+            fresh,
+            jwks.get_signing_key_from_jwt(fresh).key,
+            algorithms=["ES256"],
+            audience="ctxcloud-api",
+            issuer="ctxcloud",
+        )
+        assert claims["sub"] == oauth_client[0] and claims["tid"] == tenant.id
 
     with deployed.app.app_context():  # the retirement window passes
         row = SigningKeyState.get_by_id(old_kid)
