@@ -185,8 +185,8 @@ class UsageSchema(ma.Schema):
     """The counts named here, and every other plugin's count (``tenant_usage``) as it is."""
 
     class Meta:
-        # OpenAPI: further integer counts, one per plugin that reports one (oauth_clients...).
-        additional_properties = {"type": "integer"}
+        # OpenAPI: further counts, one per plugin that reports one (oauth_clients...).
+        unknown = ma.INCLUDE
 
     @ma.post_dump(pass_original=True)
     def _plugin_counts(self, data: dict, original: dict, **kwargs) -> dict:

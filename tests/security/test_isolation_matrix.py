@@ -53,6 +53,7 @@ from tests.support.factories import (
     make_tenant,
     make_user,
 )
+from tests.support.oauth import basic, make_oauth_client
 
 API = "/api/v1"
 MARK = "qz7kvx"  # carried by every name, slug, path and content of tenant B
@@ -62,7 +63,7 @@ BLOB_SIZE = 70_001  # > one 64 KiB encryption segment, and a number no other res
 PLATFORM_POLICY = "platform:admin"
 
 # Path parameters that name a tenant resource: another tenant's credential gets 404 there.
-TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id"}
+TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id"}
 
 # Documented answers of a valid credential on routes needing no permission (policy
 # "authenticated"), where they are not the generic 2xx:
@@ -91,11 +92,14 @@ KINDS = {
     "jwt with B's claims, wrong key": UNAUTHENTICATED,
     "B's revoked key": UNAUTHENTICATED,
     "B's expired key": UNAUTHENTICATED,
+    "B's revoked client token": UNAUTHENTICATED,
     "A's owner key": OTHER_TENANT,
     "A's owner jwt": OTHER_TENANT,
+    "A's client token": OTHER_TENANT,
     "B's key without the permission": VICTIM_LACKING,
     "B's viewer jwt": VICTIM_VIEWER,
     "B's key restricted to another project": VICTIM_RESTRICTED,
+    "B's client token restricted to another project": VICTIM_RESTRICTED,
     "platform key": PLATFORM,
 }
 # Kinds that also call public routes (and OPTIONS): only to check they leak nothing.
@@ -129,6 +133,10 @@ class Victim:
     viewer_token: str
     revoked_key: str
     expired_key: str
+    client_id: str  # an OAuth client of B (every tenant permission)
+    client_secret: str
+    restricted_client_token: str  # a client-credentials token restricted to beta
+    revoked_client_token: str
     strings: set[str] = field(default_factory=set)  # searched case-insensitively
     numbers: set[int] = field(default_factory=set)  # searched as whole numbers
 
@@ -140,6 +148,14 @@ class Attacker:
     username: str
     password: str
     token: str = ""
+    client_token: str = ""
+
+
+def client_token(client, pair: tuple[str, str]) -> str:
+    form = {"grant_type": "client_credentials"}
+    response = client.post(f"{API}/oauth/token", data=form, headers=basic(*pair))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]
 
 
 def _put(client, headers, project_id, path, data, content_type="text/markdown"):
@@ -230,6 +246,16 @@ def make_victim(app, client) -> Victim:
         expires_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1),
     )
     viewer_tokens = login(client, tenant, f"viewer-{MARK}", viewer_password)
+    oauth_pair = make_oauth_client(app, tenant, TENANT_PERMISSIONS, name=f"client-{MARK}")
+    restricted_pair = make_oauth_client(
+        app, tenant, TENANT_PERMISSIONS, [beta["id"]], name=f"restricted-client-{MARK}"
+    )
+    restricted_client_token = client_token(client, restricted_pair)
+    revoked_client_token = client_token(client, oauth_pair)
+    revoking = client.post(
+        f"{API}/oauth/revoke", data={"token": revoked_client_token}, headers=basic(*oauth_pair)
+    )
+    assert revoking.status_code == 200
 
     victim = Victim(
         tenant=tenant,
@@ -243,9 +269,13 @@ def make_victim(app, client) -> Victim:
         viewer_token=viewer_tokens["access_token"],
         revoked_key=revoked,
         expired_key=expired,
+        client_id=oauth_pair[0],
+        client_secret=oauth_pair[1],
+        restricted_client_token=restricted_client_token,
+        revoked_client_token=revoked_client_token,
     )
     # Warm every B key once, so last_used_at is written before the snapshot and never again.
-    for secret in [owner_key, restricted, *lacking.values()]:
+    for secret in [owner_key, restricted, restricted_client_token, *lacking.values()]:
         assert client.get(f"{API}/auth/whoami", headers=bearer(secret)).status_code == 200
 
     # What must never appear in a response to anyone but B's own authorised callers.
@@ -284,6 +314,10 @@ def make_victim(app, client) -> Victim:
         *lacking.values(),
         viewer_tokens["access_token"],
         viewer_tokens["refresh_token"],
+        *oauth_pair,
+        *restricted_pair,
+        restricted_client_token,
+        revoked_client_token,
         owner_key_row.id,
         restricted_row.id,
         expired_row.id,
@@ -300,6 +334,8 @@ def make_attacker(app, client) -> Attacker:
         tenant, make_api_key(app, tenant, name="attacker-owner")[1], username, password
     )
     attacker.token = login(client, tenant, username, password)["access_token"]
+    pair = make_oauth_client(app, tenant, TENANT_PERMISSIONS, name="attacker-client")
+    attacker.client_token = client_token(client, pair)
     return attacker
 
 
@@ -403,6 +439,7 @@ def route_values(victim: Victim) -> dict[str, list[tuple[str, str]]]:
         "number": [("2", "2")],  # paired with the project: a missing project has no revision 2
         "user_id": [(victim.member_id, "usr_zzzzzzzzzzzzzzzzzzzz")],
         "key_id": [(victim.spare_key_id, "key_zzzzzzzzzzzzzzzzzzzz")],
+        "client_id": [(victim.client_id, "ctxc_zzzzzzzzzzzzzzzzzzzz")],
         "tenant_id": [(victim.tenant.id, "tnt_zzzzzzzzzzzzzzzzzzzz")],
         "filename": [("swagger-ui.css", "swagger-ui.css")],
     }
@@ -474,6 +511,22 @@ def request_kwargs(call: Call, victim: Victim) -> dict:
         ("users.UserItem", "PATCH"): lambda: {"json": {"role": "owner", "disabled": True}},
         ("api_keys.ApiKeys", "POST"): lambda: {
             "json": {"name": f"intruder-{n}", "scopes": ["context:read"]}
+        },
+        ("oauth_clients.Clients", "POST"): lambda: {
+            "json": {"name": f"intruder-{n}", "scopes": ["context:read"]}
+        },
+        ("oauth_clients.ClientSecret", "POST"): lambda: {},
+        # Public: B's client with a wrong secret, and B's token without B's client's secret
+        # (answers that must say nothing about B, and change nothing).
+        ("oauth.TokenEndpoint", "POST"): lambda: {
+            "data": {"grant_type": "client_credentials"},
+            "headers": basic(victim.client_id, "ctxs_" + "W" * 43),
+        },
+        ("oauth.IntrospectionEndpoint", "POST"): lambda: {
+            "data": {"token": victim.restricted_client_token, "client_id": victim.client_id}
+        },
+        ("oauth.RevocationEndpoint", "POST"): lambda: {
+            "data": {"token": victim.restricted_client_token, "client_id": victim.client_id}
         },
         ("tenant.OwnTenantSettings", "PATCH"): lambda: {
             "json": {"default_content_type": "text/plain"}
@@ -586,12 +639,15 @@ def test_isolation_matrix(app, client, capsys):
             "jwt with B's claims, wrong key": forged,
             "B's revoked key": victim.revoked_key,
             "B's expired key": victim.expired_key,
+            "B's revoked client token": victim.revoked_client_token,
             "A's owner key": attacker.owner_key,
             "A's owner jwt": attacker.token,
+            "A's client token": attacker.client_token,
             "B's key without the permission": victim.lacking_keys.get(call.policy)
             or victim.owner_key,  # platform routes: B's every tenant permission is not enough
             "B's viewer jwt": victim.viewer_token,
             "B's key restricted to another project": victim.restricted_key,
+            "B's client token restricted to another project": victim.restricted_client_token,
             "platform key": platform_key,
         }
         if kind == "unknown api key in X-API-Key":
