@@ -9,7 +9,9 @@ rate-limit budget.
 
 from __future__ import annotations
 
-from ctxcloud import Count, Quota, hookimpl
+import limits
+
+from ctxcloud import ConfigError, Count, Quota, hookimpl
 from ctxcloud.plugins.auth_oauth.migrations import MIGRATIONS
 from ctxcloud.plugins.auth_oauth.verify import presented_client_token, verify_client_token
 
@@ -51,6 +53,21 @@ def register_blueprints(app):
 
     build_server(app)
     return [blp, protocol_blp, metadata_blp]
+
+
+@hookimpl
+def startup(app):
+    """A malformed limit stops the start, rather than leaving the token endpoint unguarded."""
+    value = app.config["RATE_LIMIT_OAUTH_TOKEN"]
+    try:
+        limits.parse_many(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"CTXCLOUD_RATE_LIMIT_OAUTH_TOKEN is not a rate limit (e.g. 60/minute): {value!r}"
+        ) from None
+    lifetime = app.config["JWT_CLIENT_TOKEN_EXPIRES"]
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
+        raise ConfigError("CTXCLOUD_JWT_CLIENT_TOKEN_EXPIRES must be a positive number of seconds")
 
 
 @hookimpl

@@ -203,6 +203,16 @@ class Server(AuthorizationServer):
     """Authlib's Flask server; ``invalid_client`` is always 401 with ``WWW-Authenticate``,
     whichever way the client authenticated (RFC 6749 §5.2 allows it, the API promises it)."""
 
+    def handle_response(self, status_code: int, payload: Any, headers: Any) -> flask.Response:
+        """JSON as the rest of the API writes it (compact), with the RFC's headers."""
+        if isinstance(payload, dict):
+            response = flask.current_app.json.response(payload)
+            response.status_code = status_code
+            for name, value in headers:
+                response.headers[name] = value  # one Content-Type, not two
+            return response
+        return flask.Response(payload, status=status_code, headers=headers)
+
     def handle_error_response(self, request: Any, error: Any) -> flask.Response:
         if error.error == "unsupported_token_type":
             error.status_code = 400  # RFC 7009 §2.2.1 (Authlib answers 401)

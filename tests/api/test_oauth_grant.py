@@ -259,3 +259,18 @@ def test_the_metadata_issuer_is_the_configured_one(app_config):
         metadata = app.test_client().get(METADATA).get_json()
     assert metadata["issuer"] == "https://ctx.example.com"
     assert metadata["revocation_endpoint"] == "https://ctx.example.com/api/v1/oauth/revoke"
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("RATE_LIMIT_OAUTH_TOKEN", "lots"),
+        ("JWT_CLIENT_TOKEN_EXPIRES", 0),
+        ("JWT_CLIENT_TOKEN_EXPIRES", "3600"),
+    ],
+)
+def test_bad_settings_stop_the_start(app_config, setting, value):
+    from ctxcloud import ConfigError, create_app
+
+    with pytest.raises(ConfigError, match=f"CTXCLOUD_{setting}"):
+        create_app({**app_config, setting: value})

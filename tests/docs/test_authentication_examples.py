@@ -47,3 +47,27 @@ def test_the_downstream_verification_example_runs(app, client, tenant, served):
     exec(compile(code.replace("https://ctxcloud.example.com", served), "docs", "exec"), namespace)
     claims = namespace["claims"]
     assert claims["sub"] == user.id and claims["tid"] == tenant.id
+
+
+def test_the_oauth2_client_example_runs(app, tenant, served, monkeypatch):
+    """A real OAuth 2 client library (Authlib's OAuth2Session) gets a token by client
+    credentials over HTTP and calls the API with it, as the page shows."""
+    from tests.support.oauth import make_oauth_client
+
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the test server is plain http
+    client_id, client_secret = make_oauth_client(app, tenant)
+    (code,) = [
+        block
+        for block in re.findall(
+            r"```python\n(.*?)```", section("## OAuth 2 clients (client credentials)"), re.S
+        )
+        if "OAuth2Session" in block
+    ]
+    namespace = {"client_id": client_id, "client_secret": client_secret}
+    exec(compile(code.replace("https://ctxcloud.example.com", served), "docs", "exec"), namespace)
+    assert namespace["projects"] == []
+    session = namespace["session"]
+    assert session.token["scope"] == "context:read projects:read"
+    me = session.get(f"{served}/api/v1/auth/whoami").json()
+    assert (me["type"], me["id"]) == ("oauth_client", client_id)
+    assert me["permissions"] == ["context:read", "projects:read"]
