@@ -51,3 +51,19 @@ def test_smoke_run_writes_every_scenario(tmp_path):
     table = (tmp_path / "latest.md").read_text()
     assert "| manifest_jwt_c16 |" in table and "## Targets" in table
     assert "| azure |" in table and "| s3 -> azure |" in table
+
+
+def test_the_credential_cost_bench_runs_every_kind_without_refetching_keys():
+    """bench.credential_cost, tiny: every credential kind answers (the bench asserts 200s),
+    and once warm, a federated token costs no fetch of the provider's key set."""
+    from bench.credential_cost import measure
+
+    results = measure(count=5, runs=1, redis_url=None)
+    assert set(results["microseconds"]) == {
+        "API key",
+        "login JWT",
+        "client-credentials token",
+        "federated token",
+    }
+    assert results["key-set fetches"]["during warm-up"] == 1
+    assert results["key-set fetches"]["while measured"] == 0
