@@ -13,7 +13,7 @@ import limits
 
 from ctxcloud import ConfigError, Count, Quota, hookimpl
 from ctxcloud.plugins.auth_oauth.migrations import MIGRATIONS
-from ctxcloud.plugins.auth_oauth.verify import presented_client_token, verify_client_token
+from ctxcloud.plugins.auth_oauth.verify import authenticate_client_token
 
 
 @hookimpl
@@ -85,8 +85,7 @@ def database_migrations():
 @hookimpl
 def authenticate(request):
     """Claim client-credentials tokens of ours; a bad one is 401 and never falls through."""
-    token = presented_client_token(request)
-    return None if token is None else verify_client_token(token)
+    return authenticate_client_token(request)
 
 
 @hookimpl

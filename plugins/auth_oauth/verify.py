@@ -38,21 +38,48 @@ def _unverified_payload(token: str) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def presented_client_token(request: flask.Request) -> str | None:
-    """The bearer token, when it claims to be a client-credentials token of ours."""
+def bearer_jwt(request: flask.Request) -> str | None:
+    """The bearer token, unless there is none or it is an API key (``ctx_...``). A request
+    that also sends ``X-API-Key`` is not ours either: the API key plugin refuses two
+    credentials, and must get to see them."""
     authorization = request.environ.get("HTTP_AUTHORIZATION")
-    if authorization is None:
+    if authorization is None or "HTTP_X_API_KEY" in request.environ:
         return None
     scheme, _, value = authorization.partition(" ")
     token = value.strip()
-    if scheme.lower() != "bearer" or token.startswith("ctx_"):
-        return None
-    payload = _unverified_payload(token)
-    if payload is None or payload.get("type") != TOKEN_TYPE:
-        return None
-    if payload.get("iss") != flask.current_app.config["JWT_ISSUER"]:
+    if scheme.lower() != "bearer" or not token or token.startswith("ctx_"):
         return None
     return token
+
+
+def claims_to_be_ours(token: str) -> bool:
+    """Does the token say it is a client-credentials token of this service? (Unverified: it
+    only decides who verifies it.)"""
+    payload = _unverified_payload(token)
+    if payload is None or payload.get("type") != TOKEN_TYPE:
+        return False
+    return payload.get("iss") == flask.current_app.config["JWT_ISSUER"]
+
+
+def authenticate_client_token(request: flask.Request) -> Actor | None:
+    """The actor of a client-credentials token; None for any other credential.
+
+    A token this process verified is found in the cache before anything else (a dict
+    lookup); only a token it has not seen is looked at to tell whose it is.
+    """
+    token = bearer_jwt(request)
+    if token is None:
+        return None
+    now = time.time()
+    cache = credential_cache(CACHE)
+    entry = cache.get(token, now)
+    if entry is None:
+        if not claims_to_be_ours(token):
+            return None
+        entry = _load(token, now, cache)
+    if entry.actor is None or now >= entry.expires_at:
+        raise Unauthorized()
+    return entry.actor
 
 
 def _actor(claims: dict[str, Any]) -> Actor | None:
@@ -86,13 +113,3 @@ def _load(token: str, now: float, cache: CredentialCache) -> CachedCredential:
     scope = scope_of(claims["tid"])
     generation = cache.generations.current(scope)  # before reading the database
     return cache.put(token, _actor(claims), scope, generation, now, float(claims["exp"]))
-
-
-def verify_client_token(token: str) -> Actor:
-    """The token's Actor; 401 when invalid, expired, revoked, or its client is gone."""
-    now = time.time()
-    cache = credential_cache(CACHE)
-    entry = cache.get(token, now) or _load(token, now, cache)
-    if entry.actor is None or now >= entry.expires_at:
-        raise Unauthorized()
-    return entry.actor

@@ -274,3 +274,11 @@ def test_bad_settings_stop_the_start(app_config, setting, value):
 
     with pytest.raises(ConfigError, match=f"CTXCLOUD_{setting}"):
         create_app({**app_config, setting: value})
+
+
+def test_a_client_token_beside_an_api_key_is_refused(app, client, tenant, ci):
+    """Two credentials are one too many, whichever plugin would have claimed the first."""
+    token = client_token(client, *ci)
+    _, key = make_api_key(app, tenant, name="k")
+    for headers in ({**bearer(token), "X-API-Key": key}, {**bearer(token), "X-API-Key": "x"}):
+        assert_problem(client.get(WHOAMI, headers=headers), 401, "unauthorized")
