@@ -53,6 +53,7 @@ from tests.support.factories import (
     make_tenant,
     make_user,
 )
+from tests.support.fake_oidc import fake_identity_provider, provider_body
 from tests.support.oauth import basic, make_oauth_client
 
 API = "/api/v1"
@@ -63,7 +64,12 @@ BLOB_SIZE = 70_001  # > one 64 KiB encryption segment, and a number no other res
 PLATFORM_POLICY = "platform:admin"
 
 # Path parameters that name a tenant resource: another tenant's credential gets 404 there.
-TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id"}
+TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id", "name"}
+PROVIDER_NAME = f"idp-{MARK}"
+# Registering a provider is create-or-replace by name within the caller's own tenant: another
+# tenant's credential PUTting B's provider name makes a provider of its own (2xx), never
+# touches B's (the matrix removes it again at once, so the calls after it still see none).
+OWN_NAMESPACE_PUTS = {("identity_providers.IdentityProviderItem", "PUT")}
 
 # Documented answers of a valid credential on routes needing no permission (policy
 # "authenticated"), where they are not the generic 2xx:
@@ -93,11 +99,14 @@ KINDS = {
     "B's revoked key": UNAUTHENTICATED,
     "B's expired key": UNAUTHENTICATED,
     "B's revoked client token": UNAUTHENTICATED,
+    "B's federated token matching no rule": UNAUTHENTICATED,
     "A's owner key": OTHER_TENANT,
     "A's owner jwt": OTHER_TENANT,
     "A's client token": OTHER_TENANT,
+    "A's federated owner token": OTHER_TENANT,
     "B's key without the permission": VICTIM_LACKING,
     "B's viewer jwt": VICTIM_VIEWER,
+    "B's federated viewer token": VICTIM_VIEWER,
     "B's key restricted to another project": VICTIM_RESTRICTED,
     "B's client token restricted to another project": VICTIM_RESTRICTED,
     "platform key": PLATFORM,
@@ -137,6 +146,8 @@ class Victim:
     client_secret: str
     restricted_client_token: str  # a client-credentials token restricted to beta
     revoked_client_token: str
+    federated_viewer_token: str = ""  # of B's identity provider (when the test runs one)
+    federated_refused_token: str = ""  # of B's provider, matching none of its rules
     strings: set[str] = field(default_factory=set)  # searched case-insensitively
     numbers: set[int] = field(default_factory=set)  # searched as whole numbers
 
@@ -149,6 +160,8 @@ class Attacker:
     password: str
     token: str = ""
     client_token: str = ""
+    federated_token: str = ""
+    idp: Any = None  # A's own identity provider, when the test runs one
 
 
 def client_token(client, pair: tuple[str, str]) -> str:
@@ -165,7 +178,17 @@ def _put(client, headers, project_id, path, data, content_type="text/markdown"):
     return response
 
 
-def make_victim(app, client) -> Victim:
+def register_provider(client, headers: dict, idp, name: str, **overrides) -> dict:
+    response = client.put(
+        f"{API}/tenant/identity-providers/{name}",
+        json=provider_body(idp, **overrides),
+        headers=headers,
+    )
+    assert response.status_code in (200, 201), response.get_data(as_text=True)
+    return response.get_json()
+
+
+def make_victim(app, client, idp=None) -> Victim:
     tenant = make_tenant(app, slug=f"victim-{MARK}", name=f"Victim {MARK.upper()} Holdings")
     owner, _ = make_user(app, tenant, "owner", f"owner-{MARK}")
     member, _ = make_user(app, tenant, "member", f"member-{MARK}")
@@ -274,6 +297,23 @@ def make_victim(app, client) -> Victim:
         restricted_client_token=restricted_client_token,
         revoked_client_token=revoked_client_token,
     )
+    if idp is not None:  # B signs its people in with its own provider, as viewers
+        provider = register_provider(
+            client,
+            headers,
+            idp,
+            PROVIDER_NAME,
+            audiences=[f"aud-{MARK}"],
+            claim_rules=[{"claim": "groups", "contains": f"viewers-{MARK}", "role": "viewer"}],
+        )
+        victim.federated_viewer_token = idp.token(
+            audience=f"aud-{MARK}", sub=f"sub-{MARK}", groups=[f"viewers-{MARK}"], lifetime=3600
+        )
+        victim.federated_refused_token = idp.token(
+            audience=f"aud-{MARK}", sub=f"nobody-{MARK}", groups=["strangers"], lifetime=3600
+        )
+        victim.strings |= {provider["id"], idp.issuer, victim.federated_viewer_token}
+        victim.strings.add(victim.federated_refused_token)
     # Warm every B key once, so last_used_at is written before the snapshot and never again.
     for secret in [owner_key, restricted, restricted_client_token, *lacking.values()]:
         assert client.get(f"{API}/auth/whoami", headers=bearer(secret)).status_code == 200
@@ -326,7 +366,7 @@ def make_victim(app, client) -> Victim:
     return victim
 
 
-def make_attacker(app, client) -> Attacker:
+def make_attacker(app, client, idp=None) -> Attacker:
     tenant = make_tenant(app, slug="attacker-corp", name="Attacker Corp")
     username = "mallory"
     _, password = make_user(app, tenant, "owner", username)
@@ -336,6 +376,17 @@ def make_attacker(app, client) -> Attacker:
     attacker.token = login(client, tenant, username, password)["access_token"]
     pair = make_oauth_client(app, tenant, TENANT_PERMISSIONS, name="attacker-client")
     attacker.client_token = client_token(client, pair)
+    if idp is not None:  # A's own provider, whose people are owners of A
+        register_provider(
+            client,
+            bearer(attacker.owner_key),
+            idp,
+            "attacker-idp",
+            claim_rules=[],
+            default_role="owner",
+        )
+        attacker.federated_token = idp.token(lifetime=3600)
+        attacker.idp = idp
     return attacker
 
 
@@ -440,6 +491,7 @@ def route_values(victim: Victim) -> dict[str, list[tuple[str, str]]]:
         "user_id": [(victim.member_id, "usr_zzzzzzzzzzzzzzzzzzzz")],
         "key_id": [(victim.spare_key_id, "key_zzzzzzzzzzzzzzzzzzzz")],
         "client_id": [(victim.client_id, "ctxc_zzzzzzzzzzzzzzzzzzzz")],
+        "name": [(PROVIDER_NAME, "idp-nothing-here")],
         "tenant_id": [(victim.tenant.id, "tnt_zzzzzzzzzzzzzzzzzzzz")],
         "filename": [("swagger-ui.css", "swagger-ui.css")],
     }
@@ -488,7 +540,7 @@ def walk(app, victim: Victim) -> list[Call]:
     return calls
 
 
-def request_kwargs(call: Call, victim: Victim) -> dict:
+def request_kwargs(call: Call, victim: Victim, attacker: Attacker | None = None) -> dict:
     """A valid request body, so that a 404 or 403 is never a 422 in disguise."""
     n = next(_serial)
     bodies: dict[tuple[str, str], Callable[[], dict]] = {
@@ -527,6 +579,16 @@ def request_kwargs(call: Call, victim: Victim) -> dict:
         },
         ("oauth.RevocationEndpoint", "POST"): lambda: {
             "data": {"token": victim.restricted_client_token, "client_id": victim.client_id}
+        },
+        # A provider of the attacker's (only A's credentials get past the permission check):
+        # a fresh audience each time, as one tenant holds an (issuer, audience) pair once.
+        ("identity_providers.IdentityProviderItem", "PUT"): lambda: {
+            "json": provider_body(attacker.idp, audiences=[f"attack-{n}"], default_role="owner")
+            if attacker is not None and attacker.idp is not None
+            else {}
+        },
+        ("identity_providers.IdentityProviderDryRun", "POST"): lambda: {
+            "json": {"claims": {"sub": f"probe-{n}", "groups": ["ctx-admins"]}}
         },
         ("tenant.OwnTenantSettings", "PATCH"): lambda: {
             "json": {"default_content_type": "text/plain"}
@@ -570,6 +632,8 @@ def expected(call: Call, kind: str) -> int | str | None:
     if call.policy == PLATFORM_POLICY:
         return None if family in (PLATFORM, VICTIM_RESTRICTED) else 403
     # A tenant permission.
+    if family == OTHER_TENANT and (call.endpoint, call.method) in OWN_NAMESPACE_PUTS:
+        return "2xx"
     if family == OTHER_TENANT:
         return 404 if call.params & TENANT_RESOURCE_PARAMS else "2xx"
     if family == VICTIM_LACKING:
@@ -586,10 +650,13 @@ def expected(call: Call, kind: str) -> int | str | None:
 PROBLEM_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
 
 
-def leaks(response, victim: Victim) -> list[str]:
-    """What of B the response shows, body and headers (its own request id aside)."""
+def leaks(response, victim: Victim, echoed: str = "") -> list[str]:
+    """What of B the response shows, body and headers (its own request id aside, and what
+    the caller itself chose and sent, `echoed`)."""
     request_id = response.headers.get("X-Request-ID", "")
     text = response.get_data().decode("utf-8", "replace")
+    if echoed:
+        text = text.replace(echoed, "")
     headers = "\n".join(f"{k}: {v}" for k, v in response.headers if k != "X-Request-ID")
     haystack = (text + "\n" + headers).replace(request_id, "") if request_id else text + headers
     lowered = haystack.lower()
@@ -608,9 +675,19 @@ def _comparable(response) -> tuple:
     return response.status_code, body, sorted({k for k, _ in response.headers})
 
 
-def test_isolation_matrix(app, client, capsys):
-    victim = make_victim(app, client)
-    attacker = make_attacker(app, client)
+@pytest.fixture
+def providers():
+    """B's identity provider (its issuer carries the marker) and A's, on loopback."""
+    with (
+        fake_identity_provider(realm=f"/realms/{MARK}") as victims,
+        fake_identity_provider(realm="/realms/attacker") as attackers,
+    ):
+        yield victims, attackers
+
+
+def test_isolation_matrix(app, client, capsys, providers):
+    victim = make_victim(app, client, providers[0])
+    attacker = make_attacker(app, client, providers[1])
     _, platform_key = make_platform_key(app)
     now = int(time.time())
     forged = jwt.encode(
@@ -643,6 +720,9 @@ def test_isolation_matrix(app, client, capsys):
             "A's owner key": attacker.owner_key,
             "A's owner jwt": attacker.token,
             "A's client token": attacker.client_token,
+            "A's federated owner token": attacker.federated_token,
+            "B's federated viewer token": victim.federated_viewer_token,
+            "B's federated token matching no rule": victim.federated_refused_token,
             "B's key without the permission": victim.lacking_keys.get(call.policy)
             or victim.owner_key,  # platform routes: B's every tenant permission is not enough
             "B's viewer jwt": victim.viewer_token,
@@ -665,7 +745,7 @@ def test_isolation_matrix(app, client, capsys):
             want = expected(call, kind)
             if want is None:
                 continue
-            kwargs = request_kwargs(call, victim)
+            kwargs = request_kwargs(call, victim, attacker)
             headers = {**credential(kind, call), **kwargs.pop("headers", {})}
             response = client.open(call.url, method=call.method, headers=headers, **kwargs)
             performed += 1
@@ -688,11 +768,12 @@ def test_isolation_matrix(app, client, capsys):
                     "Bearer"
                 ):
                     failures.append(f"{where}: 401 without WWW-Authenticate: Bearer")
-            leaked = leaks(response, victim)
+            own_put = (call.endpoint, call.method) in OWN_NAMESPACE_PUTS
+            leaked = leaks(response, victim, PROVIDER_NAME if own_put else "")
             if leaked:
                 failures.append(f"{where}: leaks {sorted(leaked)}")
             if isinstance(want, int) and want >= 400 and call.twin_url:
-                kwargs = request_kwargs(call, victim)
+                kwargs = request_kwargs(call, victim, attacker)
                 headers = {**credential(kind, call), **kwargs.pop("headers", {})}
                 twin = client.open(call.twin_url, method=call.method, headers=headers, **kwargs)
                 twins += 1
@@ -701,6 +782,13 @@ def test_isolation_matrix(app, client, capsys):
                         f"{where}: distinguishable from a missing resource: "
                         f"{_comparable(response)} vs {_comparable(twin)}"
                     )
+            if (
+                (call.endpoint, call.method) in OWN_NAMESPACE_PUTS
+                and KINDS[kind] == OTHER_TENANT
+                and 200 <= response.status_code < 300
+            ):
+                removed = client.delete(call.url, headers=bearer(attacker.owner_key))
+                assert removed.status_code == 204, removed.get_data(as_text=True)
             if (
                 kind == "A's owner jwt"
                 and call.endpoint == "auth.Revoke"
