@@ -183,6 +183,10 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(app, app_config, tm
         CTXCLOUD_RATE_LIMIT_DEFAULT=UNLIMITED,
         CTXCLOUD_RATE_LIMIT_LOGIN=UNLIMITED,
         CTXCLOUD_RATE_LIMIT_TENANT=UNLIMITED,
+        CTXCLOUD_RATE_LIMIT_OAUTH_TOKEN=UNLIMITED,
+        # Generated identity-provider registrations name made-up hosts: where DNS answers
+        # (not on this loopback-only machine), a fetch must not hold a worker for long.
+        CTXCLOUD_OIDC_HTTP_TIMEOUT="1",
     )
 
     def run_cli(*args: str) -> dict[str, Any]:
