@@ -394,6 +394,7 @@ def test_a_signing_key_rotation_applies_on_every_process(deployed):
     old_kid = jwt.get_unverified_header(before)["kid"]
     oauth_client = make_oauth_client(deployed.app, tenant)
     client_before = client_token(deployed.b, oauth_client, address)
+    client_unseen = client_token(deployed.a, oauth_client, address)  # presented only at the end
     assert jwt.get_unverified_header(client_before)["kid"] == old_kid
 
     def rotate() -> dict:
@@ -443,4 +444,7 @@ def test_a_signing_key_rotation_applies_on_every_process(deployed):
             {**claims, "jti": secrets.token_hex(8)}, old_key.key, "ES256", headers={"kid": old_kid}
         )
         assert refused_by(deployed, server, bearer(unseen), address, 401, removed_at) == [401] * 8
+        # A genuine client-credentials token of the removed key, still recorded and unexpired.
+        gone = bearer(client_unseen)
+        assert refused_by(deployed, server, gone, address, 401, removed_at) == [401] * 8
         assert get(server, WHOAMI, bearer(token_from(server)), address).status_code == 200
