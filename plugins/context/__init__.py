@@ -22,6 +22,9 @@ def config_defaults():
         "MAX_ENTRY_BYTES": 5 * 1024**3,
         "REVISIONS_KEPT": None,
         "MANIFEST_CACHE_BYTES": 16 * 1024**2,
+        # Staged uploads: seconds an upload lives uncommitted, and how many a tenant holds.
+        "UPLOAD_EXPIRES": 24 * 3600,
+        "MAX_OPEN_UPLOADS": 1000,
     }
 
 
@@ -54,9 +57,10 @@ def register_blueprints(app):
     from ctxcloud.plugins.context.paths import EntryPathConverter
     from ctxcloud.plugins.context.project_routes import blp as projects_blp
     from ctxcloud.plugins.context.routes import blp
+    from ctxcloud.plugins.context.upload_routes import blp as uploads_blp
 
     app.url_map.converters["entry_path"] = EntryPathConverter
-    return [projects_blp, blp]
+    return [projects_blp, blp, uploads_blp]
 
 
 @hookimpl
@@ -88,9 +92,12 @@ def tenant_usage(tenant):
 @hookimpl
 def objects_in_use(keys):
     # Across tenants by nature: a storage sweep sees keys, never whose; only keys come back.
-    from ctxcloud.plugins.context.models import EntryVersion
+    from ctxcloud.plugins.context.models import ContextUpload, EntryVersion
 
-    query = EntryVersion.select(EntryVersion.object_key).where(
-        EntryVersion.object_key.in_(list(keys))
+    keys = list(keys)
+    versions = EntryVersion.select(EntryVersion.object_key).where(EntryVersion.object_key.in_(keys))
+    # A staged upload's bytes are kept until its row goes (committed, or expired and swept).
+    uploads = ContextUpload.select(ContextUpload.object_key).where(
+        ContextUpload.object_key.in_(keys)
     )
-    return [key for (key,) in query.tuples()]
+    return [key for (key,) in versions.tuples()] + [key for (key,) in uploads.tuples()]

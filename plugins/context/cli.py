@@ -1,4 +1,5 @@
-"""`ctxcloud context prune`: apply revisions_kept once, or every N seconds (the opt-in loop)."""
+"""`ctxcloud context prune` (revisions_kept, once or every N seconds) and `context
+sweep-uploads` (expired staged uploads)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,23 @@ def prune(keep: int | None, project_id: str | None, every: int | None, as_json: 
         if not every:
             return
         time.sleep(every)
+
+
+@context_group.command("sweep-uploads")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def sweep_uploads(as_json: bool) -> None:
+    """Forget expired staged uploads: free the bytes of those never committed.
+
+    Each new upload sweeps its own project's; run this on a schedule (with `storage gc`) so
+    that projects nobody uploads to again are swept too.
+    """
+    from ctxcloud import emit
+    from ctxcloud.plugins.context.uploads import sweep_expired
+
+    swept = sweep_expired()
+    emit(
+        swept,
+        as_json,
+        f"swept {swept['uploads']} expired upload(s), freeing {swept['bytes_freed']} bytes",
+    )

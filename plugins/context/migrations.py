@@ -381,6 +381,35 @@ def _object_key_index(migrator, db) -> None:
     )
 
 
+def _uploads(migrator, db) -> None:
+    """Staged uploads: bytes stored before the commit that names them."""
+
+    class Project(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+
+        class Meta:
+            database = db
+            table_name = "project"
+
+    class ContextUpload(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+        tenant_id = peewee.CharField(max_length=64, index=True)
+        project = peewee.ForeignKeyField(Project, column_name="project_id", on_delete="CASCADE")
+        state = peewee.CharField(max_length=16, default="pending")
+        object_key = peewee.CharField(max_length=128, null=True, index=True)
+        size = peewee.BigIntegerField(default=0)
+        sha256 = peewee.CharField(max_length=64, null=True)
+        created_by = peewee.CharField(max_length=200)
+        created_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField(index=True)
+
+        class Meta:
+            database = db
+            table_name = "context_upload"
+
+    db.create_tables([ContextUpload])
+
+
 MIGRATIONS = [
     Migration("projects.0001_initial", _projects_initial),
     Migration(
@@ -406,5 +435,11 @@ MIGRATIONS = [
         _object_key_index,
         depends_on=("context.0003_nfc_paths",),
         description="Index entry versions by object key, for storage gc",
+    ),
+    Migration(
+        "context.0005_uploads",
+        _uploads,
+        depends_on=("context.0004_object_key_index",),
+        description="Staged uploads for commits of any size",
     ),
 ]

@@ -90,3 +90,23 @@ class Revision(BaseModel):
     class Meta:
         table_name = "context_revision"
         indexes = ((("project", "number"), True),)
+
+
+class ContextUpload(BaseModel):
+    """Bytes staged for a commit: stored (encrypted) before the commit names them, so a
+    commit of any size stays one all-or-nothing revision. `pending` until its bytes are in,
+    `stored` until a commit takes them (`used`), gone once expired and swept."""
+
+    id = peewee.CharField(primary_key=True, max_length=32)
+    tenant_id = peewee.CharField(max_length=64, index=True)
+    project = peewee.ForeignKeyField(Project, column_name="project_id", on_delete="CASCADE")
+    state = peewee.CharField(max_length=16, default="pending")
+    object_key = peewee.CharField(max_length=128, null=True, index=True)
+    size = peewee.BigIntegerField(default=0)
+    sha256 = peewee.CharField(max_length=64, null=True)
+    created_by = peewee.CharField(max_length=200)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "context_upload"

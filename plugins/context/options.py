@@ -56,6 +56,13 @@ def declared() -> list[Quota | Setting]:
             example=100 * 1024**2,
         ),
         Quota(
+            "max_open_uploads",
+            Count(0),
+            default="MAX_OPEN_UPLOADS",
+            description="Staged uploads a tenant may hold at once, not yet committed or expired",
+            example=1000,
+        ),
+        Quota(
             "revisions_kept",
             Count(1),
             default="REVISIONS_KEPT",

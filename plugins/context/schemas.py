@@ -127,7 +127,11 @@ class CommitPutSchema(ma.Schema):
     # The service takes exactly one of content and content_base64 (422 otherwise): the
     # document says so (app/api.py SchemaKeywords), with an example that obeys it.
     OPENAPI_KEYWORDS = {
-        "oneOf": [{"required": ["content"]}, {"required": ["content_base64"]}],
+        "oneOf": [
+            {"required": ["content"]},
+            {"required": ["content_base64"]},
+            {"required": ["upload_id"]},
+        ],
         "example": {
             "path": "docs/adr/0002.md",
             "content": "# Use Redis for rate limits\n",
@@ -154,11 +158,19 @@ class CommitPutSchema(ma.Schema):
     content_base64 = ma.fields.String(
         metadata={"description": "Binary content, base64", "example": "AAECAw=="}
     )
+    upload_id = ma.fields.String(
+        validate=validate.Length(min=1, max=32),
+        metadata={
+            "description": "A staged upload's bytes (`POST .../context/uploads`, then `PUT` "
+            "its bytes): for entries of any size. The commit takes it, or fails whole",
+            "example": "upl_q2m8x7c1n4b6z9aak5v3",
+        },
+    )
     content_type = ma.fields.String(
         validate=validate.Length(min=1, max=255),
         metadata={
-            "description": "Defaults to text/plain; charset=utf-8 for content, "
-            "application/octet-stream for content_base64",
+            "description": "Defaults to text/plain; charset=utf-8 for content, the tenant's "
+            "default_content_type for content_base64 and upload_id",
             "example": "text/markdown",
         },
     )
@@ -228,4 +240,44 @@ class RevisionSchema(ma.Schema):
     changes = ma.fields.List(
         ma.fields.Nested(ChangeSchema),
         metadata={"description": "The paths this revision wrote or deleted"},
+    )
+
+
+class UploadSchema(ma.Schema):
+    upload_id = ma.fields.String(
+        attribute="id",
+        dump_only=True,
+        metadata={
+            "description": "Names the upload in a commit",
+            "example": "upl_q2m8x7c1n4b6z9aak5v3",
+        },
+    )
+    expires_at = Timestamp(
+        dump_only=True,
+        metadata={"description": "Commit it before then, or it is swept and its bytes freed"},
+    )
+
+
+class UploadStoredSchema(ma.Schema):
+    upload_id = ma.fields.String(
+        attribute="id",
+        dump_only=True,
+        metadata={
+            "description": "Names the upload in a commit",
+            "example": "upl_q2m8x7c1n4b6z9aak5v3",
+        },
+    )
+    size = ma.fields.Integer(
+        dump_only=True, metadata={"description": "Bytes stored", "example": 209715200}
+    )
+    sha256 = ma.fields.String(
+        dump_only=True,
+        metadata={
+            "description": "SHA-256 of the bytes (hex)",
+            "example": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        },
+    )
+    expires_at = Timestamp(
+        dump_only=True,
+        metadata={"description": "Commit it before then, or it is swept and its bytes freed"},
     )

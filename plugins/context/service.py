@@ -25,7 +25,7 @@ from ctxcloud import (
     tenancy,
     utcnow,
 )
-from ctxcloud.plugins.context import projects, write_rules
+from ctxcloud.plugins.context import projects, uploads, write_rules
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
@@ -288,7 +288,8 @@ def delete_entry(actor: Actor, project: Project, path: str, preconditions: Preco
 def decode_commit_puts(
     puts: list[dict[str, Any]], default_type: str = DEFAULT_CONTENT_TYPE
 ) -> list[EntryWrite]:
-    """Commit entries as EntryWrites; content is text (UTF-8) or base64 bytes, exactly one.
+    """Commit entries as EntryWrites; content is text (UTF-8), base64 bytes or a staged
+    upload's (`upload_id`), exactly one.
 
     Bytes without a content_type get `default_type` (the tenant's setting); text gets
     text/plain."""
@@ -296,8 +297,20 @@ def decode_commit_puts(
     writes = []
     for index, item in enumerate(puts):
         has_text, has_b64 = "content" in item, "content_base64" in item
-        if has_text == has_b64:
-            errors[str(index)] = ["Give exactly one of content and content_base64."]
+        has_upload = "upload_id" in item
+        if has_text + has_b64 + has_upload != 1:
+            errors[str(index)] = ["Give exactly one of content, content_base64 and upload_id."]
+            continue
+        if has_upload:
+            writes.append(
+                EntryWrite(
+                    path=item["path"],
+                    chunks=(),
+                    content_type=item.get("content_type") or default_type,
+                    metadata=item.get("metadata") or {},
+                    upload_id=item["upload_id"],
+                )
+            )
             continue
         if has_b64:
             try:
@@ -356,29 +369,36 @@ def commit(
     for normal, refused in legacy.items():
         if head_entry(project, normal) is None:
             raise InvalidPath(refused.detail)
+    upload_ids = [write.upload_id for write in puts if write.upload_id is not None]
+    if len(set(upload_ids)) != len(upload_ids):
+        raise ValidationFailed({"put": ["An upload can become one entry only."]})
     _check_parent(project, parent_revision)
-    stored: list[objects.StoredObject] = []
+    stored: dict[int, objects.StoredObject] = {}  # the bytes this commit stores itself
     try:
-        for write in puts:
-            stored.append(objects.store(actor.tenant_id, project.id, write.chunks))
+        for index, write in enumerate(puts):
+            if write.upload_id is None:
+                stored[index] = objects.store(actor.tenant_id, project.id, write.chunks)
         with database.atomic():
             project = projects.locked(actor, project)
             _check_parent(project, parent_revision)
             missing = [path for path in deletes if head_entry(project, path) is None]
             if missing:
                 raise Conflict(f"Cannot delete {missing[0]!r}: no such entry.")
-            tenancy.add_storage(actor.tenant, sum(obj.size for obj in stored))
+            # Staged bytes were counted when they were stored; inline ones count now.
+            staged = iter(uploads.take(actor, project, upload_ids)) if upload_ids else iter(())
+            tenancy.add_storage(actor.tenant, sum(obj.size for obj in stored.values()))
             changes = [{"path": w.path, "action": "put"} for w in puts] + [
                 {"path": path, "action": "delete"} for path in deletes
             ]
             number = _new_revision(project, actor, message, changes)
-            for write, obj in zip(puts, stored, strict=True):
+            for index, write in enumerate(puts):
+                obj = stored[index] if write.upload_id is None else next(staged)
                 _record_put(project, number, write, obj)
             for path in deletes:
                 _record_delete(project, number, path)
             return Revision.get(Revision.project == project.id, Revision.number == number)
     except BaseException:
-        objects.delete_quietly([obj.key for obj in stored])
+        objects.delete_quietly([obj.key for obj in stored.values()])
         raise
 
 
@@ -405,7 +425,7 @@ def delete_project_context(project: Project) -> list[str]:
         .where(EntryVersion.project == project.id, EntryVersion.object_key.is_null(False))
         .tuples()
     )
-    keys = [key for key, _ in stored]
+    keys = [key for key, _ in stored] + uploads.delete_project_uploads(project)
     tenancy.release_storage(project.tenant_id, sum(size for _, size in stored))
     Entry.delete().where(Entry.project == project.id).execute()
     EntryVersion.delete().where(EntryVersion.project == project.id).execute()

@@ -36,6 +36,8 @@ class EntryWrite:
     metadata: dict[str, Any] = field(default_factory=dict)
     # The size announced before the bytes arrive (Content-Length), to refuse early.
     size_hint: int | None = None
+    # A commit's put of staged bytes (an upload, already checked and stored): no chunks.
+    upload_id: str | None = None
 
 
 def entry_limit(tenant: Any) -> int:
@@ -66,6 +68,17 @@ def admit(tenant: Any, writes: list[EntryWrite], *, named: bool = False) -> list
         replace(write, chunks=budget.bounded(write.chunks, limit, write.path, named))
         for write in admitted
     ]
+
+
+def admit_upload(tenant: Any, chunks: Iterable[bytes], size_hint: int | None) -> Iterator[bytes]:
+    """An upload's bytes, bounded as an entry's are (rules 3 and 4): it becomes an entry."""
+    limit = entry_limit(tenant)
+    if size_hint is not None and size_hint > limit:
+        raise _too_large("", limit, named=False)
+    space = tenancy.storage_left(tenant) if tenant is not None else None
+    if space is not None and (size_hint or 0) > space:
+        raise tenancy.no_space(tenant, size_hint or 0)
+    return _Budget(tenant, space).bounded(chunks, limit, "", named=False)
 
 
 def _path(path: str, named: bool) -> str:

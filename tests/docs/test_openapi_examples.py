@@ -133,6 +133,7 @@ PLAN: list[tuple[str | Callable, str]] = [
     (f"HEAD {ENTRY}", OWNER),  # revision=3
     *((put_bytes(f"notes/{n}.md", b"n\n"), OWNER) for n in range(4)),  # 4-7
     ("POST /api/v1/projects/{project}/context/commits", OWNER),  # parent_revision 7
+    ("POST /api/v1/projects/{project}/context/uploads", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions/{number}", OWNER),  # 7
     (f"DELETE {ENTRY}", OWNER),

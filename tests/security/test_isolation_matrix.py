@@ -64,7 +64,7 @@ BLOB_SIZE = 70_001  # > one 64 KiB encryption segment, and a number no other res
 PLATFORM_POLICY = "platform:admin"
 
 # Path parameters that name a tenant resource: another tenant's credential gets 404 there.
-TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id", "name"}
+TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id", "name", "upload_id"}
 PROVIDER_NAME = f"idp-{MARK}"
 # Registering a provider is create-or-replace by name within the caller's own tenant: another
 # tenant's credential PUTting B's provider name makes a provider of its own (2xx), never
@@ -146,6 +146,7 @@ class Victim:
     client_secret: str
     restricted_client_token: str  # a client-credentials token restricted to beta
     revoked_client_token: str
+    upload_id: str = ""  # a staged upload of alpha (bytes sent, not committed)
     federated_viewer_token: str = ""  # of B's identity provider (when the test runs one)
     federated_refused_token: str = ""  # of B's provider, matching none of its rules
     strings: set[str] = field(default_factory=set)  # searched case-insensitively
@@ -297,6 +298,16 @@ def make_victim(app, client, idp=None) -> Victim:
         restricted_client_token=restricted_client_token,
         revoked_client_token=revoked_client_token,
     )
+    upload = client.post(f"{API}/projects/{alpha['id']}/context/uploads", headers=headers)
+    assert upload.status_code == 201, upload.get_data(as_text=True)
+    victim.upload_id = upload.get_json()["upload_id"]
+    staged = client.put(
+        f"{API}/projects/{alpha['id']}/context/uploads/{victim.upload_id}",
+        data=f"STAGED-{MARK}".encode(),
+        headers=headers,
+    )
+    assert staged.status_code == 200, staged.get_data(as_text=True)
+    victim.strings |= {victim.upload_id, staged.get_json()["sha256"]}
     if idp is not None:  # B signs its people in with its own provider, as viewers
         provider = register_provider(
             client,
@@ -492,6 +503,7 @@ def route_values(victim: Victim) -> dict[str, list[tuple[str, str]]]:
         "key_id": [(victim.spare_key_id, "key_zzzzzzzzzzzzzzzzzzzz")],
         "client_id": [(victim.client_id, "ctxc_zzzzzzzzzzzzzzzzzzzz")],
         "name": [(PROVIDER_NAME, "idp-nothing-here")],
+        "upload_id": [(victim.upload_id, "upl_zzzzzzzzzzzzzzzzzzzz")],
         "tenant_id": [(victim.tenant.id, "tnt_zzzzzzzzzzzzzzzzzzzz")],
         "filename": [("swagger-ui.css", "swagger-ui.css")],
     }
@@ -550,6 +562,8 @@ def request_kwargs(call: Call, victim: Victim, attacker: Attacker | None = None)
             "data": b"attacker bytes",
             "headers": {"Content-Type": "text/markdown"},
         },
+        ("context_uploads.Uploads", "POST"): lambda: {},
+        ("context_uploads.UploadItem", "PUT"): lambda: {"data": b"attacker bytes"},
         ("context.Commits", "POST"): lambda: {
             "json": {"message": "attack", "put": [{"path": "evil.md", "content": "x"}]}
         },
