@@ -64,6 +64,7 @@ def usage(client, app, tenant, platform_key) -> int:
     return response.get_json()["storage_bytes"]
 
 
+@pytest.mark.every_backend
 def test_a_large_file_and_small_ones_commit_as_one_revision(app, client, auth, project):
     big = os.urandom(3 * MiB + 17)
     upload = open_upload(client, auth)
@@ -156,6 +157,23 @@ def test_a_bad_upload_fails_the_whole_commit_and_changes_nothing(
     assert stored_keys(app) == keys  # the inline bytes were removed again
     # The good upload was not used up: it still commits.
     assert commit(client, auth, put=[{"path": "good", "upload_id": good}]).status_code == 201
+
+
+@pytest.mark.every_backend
+def test_an_interrupted_send_stores_nothing_and_can_be_sent_again(app, client, auth, project):
+    upload = open_upload(client, auth)["upload_id"]
+    keys = stored_keys(app)
+    cut = client.put(
+        f"{UPLOADS}/{upload}",
+        input_stream=io.BytesIO(b"x" * 3000),
+        headers=auth,
+        environ_overrides={"CONTENT_LENGTH": "10000"},
+    )
+    assert_problem(cut, 400, "bad_request")
+    assert stored_keys(app) == keys
+    assert send(client, auth, upload, b"x" * 10000).status_code == 200
+    made = commit(client, auth, put=[{"path": "x", "upload_id": upload}])
+    assert made.status_code == 201
 
 
 def test_an_upload_is_sent_once(client, auth, project):
