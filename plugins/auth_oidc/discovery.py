@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctxcloud.plugins.auth_oidc.fetch import FetchFailed, fetch_json, url_problem
+from ctxcloud.plugins.auth_oidc.fetch import AddressRefused, FetchFailed, fetch_json, url_problem
 from ctxcloud.plugins.auth_oidc.keysets import usable_keys
-from ctxcloud.plugins.auth_oidc.problems import InvalidProviderMetadata, ProviderUnreachable
+from ctxcloud.plugins.auth_oidc.problems import (
+    AddressNotPublic,
+    InvalidProviderMetadata,
+    ProviderUnreachable,
+)
 from ctxcloud.plugins.auth_oidc.settings import OidcSettings
 
 WELL_KNOWN = "/.well-known/openid-configuration"
@@ -22,7 +26,12 @@ def discovery_url(issuer: str) -> str:
 
 def _fetch(url: str, field: str, what: str, settings: OidcSettings) -> dict[str, Any]:
     try:
-        return fetch_json(url, settings.http_timeout)
+        return fetch_json(
+            url, settings.http_timeout, allow_private_addresses=settings.allow_private_addresses
+        )
+    except AddressRefused as exc:
+        reason = f"The {what} {url} was not fetched: {exc.reason}."
+        raise AddressNotPublic({field: [reason]}, detail=reason) from None
     except FetchFailed as exc:
         if exc.unreachable:
             reason = f"The {what} {url} could not be fetched: {exc.reason}."

@@ -5,6 +5,10 @@ redirects (an https key set could be sent to plain http) and has no size cap. A 
 refused rather than followed: register the final URL. Nothing a provider answered is ever
 echoed back to the caller beyond a status code, so a registration cannot be used to read
 another server's pages.
+
+Unless ``OIDC_ALLOW_PRIVATE_ADDRESSES`` allows them, only public addresses are connected to
+(addresses.py), checked at connection time; environment proxies are then ignored, since a
+proxy would resolve and connect where we cannot check.
 """
 
 from __future__ import annotations
@@ -15,6 +19,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from ctxcloud.plugins.auth_oidc.addresses import (
+    NotPublicAddress,
+    PublicHTTPHandler,
+    PublicHTTPSHandler,
+)
 
 MAX_DOCUMENT_BYTES = 512 * 1024
 
@@ -29,12 +39,27 @@ class FetchFailed(Exception):
         self.unreachable = unreachable
 
 
+class AddressRefused(FetchFailed):
+    """The URL's host is (or resolves to) an address that is not public, and those are
+    refused here: nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "its address is not public (private, loopback, link-local or reserved), which "
+            "CTXCLOUD_OIDC_ALLOW_PRIVATE_ADDRESSES refuses here",
+            unreachable=True,
+        )
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
 
 
 _OPENER = urllib.request.build_opener(_NoRedirects())
+_PUBLIC_OPENER = urllib.request.build_opener(
+    _NoRedirects(), urllib.request.ProxyHandler({}), PublicHTTPHandler(), PublicHTTPSHandler()
+)
 
 
 def url_problem(url: str, allow_http: bool) -> str | None:
@@ -54,13 +79,17 @@ def url_problem(url: str, allow_http: bool) -> str | None:
     return None
 
 
-def fetch_json(url: str, timeout: float) -> dict[str, Any]:
-    """The JSON object at `url`, or FetchFailed naming why."""
+def fetch_json(
+    url: str, timeout: float, *, allow_private_addresses: bool = False
+) -> dict[str, Any]:
+    """The JSON object at `url`, or FetchFailed naming why (AddressRefused for an address
+    that is not public, unless `allow_private_addresses`)."""
+    opener = _OPENER if allow_private_addresses else _PUBLIC_OPENER
     request = urllib.request.Request(  # noqa: S310 (callers checked the scheme: url_problem)
         url, headers={"Accept": "application/json", "User-Agent": "ctxcloud-oidc"}
     )
     try:
-        with _OPENER.open(request, timeout=timeout) as response:  # nosec B310: scheme checked
+        with opener.open(request, timeout=timeout) as response:  # nosec B310: scheme checked
             body = response.read(MAX_DOCUMENT_BYTES + 1)
     except urllib.error.HTTPError as exc:
         reason = "a redirect (register the final URL)" if 300 <= exc.code < 400 else None
@@ -68,6 +97,8 @@ def fetch_json(url: str, timeout: float) -> dict[str, Any]:
     except TimeoutError:
         raise FetchFailed(f"timed out after {timeout:g} s", unreachable=True) from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, NotPublicAddress):
+            raise AddressRefused() from None
         if isinstance(exc.reason, TimeoutError):
             raise FetchFailed(f"timed out after {timeout:g} s", unreachable=True) from None
         raise FetchFailed(f"connection failed ({_short(exc.reason)})", unreachable=True) from None

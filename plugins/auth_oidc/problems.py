@@ -13,6 +13,14 @@ class ProviderUnreachable(ValidationFailed):
     code = "provider_unreachable"
 
 
+class AddressNotPublic(ValidationFailed):
+    """An issuer or key set whose host is (or resolves to) an address that is not public,
+    while ``OIDC_ALLOW_PRIVATE_ADDRESSES`` is false: refused before anything is sent, so a
+    registration cannot probe the internal network."""
+
+    code = "address_not_public"
+
+
 class InvalidProviderMetadata(ValidationFailed):
     """The provider answered, but with something unusable (a discovery document naming another
     issuer, no `jwks_uri`, a key set with no usable key)."""
@@ -55,7 +63,8 @@ PROBLEM_RESPONSES = [
             "field), the provider's discovery document or key set is unusable "
             "(`invalid_provider_metadata`: another issuer, no `jwks_uri`, no usable key), or "
             "could not be fetched (`provider_unreachable`: refused, timed out, an HTTP error, "
-            "a redirect; `errors` names the URL and why); nothing was changed"
+            "a redirect; `errors` names the URL and why), or is on an address that is not "
+            "public where those are refused (`address_not_public`); nothing was changed"
         ),
     ),
     ProblemResponse(

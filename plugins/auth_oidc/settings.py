@@ -13,6 +13,9 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_HTTP_TIMEOUT": 5.0,
     # Plain-http issuers and key sets: None = allowed in development and testing only.
     "OIDC_ALLOW_HTTP": None,
+    # Issuers and key sets on addresses that are not public (loopback, private, link-local,
+    # the cloud metadata address...): None = allowed in development and testing only.
+    "OIDC_ALLOW_PRIVATE_ADDRESSES": None,
     # Clock skew tolerated on exp, nbf and iat, seconds.
     "OIDC_LEEWAY": 60,
     # How long a fetched key set is trusted before it is fetched again, seconds.
@@ -24,10 +27,12 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class OidcSettings:
-    """Typed settings; `allow_http` already resolved against the environment."""
+    """Typed settings; `allow_http` and `allow_private_addresses` already resolved against
+    the environment."""
 
     http_timeout: float
     allow_http: bool
+    allow_private_addresses: bool
     leeway: float
     jwks_ttl: float
     refetch_cooldown: float
@@ -35,16 +40,12 @@ class OidcSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OidcSettings:
         read = SettingsReader(config, DEFAULTS)
-        allow_http = read.value("OIDC_ALLOW_HTTP")
-        if allow_http is None or allow_http == "":
-            allow_http = config.get("ENV") != "production"
-        elif isinstance(allow_http, str) and allow_http.lower() in ("true", "false"):
-            allow_http = allow_http.lower() == "true"
-        if not isinstance(allow_http, bool):
-            raise ConfigError(f"{env_variable('OIDC_ALLOW_HTTP')} must be true or false")
         settings = cls(
             http_timeout=read.seconds("OIDC_HTTP_TIMEOUT"),
-            allow_http=allow_http,
+            allow_http=_outside_production(read, config, "OIDC_ALLOW_HTTP"),
+            allow_private_addresses=_outside_production(
+                read, config, "OIDC_ALLOW_PRIVATE_ADDRESSES"
+            ),
             leeway=read.seconds("OIDC_LEEWAY"),
             jwks_ttl=read.seconds("OIDC_JWKS_TTL"),
             refetch_cooldown=read.seconds("OIDC_JWKS_REFETCH_COOLDOWN"),
@@ -60,3 +61,16 @@ class OidcSettings:
             if value < 0:
                 raise ConfigError(f"{env_variable(name)} must not be negative")
         return settings
+
+
+def _outside_production(read: SettingsReader, config: Mapping[str, Any], name: str) -> bool:
+    """A true/false setting whose default (unset or empty) is true everywhere but production:
+    a local test provider works out of the box, a production server stays strict."""
+    value = read.value(name)
+    if value is None or value == "":
+        return config.get("ENV") != "production"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ConfigError(f"{env_variable(name)} must be true or false")
+    return value

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import flask
 
 from ctxcloud import StashKey, stash
+from ctxcloud.plugins.auth_oidc.fetch import fetch_json
 from ctxcloud.plugins.auth_oidc.keysets import KeySets
 from ctxcloud.plugins.auth_oidc.settings import OidcSettings
 
@@ -24,7 +26,12 @@ def build(app: flask.Flask) -> Federation:
     settings = OidcSettings.from_config(app.config)
     federation = Federation(
         settings,
-        KeySets(settings.jwks_ttl, settings.refetch_cooldown, settings.http_timeout),
+        KeySets(
+            settings.jwks_ttl,
+            settings.refetch_cooldown,
+            settings.http_timeout,
+            fetch=partial(fetch_json, allow_private_addresses=settings.allow_private_addresses),
+        ),
     )
     stash(app)[FEDERATION] = federation
     return federation
