@@ -46,6 +46,10 @@ STALLED = 1.0
 # How long a call waits for a slot while the holders look busy (some started recently): long
 # enough for calls that merely coincide, bounded so that waiting never piles up.
 QUEUE_WAIT = 2.0
+# A waiting call looks again this often whether the holders have come to look stuck, and is
+# refused then: when a dependency starts to hang, its waiters give their threads back within
+# about STALLED seconds of the hang, not after the whole QUEUE_WAIT.
+WAIT_STEP = 0.05
 
 
 class Bulkhead:
@@ -54,7 +58,8 @@ class Bulkhead:
     When every slot is taken, a call is refused at once if every holder has been inside for
     STALLED seconds or more (the dependency hangs: waiting would only add a thread to it);
     otherwise the dependency is merely busy and the call waits up to QUEUE_WAIT seconds for a
-    slot, so a burst of ordinary calls is served, not refused.
+    slot, so a burst of ordinary calls is served, not refused; a waiting call that sees the
+    holders come to look stuck is refused at once.
     """
 
     def __init__(self, name: str, slots: int, refuse: Callable[[str], Exception]) -> None:
@@ -80,10 +85,19 @@ class Bulkhead:
         return len(entered) >= self.slots and time.monotonic() - max(entered) >= STALLED
 
     def _enter(self) -> None:
-        free = self._free.acquire(blocking=False)
-        if not free and (self._stalled() or not self._free.acquire(timeout=QUEUE_WAIT)):
+        if not self._free.acquire(blocking=False) and not self._wait_for_slot():
             raise self._refusal()
         self._entered[threading.get_ident()] = time.monotonic()
+
+    def _wait_for_slot(self) -> bool:
+        """Wait up to QUEUE_WAIT for a slot while the holders look busy; False: refuse."""
+        deadline = time.monotonic() + QUEUE_WAIT
+        while not self._stalled():
+            if self._free.acquire(timeout=WAIT_STEP):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
 
     def _leave(self) -> bool:
         """Give this thread's slot back; False if it held none."""

@@ -94,6 +94,36 @@ def test_a_bulkhead_whose_holders_are_busy_lets_a_call_wait_for_a_slot(monkeypat
         thread.join(10)
 
 
+def test_a_waiting_call_is_refused_once_the_holders_come_to_look_stuck(monkeypatch):
+    """A hang starts while a call waits: the call gives its thread back as soon as the
+    holders look stuck, not after its whole wait (an hour here, so only that can end it)."""
+    clock = [100.0]
+    monkeypatch.setattr("ctxcloud.bulkhead.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("ctxcloud.bulkhead.QUEUE_WAIT", 3600.0)
+    bulkhead = Bulkhead("storage", 2, Refused)
+    bulkhead._free = watched = WatchedSlots(bulkhead._free)
+    holders, release = hold_slots(bulkhead, 2)
+    outcome: list[object] = []
+
+    def wait_for_a_slot() -> None:
+        try:
+            with bulkhead.slot():
+                outcome.append("served")
+        except Refused as refused:
+            outcome.append(refused)
+
+    waiter = threading.Thread(target=wait_for_a_slot)
+    waiter.start()
+    assert watched.waiting.wait(10)  # it waits: the holders are merely busy so far
+    clock[0] += 5  # ... and now they have been inside for 5 s
+    waiter.join(10)
+    assert not waiter.is_alive() and isinstance(outcome[0], Refused)
+    assert bulkhead.refused == 1
+    release.set()
+    for holder in holders:
+        holder.join(10)
+
+
 def test_a_guarded_iterator_holds_a_slot_only_while_it_steps():
     bulkhead = Bulkhead("storage", 1, Refused)
     closed = []
