@@ -20,10 +20,11 @@ from ctxcloud.plugins.auth_oauth.verify import authenticate_client_token
 def config_defaults():
     return {
         # Seconds a client-credentials token lives (covered by a signing key's retirement).
-        "JWT_CLIENT_TOKEN_EXPIRES": 3600,
+        # bandit B105 reads "TOKEN" in these names as a password: lifetimes and limits.
+        "JWT_CLIENT_TOKEN_EXPIRES": 3600,  # nosec B105
         # Client authentications per window at the token, introspection and revocation
         # endpoints, per client address and per client id.
-        "RATE_LIMIT_OAUTH_TOKEN": "60/minute",
+        "RATE_LIMIT_OAUTH_TOKEN": "60/minute",  # nosec B105
         # The `issuer` of the RFC 8414 metadata (the service's public URL); None: JWT_ISSUER
         # when it is a URL, else the request's root URL.
         "OAUTH_ISSUER": None,

@@ -170,7 +170,7 @@ class Introspection(IntrospectionEndpoint):
             "active": True,
             "scope": claims["scope"],
             "client_id": claims["sub"],
-            "token_type": "Bearer",
+            "token_type": "Bearer",  # nosec B105: the OAuth 2 token type's name
             "exp": claims["exp"],
             "iat": claims["iat"],
             "nbf": claims.get("nbf", claims["iat"]),
