@@ -19,6 +19,7 @@ install-test: $(BIN)/activate
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_gcs
 	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_azure
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client
 
 run: install
 	$(BIN)/ctxcloud db upgrade
@@ -28,7 +29,7 @@ run: install
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -c pyproject.toml -r app plugins
+	$(BIN)/bandit -q -c pyproject.toml -r app plugins client/ctxcloud_client
 
 # Known vulnerabilities in the pinned dependencies (warns, passes, if the service is unreachable).
 audit: install-test
