@@ -195,3 +195,30 @@ def test_the_client_page_example_runs(server, api_key, monkeypatch, tmp_path):
     namespace: dict = {}
     exec(compile(code.replace("http://localhost:8000", server.url), str(DOC), "exec"), namespace)
     assert (tmp_path / "handbook" / "docs" / "adr" / "0001.md").read_text() == "# Use PostgreSQL\n"
+
+
+def test_a_staged_upload_commits_with_inline_entries_as_one_revision(server, api_key, tmp_path):
+    """The client's staged uploads against the real server: a large file streamed from disk
+    as an upload, and a small one inline, in one commit; byte-exact afterwards."""
+    data = os.urandom(BIG)
+    source = tmp_path / "upload.bin"
+    source.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    with Client(server.url, api_key=api_key) as ctx:
+        ctx.create_project("Staging", slug="staging")
+        upload = ctx.create_upload("staging")
+        with source.open("rb") as file:
+            sent = ctx.send_upload("staging", upload.upload_id, file, sha256=digest)
+        assert (sent.size, sent.sha256) == (BIG, digest)
+        revision = ctx.commit(
+            "staging",
+            put=[
+                {"path": "data/upload.bin", "upload_id": upload.upload_id},
+                {"path": "notes/a.md", "content": "# a\n"},
+            ],
+            parent_revision=0,
+        )
+        assert revision.revision == 1
+        assert ctx.get_entry("staging", "data/upload.bin") == data
+        with pytest.raises(cc.Conflict):  # an upload becomes one entry, once
+            ctx.commit("staging", put=[{"path": "again.bin", "upload_id": upload.upload_id}])
