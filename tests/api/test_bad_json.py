@@ -70,7 +70,7 @@ def world(app, client, tenant) -> dict[str, Any]:
         "owner": owner,
         "platform": platform,
         "spec": spec,
-        "params": {"project": "p", "user_id": user.id, "tenant_id": tenant.id},
+        "params": {"project": "p", "user_id": user.id, "tenant_id": tenant.id, "name": "kc"},
     }
 
 
