@@ -19,7 +19,7 @@ install-test: $(BIN)/activate
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_gcs
 	$(BIN)/pip install --quiet -c constraints.txt -e ./plugins/storage_azure
-	$(BIN)/pip install --quiet -c constraints.txt -e ./client
+	$(BIN)/pip install --quiet -c constraints.txt -e "./client[mcp]"
 
 run: install
 	$(BIN)/ctxcloud db upgrade
