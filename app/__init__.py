@@ -37,6 +37,7 @@ _export(
     "requires_authentication",
     "public",
     "is_allowed",
+    "check_delegation",
     "emit_audit",
 )
 _export("ctxcloud.roles", "ROLES", "ROLE_PERMISSIONS", "PERMISSIONS", "PLATFORM_PERMISSIONS")

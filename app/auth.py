@@ -10,7 +10,7 @@ the view runs, and leaves the accepted actor where ``current_actor()`` reads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -96,6 +96,56 @@ def authorize(action: str, resource: Any = None) -> Actor:
         emit_audit("permission_denied", action=action)
         raise errors.Forbidden(f"This credential lacks the permission {action!r}.")
     return actor
+
+
+def check_delegation(
+    scopes: Iterable[str],
+    project_ids: Iterable[str] | None,
+    creator: Actor | None,
+    *,
+    what: str = "credential",
+) -> None:
+    """The rules of a credential made by another (an API key, an OAuth client, ...):
+
+    - its scopes are registered permissions of a tenant (422 ``validation_error`` on
+      ``scopes``: none, an unknown one, or ``platform:admin``, which only platform keys hold);
+    - it never holds more than `creator` (403 ``forbidden``): no scope the creator lacks, and
+      a creator restricted to some projects makes only credentials restricted to some of
+      those. `creator` None: the command line, which may give any tenant permission.
+    """
+    from ctxcloud.roles import PLATFORM_PERMISSIONS
+
+    wanted = set(scopes)
+    known = set(flask.current_app.extensions["ctxcloud"].permissions)
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise errors.ValidationFailed({"scopes": [f"Unknown scope: {n}." for n in unknown]})
+    if not wanted:
+        raise errors.ValidationFailed({"scopes": ["At least one scope."]})
+    if creator is not None:
+        _within_creator(wanted, project_ids, creator, what)
+    platform = sorted(wanted & set(PLATFORM_PERMISSIONS))
+    if platform:
+        raise errors.ValidationFailed(
+            {"scopes": [f"{', '.join(platform)} belongs to platform keys only."]}
+        )
+
+
+def _within_creator(
+    wanted: set[str], project_ids: Iterable[str] | None, creator: Actor, what: str
+) -> None:
+    missing = sorted(wanted - creator.permissions)
+    if missing:
+        raise errors.Forbidden(
+            f"A {what} cannot hold what its creator lacks: {', '.join(missing)}."
+        )
+    projects = None if project_ids is None else set(project_ids)
+    if creator.project_ids is not None and (
+        projects is None or not projects <= creator.project_ids
+    ):
+        raise errors.Forbidden(
+            f"This credential is restricted to some projects; so is any {what} it makes."
+        )
 
 
 def emit_audit(event_type: str, **fields: Any) -> None:

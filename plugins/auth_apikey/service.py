@@ -11,10 +11,10 @@ import peewee
 from ctxcloud import (
     PLATFORM_PERMISSIONS,
     Actor,
-    Forbidden,
     NotFound,
     Tenant,
     ValidationFailed,
+    check_delegation,
     database,
     emit_audit,
     new_id,
@@ -25,31 +25,9 @@ from ctxcloud.plugins.auth_apikey.keys import generate_key, key_hash
 from ctxcloud.plugins.auth_apikey.models import ApiKey
 from ctxcloud.tenancy import credentials_changed
 
-PLATFORM_SCOPE = "platform:admin"
-
 
 def pepper() -> bytes:
     return str(flask.current_app.config["API_KEY_PEPPER"]).encode()
-
-
-def _check_scopes(scopes: list[str]) -> None:
-    known = flask.current_app.extensions["ctxcloud"].permissions
-    unknown = sorted(set(scopes) - set(known))
-    if unknown:
-        raise ValidationFailed({"scopes": [f"Unknown scope: {name}." for name in unknown]})
-    if not scopes:
-        raise ValidationFailed({"scopes": ["At least one scope."]})
-
-
-def _check_creator(actor: Actor, scopes: set[str], project_ids: set[str] | None) -> None:
-    """A key never gets more than the credential creating it holds."""
-    missing = sorted(scopes - actor.permissions)
-    if missing:
-        raise Forbidden(f"A key cannot hold what its creator lacks: {', '.join(missing)}.")
-    if actor.project_ids is not None and (
-        project_ids is None or not project_ids <= actor.project_ids
-    ):
-        raise Forbidden("This credential is restricted to some projects; so is any key it makes.")
 
 
 def live_keys(tenant_id: str) -> peewee.ModelSelect:
@@ -99,11 +77,7 @@ def create_api_key(
         raise ValidationFailed({"name": ["Length must be between 1 and 100."]})
     if expires_at is not None and expires_at <= utcnow():
         raise ValidationFailed({"expires_at": ["Must be in the future."]})
-    _check_scopes(scopes)
-    if actor is not None:
-        _check_creator(actor, set(scopes), None if project_ids is None else set(project_ids))
-    if PLATFORM_SCOPE in scopes:
-        raise ValidationFailed({"scopes": ["platform:admin belongs to platform keys only."]})
+    check_delegation(scopes, project_ids, actor, what="key")
     key, secret = _insert(
         tenant_id=tenant_id,
         name=name,

@@ -13,10 +13,10 @@ import peewee
 from ctxcloud import (
     PLATFORM_PERMISSIONS,
     Actor,
-    Forbidden,
     NotFound,
     Tenant,
     ValidationFailed,
+    check_delegation,
     database,
     emit_audit,
     tenancy,
@@ -35,27 +35,6 @@ def known_scopes() -> set[str]:
     return set(flask.current_app.extensions["ctxcloud"].permissions) - set(PLATFORM_PERMISSIONS)
 
 
-def _check_scopes(scopes: list[str]) -> None:
-    unknown = sorted(set(scopes) - known_scopes())
-    if unknown:
-        raise ValidationFailed({"scopes": [f"Unknown scope: {name}." for name in unknown]})
-    if not scopes:
-        raise ValidationFailed({"scopes": ["At least one scope."]})
-
-
-def _check_creator(actor: Actor, scopes: set[str], project_ids: set[str] | None) -> None:
-    """A client never gets more than the credential creating it holds."""
-    missing = sorted(scopes - actor.permissions)
-    if missing:
-        raise Forbidden(f"A client cannot hold what its creator lacks: {', '.join(missing)}.")
-    if actor.project_ids is not None and (
-        project_ids is None or not project_ids <= actor.project_ids
-    ):
-        raise Forbidden(
-            "This credential is restricted to some projects; so is any client it makes."
-        )
-
-
 def create_client(
     tenant_id: str,
     name: str,
@@ -69,9 +48,7 @@ def create_client(
     project_ids = None if project_ids is None else sorted(set(project_ids))
     if not isinstance(name, str) or not 1 <= len(name) <= 100:
         raise ValidationFailed({"name": ["Length must be between 1 and 100."]})
-    _check_scopes(scopes)
-    if actor is not None:
-        _check_creator(actor, set(scopes), None if project_ids is None else set(project_ids))
+    check_delegation(scopes, project_ids, actor, what="client")
     secret = new_secret()
     with database.atomic():
         tenant = Tenant.get_by_id(tenant_id)

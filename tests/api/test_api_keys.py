@@ -283,6 +283,7 @@ def test_platform_keys_hold_platform_admin_and_no_tenant(client, platform_key):
         "role": None,
         "permissions": ["platform:admin"],
         "project_ids": None,
+        "issuer": None,
     }
     assert client.get("/api/v1/-/plugins", headers=bearer(platform_key)).status_code == 200
     # It is nobody's tenant key: tenant routes refuse it.

@@ -69,7 +69,6 @@ def test_a_client_never_holds_more_than_its_creator(app, client, tenant, admin):
     "body",
     [
         {"scopes": ["context:nope"]},
-        {"scopes": ["platform:admin"]},
         {"scopes": []},
         {"name": ""},
         {"name": "x" * 101},
@@ -82,6 +81,14 @@ def test_bad_clients_are_refused_and_nothing_is_made(app, client, admin, body):
     assert response.status_code == 422, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     assert client.get(CLIENTS, headers=admin).get_json() == []
+
+
+def test_platform_admin_is_no_clients_scope(app, client, admin):
+    """A tenant credential lacks it (403, as for API keys); the command line, which may give
+    any tenant permission, is told it belongs to platform keys only."""
+    assert_problem(create(client, admin, scopes=["platform:admin"]), 403, "forbidden")
+    made = oauth_cli(app, "create", "--tenant", "acme", "--name", "x", "--scopes", "platform:admin")
+    assert made.exit_code != 0 and "platform keys only" in made.output
 
 
 def test_managing_clients_needs_keys_manage(app, client, tenant, admin):
