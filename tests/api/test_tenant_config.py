@@ -216,6 +216,7 @@ def test_usage_is_exact_through_every_kind_of_change(
         "storage_bytes": 0,
         "users": 0,
         "api_keys": 1,
+        "oauth_clients": 0,  # a plugin's count, passed through
         "requests": None,
     }
     create_project(client, auth, slug="p")
