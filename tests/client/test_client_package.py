@@ -60,6 +60,17 @@ def test_the_client_installs_alone_with_its_pins(tmp_path):
     assert found["absent"] == list(SERVER_ONLY)
     assert "httpx" in found["dists"] and "ctxcloud-client" in found["dists"]
     assert not {"flask", "peewee", "boto3", "ctxcloud"} & set(found["dists"])
+    # The `ctx` command works from that install alone: its help, and a clear usage error.
+    ctx = target / "bin" / "ctx"
+    helped = subprocess.run(
+        [str(ctx), "--help"], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "push" in helped.stdout and "pull" in helped.stdout
+    misused = subprocess.run(
+        [str(ctx), "push"], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+    )
+    assert misused.returncode == 2, (misused.returncode, misused.stderr)
     # The type information ships with it.
     typed = subprocess.run(
         [
