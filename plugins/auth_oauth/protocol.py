@@ -18,7 +18,13 @@ import flask
 import flask_jwt_extended
 import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidScopeError, TokenMixin, grants
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidClientError,
+    InvalidScopeError,
+    TokenMixin,
+    grants,
+)
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -202,6 +208,14 @@ class Revocation(RevocationEndpoint):
 class Server(AuthorizationServer):
     """Authlib's Flask server; ``invalid_client`` is always 401 with ``WWW-Authenticate``,
     whichever way the client authenticated (RFC 6749 §5.2 allows it, the API promises it)."""
+
+    def authenticate_client(self, request: Any, methods: Any, endpoint: str = "token") -> Any:
+        """Authlib's client authentication, where HTTP Basic credentials that are not UTF-8
+        are the client failing to authenticate (Authlib lets the decoding error out)."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except UnicodeDecodeError:
+            raise InvalidClientError(status_code=401) from None
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> flask.Response:
         """JSON as the rest of the API writes it (compact), with the RFC's headers."""

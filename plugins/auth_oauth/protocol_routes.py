@@ -10,11 +10,8 @@ pipeline; attempts are limited per client address and per client id.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from urllib.parse import unquote
-
 import flask
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask.views import MethodView
 
 from ctxcloud import Blueprint, client_address, limit, public, setting
@@ -53,14 +50,14 @@ def attempts() -> str:
 
 
 def presented_client_id() -> str:
-    """The client id an attempt names (Basic or form), to count guesses per client."""
-    authorization = flask.request.headers.get("Authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            return unquote(base64.b64decode(value.strip()).decode().partition(":")[0])[:64]
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return "-"
+    """The client id an attempt names (Basic, read as Authlib reads it, or the form), to
+    count guesses per client."""
+    try:
+        client_id, _ = extract_basic_authorization(flask.request.headers)
+    except UnicodeDecodeError:
+        return "-"
+    if client_id:
+        return client_id[:64]
     client_id = flask.request.form.get("client_id")
     return client_id[:64] if isinstance(client_id, str) and client_id else "-"
 

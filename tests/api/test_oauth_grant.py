@@ -4,6 +4,8 @@ act like the client (its tenant, scopes, projects and rate-limit budget)."""
 
 from __future__ import annotations
 
+import base64
+
 import jwt
 import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
@@ -106,6 +108,7 @@ def test_a_client_that_cannot_authenticate_gets_invalid_client(app, client, tena
         "unknown client": basic("ctxc_" + "a" * 20, ci[1]),
         "no credentials": {},
         "malformed basic": {"Authorization": "Basic !!!not-base64"},
+        "basic not UTF-8": {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
         "other tenant's secret": basic(ci[0], theirs[1]),
     }[case]
     response = client.post(TOKEN, data=form, headers=headers)
@@ -151,6 +154,16 @@ def test_a_clients_tokens_share_the_clients_rate_limit_budget(app_config):
         # Another client of the tenant has a budget of its own.
         other = bearer(client_token(client, *make_oauth_client(app, tenant, name="other")))
         assert client.get(WHOAMI, headers=other).status_code == 200
+
+
+def test_introspection_and_revocation_refuse_basic_credentials_that_are_not_utf8(client, ci):
+    token = client_token(client, *ci)
+    garbled = {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()}
+    for url in (INTROSPECT, REVOKE):
+        assert_oauth_error(
+            client.post(url, data={"token": token}, headers=garbled), 401, "invalid_client"
+        )
+    assert client.get(WHOAMI, headers=bearer(token)).status_code == 200  # nothing revoked
 
 
 def test_introspection_answers_for_the_tokens_tenant_only(app, client, tenant, ci):
