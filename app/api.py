@@ -12,6 +12,8 @@ once per app.
 from __future__ import annotations
 
 import http
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import flask
@@ -394,8 +396,56 @@ class PaginationMetadataSchema(pagination.PaginationMetadataSchema):
 
 
 class Api(flask_smorest.Api):
-    """flask-smorest's Api with problem+json as its error schema; the rest of what ctxcloud
-    documents goes in through public API (`create_api`), and no method is overridden."""
+    """flask-smorest's Api with problem+json as its error schema, documenting its routes when
+    the document is first read rather than when they are registered.
+
+    Writing a blueprint's operations into the document (flask-smorest's
+    ``register_views_in_doc``: deep copies and marshmallow schema resolution) was most of the
+    cost of building an app, which every worker start, CLI command and test pays, while the
+    document is read only by ``/api/v1/openapi.json`` and Swagger UI. So `register_blueprint`
+    registers the routes at once and queues their documentation; `defer` queues other work
+    that must follow it; reading `spec` runs the queue, in order, once. The document comes
+    out the same. ``wsgi.py`` reads it at start so a server still fails there on a broken one.
+    The rest of what ctxcloud documents goes in through public API (`create_api`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._spec: Any = None
+        self._pending: list[Callable[[Any], None]] = []
+        self._documenting = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def spec(self) -> Any:
+        """The OpenAPI document (apispec's APISpec), with every queued part written in."""
+        if self._pending:
+            with self._documenting:
+                while self._pending:
+                    self._pending.pop(0)(self._spec)
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = value
+
+    def defer(self, step: Callable[[Any], None]) -> None:
+        """Run `step(spec)` when the document is first read, after what is queued already; it
+        writes into the APISpec it is given (reading `self.spec` there would wait on itself)."""
+        self._pending.append(step)
+
+    def register_blueprint(
+        self, blp: flask_smorest.Blueprint, *, parameters: Any = None, **options: Any
+    ) -> None:
+        """flask-smorest's registration, its documentation part queued (see the class)."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+
+        def document(spec: Any) -> None:
+            blp.register_views_in_doc(self, self._app, spec, name=name, parameters=parameters)
+            spec.tag({"name": name, "description": blp.description})
+
+        self.defer(document)
 
     # flask-smorest documents its default error responses with this schema (and registers it
     # when the Api is made): here every error is a problem.
@@ -403,39 +453,44 @@ class Api(flask_smorest.Api):
 
     def register_problem_responses(self, responses: list[ProblemResponse]) -> None:
         """Document each declared problem response once, under its name (the core's and every
-        plugin's); routes reference it with ``alt_response(status, response=name)``."""
-        for declared in responses:
-            status = declared.status
-            response: dict[str, Any] = {
-                "description": declared.description or http.HTTPStatus(status).phrase,
+        plugin's); routes reference it with ``alt_response(status, response=name)``. Queued
+        (`defer`) like the rest of the document."""
+        self.defer(lambda spec: _document_problem_responses(spec, responses))
+
+
+def _document_problem_responses(spec: Any, responses: list[ProblemResponse]) -> None:
+    for declared in responses:
+        status = declared.status
+        response: dict[str, Any] = {
+            "description": declared.description or http.HTTPStatus(status).phrase,
+        }
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "schema": {"type": "string"},
+                    "description": "Bearer challenge",
+                }
             }
-            if status == 401:
-                response["headers"] = {
-                    "WWW-Authenticate": {
-                        "schema": {"type": "string"},
-                        "description": "Bearer challenge",
-                    }
+        if status == 503:
+            response["headers"] = {
+                "Retry-After": {
+                    "schema": {"type": "integer"},
+                    "description": "Seconds until a retry may succeed",
+                    "example": 5,
                 }
-            if status == 503:
-                response["headers"] = {
-                    "Retry-After": {
-                        "schema": {"type": "integer"},
-                        "description": "Seconds until a retry may succeed",
-                        "example": 5,
-                    }
-                }
-            if status == 429:
-                response["headers"] = {
-                    "Retry-After": {
-                        "schema": {"type": "integer"},
-                        "description": "Seconds until a retry may succeed",
-                        "example": 42,
-                    },
-                    **{name: _ref("headers", name) for name in RATE_LIMIT_HEADERS},
-                }
-            example = problem_example(status, declared.code, declared.detail)
-            response["content"] = _problem_content(example)
-            self.spec.components.response(declared.name, response)
+            }
+        if status == 429:
+            response["headers"] = {
+                "Retry-After": {
+                    "schema": {"type": "integer"},
+                    "description": "Seconds until a retry may succeed",
+                    "example": 42,
+                },
+                **{name: _ref("headers", name) for name in RATE_LIMIT_HEADERS},
+            }
+        example = problem_example(status, declared.code, declared.detail)
+        response["content"] = _problem_content(example)
+        spec.components.response(declared.name, response)
 
 
 def create_api(app: flask.Flask) -> Api:
@@ -453,12 +508,19 @@ def create_api(app: flask.Flask) -> Api:
             "info": {"description": API_DESCRIPTION},
         },
     )
-    components = api.spec.components
+    api.defer(_document_components)
+    app.register_blueprint(docs)
+    return api
+
+
+def _document_components(spec: Any) -> None:
+    """What every route's documentation refers to (queued first: the routes' go after it)."""
+    components = spec.components
     for name, (description, example) in RATE_LIMIT_HEADERS.items():
         components.header(
             name, {"description": description, "schema": {"type": "integer"}, "example": example}
         )
-    _document_default_responses(components, api.DEFAULT_ERROR_RESPONSE_NAME)
+    _document_default_responses(components, Api.DEFAULT_ERROR_RESPONSE_NAME)
     _document_pagination_header(components)
     components.security_scheme(
         "bearerAuth",
@@ -480,8 +542,6 @@ def create_api(app: flask.Flask) -> Api:
             "description": "`X-API-Key: ctx_...`: an API key, as an alternative to bearer.",
         },
     )
-    app.register_blueprint(docs)
-    return api
 
 
 def _problem_content(example: dict[str, Any]) -> dict[str, Any]:
@@ -570,10 +630,17 @@ SWAGGER_UI_PAGE = """\
 @public
 def openapi_json() -> flask.Response:
     """The OpenAPI document, built on the first request: nothing changes it after start-up."""
-    ext = flask.current_app.extensions["ctxcloud"]
+    app = flask.current_app
+    return app.response_class(openapi_document(app), mimetype="application/json")
+
+
+def openapi_document(app: flask.Flask) -> str:
+    """The app's OpenAPI document as served (JSON), written on first use and kept."""
+    ext = app.extensions["ctxcloud"]
     if ext.openapi_json is None:
-        ext.openapi_json = flask.json.dumps(ext.api.spec.to_dict(), indent=2, sort_keys=False)
-    return flask.current_app.response_class(ext.openapi_json, mimetype="application/json")
+        with app.app_context():
+            ext.openapi_json = flask.json.dumps(ext.api.spec.to_dict(), indent=2, sort_keys=False)
+    return ext.openapi_json
 
 
 @docs.route("/docs")

@@ -209,13 +209,19 @@ def _problem_responses(pm: pluggy.PluginManager) -> list[ProblemResponse]:
 
 def _document_tenant_options(ext: CtxCloud) -> None:
     """The tenant config API's quotas and settings are whatever the plugins declared: their
-    OpenAPI components are drawn from the declarations, once they are known."""
-    assert ext.api is not None and ext.tenant_options is not None
-    components = ext.api.spec.components
-    for name, schema in ext.tenant_options.openapi(ext.api.ma_plugin.converter).items():
-        components.schemas.pop(name, None)
-        components.schemas_lazy.pop(name, None)
-        components.schema(name, schema)
+    OpenAPI components are drawn from the declarations, once they are known, and replace
+    what the routes' documentation wrote (so this is queued after it)."""
+    api, options = ext.api, ext.tenant_options
+    assert api is not None and options is not None
+
+    def document(spec: Any) -> None:
+        components = spec.components
+        for name, schema in options.openapi(api.ma_plugin.converter).items():
+            components.schemas.pop(name, None)
+            components.schemas_lazy.pop(name, None)
+            components.schema(name, schema)
+
+    api.defer(document)
 
 
 def _check_route_permissions(app: flask.Flask, permissions: Mapping[str, str]) -> None:

@@ -6,6 +6,9 @@ every schema field has a description and an example; every example is valid for 
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -276,6 +279,28 @@ def test_the_document_is_built_once_per_app(app, client, monkeypatch):
     assert len(builds) == 1
     served = [rule for rule in app.url_map.iter_rules() if rule.rule == "/api/v1/openapi.json"]
     assert [rule.endpoint for rule in served] == ["api-docs.openapi_json"]
+
+
+def test_the_document_is_written_when_first_read_and_a_server_writes_it_at_start(
+    app_config, monkeypatch
+):
+    """Building an app queues the document's writing (the bulk of an app's build); the first
+    read writes all of it, so it is the same document whichever comes first. wsgi.py, which
+    servers load, reads it at start: a broken document fails there, not on a request."""
+    application = create_app(app_config)
+    api = application.extensions["ctxcloud"].api
+    assert api._pending  # nothing written yet
+    read_first = api.spec.to_dict()
+    assert not api._pending
+    served = application.test_client().get("/api/v1/openapi.json").get_json()
+    assert served == json.loads(json.dumps(read_first))
+    assert len(served["paths"]) > 30
+
+    for name, value in app_config.items():
+        monkeypatch.setenv(f"CTXCLOUD_{name}", str(value))
+    monkeypatch.delitem(sys.modules, "wsgi", raising=False)
+    wsgi = importlib.import_module("wsgi")
+    assert json.loads(wsgi.app.extensions["ctxcloud"].openapi_json) == served
 
 
 def test_every_error_response_flask_smorest_may_reference_is_a_problem(app):
