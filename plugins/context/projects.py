@@ -19,6 +19,7 @@ from ctxcloud import (
     PreparedSelect,
     ValidationFailed,
     database,
+    emit_audit,
     for_update,
     new_id,
     objects,
@@ -134,6 +135,10 @@ def delete(actor: Actor, ref: str) -> None:
     with database.atomic():
         project = resolve(actor, ref, lock=True)
         keys = _delete_rows(project)
+        # In the transaction: the audit row commits (or rolls back) with the deletion.
+        emit_audit(
+            "project_deleted", tenant_id=project.tenant_id, project_id=project.id, slug=project.slug
+        )
     objects.delete_quietly(keys)
 
 
