@@ -13,7 +13,7 @@ from ctxcloud import BadRequest, NotFound, tenancy
 from ctxcloud.plugins.audit_log.models import PLATFORM_CHAIN, AuditEvent
 
 TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
-ACTOR = re.compile(r"^(?:([a-z][a-z_]{0,31}):)?([A-Za-z0-9_.@:/+-]{1,300})$")
+ACTOR = re.compile(r"^(?:([a-z][a-z_]{0,31}):)?([A-Za-z0-9_.@:/+-]{0,299}[A-Za-z0-9_.@/+-])$")
 TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_TYPES = 20
 
