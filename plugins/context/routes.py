@@ -7,8 +7,17 @@ import hashlib
 import flask
 from flask.views import MethodView
 
-from ctxcloud import MAX_PAGE_SIZE, Blueprint, NotFound, current_actor, page_and_size, requires
-from ctxcloud.plugins.context import http, projects, service
+from ctxcloud import (
+    MAX_PAGE_SIZE,
+    Blueprint,
+    NotFound,
+    ValidationFailed,
+    current_actor,
+    page_and_size,
+    requires,
+)
+from ctxcloud.plugins.context import changes, http, projects, service
+from ctxcloud.plugins.context.change_routes import wait_field
 from ctxcloud.plugins.context.manifest_cache import manifest_cache
 from ctxcloud.plugins.context.paths import existing_path, validate_prefix
 from ctxcloud.plugins.context.schemas import (
@@ -82,6 +91,12 @@ PROJECT_PARAM = {
 NUMBER_PARAM = {"in": "path", "name": "number", "description": "Revision number", "example": 7}
 
 
+class WatchedManifestQuerySchema(ManifestQuerySchema):
+    """The manifest's query, and `wait` (docs/changes.md): not part of the manifest's ETag."""
+
+    wait = wait_field()
+
+
 def manifest_etag(project_id: str, revision: int, query: dict) -> str:
     fingerprint = f"{project_id}|{revision}|{sorted(query.items())}".encode()
     return '"m' + hashlib.sha256(fingerprint).hexdigest()[:32] + '"'
@@ -90,26 +105,43 @@ def manifest_etag(project_id: str, revision: int, query: dict) -> str:
 @blp.route("", parameters=[PROJECT_PARAM])
 class Manifest(MethodView):
     @requires("context:read")
-    @blp.arguments(ManifestQuerySchema(), location="query")
+    @blp.arguments(WatchedManifestQuerySchema(), location="query")
     @blp.response(200, ManifestSchema, headers={"ETag": ETAG_HEADER})
-    @blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
+    @blp.alt_response(
+        304,
+        description="Not modified (If-None-Match matched the ETag; with `wait`, nothing "
+        "changed within `wait` seconds)",
+    )
     @blp.alt_response(400, response="BadRequest")
     @blp.alt_response(404, response="NotFound")
     @blp.alt_response(422, response="ValidationError")
+    @blp.alt_response(503, response="TooManyWatchers")
     def get(self, query, project):
         """Read the context manifest
 
         Every live entry (path, size, sha256, type, metadata, revision) at the head or at
         `revision`, optionally under `prefix`; with `include_content=true`, text entries are
         inlined as `content` up to `max_bytes` in all, and each entry left out says why.
+
+        With `wait` (seconds, at most 60) and an `If-None-Match` that matches the head's ETag,
+        the request waits: the new manifest as soon as the project changes, else 304 after
+        `wait` seconds (docs/changes.md). `wait` reads the head only (with `revision`: 422).
+        Past the process's `WATCH_MAX_WAITERS`, a 503 `too_many_watchers` with `Retry-After`.
         """
         actor = current_actor()
         found = projects.resolve(actor, project)
+        wait = query.pop("wait", None)
+        if wait is not None and "revision" in query:
+            raise ValidationFailed({"wait": ["wait watches the head: not with revision."]})
         prefix = validate_prefix(query["prefix"])
         revision = query.get("revision", found.revision)
         if "revision" in query:
             service.check_revision(found, revision)
         etag = manifest_etag(found.id, revision, query)
+        if http.not_modified(etag) and wait is not None:
+            found = changes.wait_for_change(actor, project, found, wait)
+            revision = found.revision
+            etag = manifest_etag(found.id, revision, query)
         if http.not_modified(etag):
             return flask.Response(status=304, headers={"ETag": etag})
         cacheable = not query["include_content"]

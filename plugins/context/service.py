@@ -25,7 +25,7 @@ from ctxcloud import (
     tenancy,
     utcnow,
 )
-from ctxcloud.plugins.context import projects, uploads, write_rules
+from ctxcloud.plugins.context import projects, uploads, watch, write_rules
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
@@ -268,6 +268,7 @@ def put_entry(
     except BaseException:
         objects.delete_quietly([stored.key])
         raise
+    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
     return version, current is None
 
 
@@ -282,6 +283,7 @@ def delete_entry(actor: Actor, project: Project, path: str, preconditions: Preco
         preconditions.check(current)
         number = _new_revision(project, actor, "", [{"path": path, "action": "delete"}])
         _record_delete(project, number, path)
+    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
     return number
 
 
@@ -396,10 +398,12 @@ def commit(
                 _record_put(project, number, write, obj)
             for path in deletes:
                 _record_delete(project, number, path)
-            return Revision.get(Revision.project == project.id, Revision.number == number)
+            revision = Revision.get(Revision.project == project.id, Revision.number == number)
     except BaseException:
         objects.delete_quietly([obj.key for obj in stored.values()])
         raise
+    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
+    return revision
 
 
 def _commit_path(path: str) -> str:
