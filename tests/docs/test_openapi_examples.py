@@ -129,6 +129,8 @@ PLAN: list[tuple[str | Callable, str]] = [
     (put_bytes("docs/old.md", b"old\n"), OWNER),  # 2: what the commit example deletes
     (put_bytes("docs/adr/0001.md", b"# Use PostgreSQL, really\n"), OWNER),  # 3
     ("GET /api/v1/projects/{project}/context", OWNER),  # revision=3
+    ("GET /api/v1/projects/{project}/context/diff", OWNER),  # from 1 to 3
+    ("GET /api/v1/projects/{project}/context/render", OWNER),  # revision=3
     (f"GET {ENTRY}", OWNER),
     (f"HEAD {ENTRY}", OWNER),  # revision=3
     *((put_bytes(f"notes/{n}.md", b"n\n"), OWNER) for n in range(4)),  # 4-7
@@ -136,6 +138,8 @@ PLAN: list[tuple[str | Callable, str]] = [
     ("POST /api/v1/projects/{project}/context/uploads", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions/{number}", OWNER),  # 7
+    # since=3 (wait=30): the head is past it, so the answer comes at once.
+    ("GET /api/v1/projects/{project}/context/changes", OWNER),
     (f"DELETE {ENTRY}", OWNER),
     ("POST /api/v1/api-keys", OWNER),
     ("GET /api/v1/api-keys/{key_id}", OWNER),
