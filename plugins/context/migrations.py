@@ -410,6 +410,36 @@ def _uploads(migrator, db) -> None:
     db.create_tables([ContextUpload])
 
 
+def _links(migrator, db) -> None:
+    """Signed links to a pinned revision (plugins/context/links.py)."""
+
+    class Project(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+
+        class Meta:
+            database = db
+            table_name = "project"
+
+    class ContextLink(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=32)
+        tenant_id = peewee.CharField(max_length=64, index=True)
+        project = peewee.ForeignKeyField(Project, column_name="project_id", on_delete="CASCADE")
+        revision = peewee.BigIntegerField()
+        path = peewee.TextField(null=True)
+        key_id = peewee.CharField(max_length=64)
+        created_by = peewee.CharField(max_length=200)
+        created_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField(index=True)
+        revoked_at = peewee.DateTimeField(null=True)
+        revoked_by = peewee.CharField(max_length=200, null=True)
+
+        class Meta:
+            database = db
+            table_name = "context_link"
+
+    db.create_tables([ContextLink])
+
+
 MIGRATIONS = [
     Migration("projects.0001_initial", _projects_initial),
     Migration(
@@ -441,5 +471,11 @@ MIGRATIONS = [
         _uploads,
         depends_on=("context.0004_object_key_index",),
         description="Staged uploads for commits of any size",
+    ),
+    Migration(
+        "context.0006_links",
+        _links,
+        depends_on=("context.0005_uploads",),
+        description="Signed links to a pinned revision",
     ),
 ]

@@ -104,4 +104,13 @@ def declared() -> list[Quota | Setting]:
             example=100,
             bounded_by="revisions_kept",
         ),
+        Setting(
+            "links_enabled",
+            ma.fields.Boolean(allow_none=True),
+            default="LINKS_ENABLED",
+            description="Whether the tenant's members may make signed links (URLs that read "
+            "a pinned revision without a credential); off by default. Turned off, every "
+            "existing link stops working too",
+            example=True,
+        ),
     ]
