@@ -232,6 +232,8 @@ def run_session(app, client, monkeypatch) -> Session:
         200,
         headers=key_h,
     )
+    s("GET", f"{API}/projects/{pid}/context/diff?from=0&to=2", 200, headers=key_h)
+    s("GET", f"{API}/projects/{pid}/context/render?max_tokens=1000", 200, headers=key_h)
     s("GET", f"{API}/tenant", 200, headers=owner_h)
 
     # Refresh, then replay the old refresh token (theft detection ends that login).
