@@ -52,13 +52,14 @@ class ChangesQuerySchema(ma.Schema):
     wait = wait_field()
 
 
-class ChangeSchema(ma.Schema):
+class FeedChangeSchema(ma.Schema):
     revision = ma.fields.Integer(
         metadata={"description": "The revision that made the change", "example": 4}
     )
     path = ma.fields.String(metadata={"description": "Entry path", "example": "docs/adr/0002.md"})
     action = ma.fields.String(
-        metadata={"description": "`put` (written) or `delete`", "enum": ["put", "delete"]}
+        validate=validate.OneOf(["put", "delete"]),
+        metadata={"description": "`put` (written) or `delete`", "example": "put"},
     )
     size = ma.fields.Integer(metadata={"description": "Bytes written (puts only)", "example": 1234})
     sha256 = ma.fields.String(
@@ -88,7 +89,7 @@ class ChangesSchema(ma.Schema):
         }
     )
     changes = ma.fields.List(
-        ma.fields.Nested(ChangeSchema),
+        ma.fields.Nested(FeedChangeSchema),
         metadata={
             "description": "Every path-level change after `from_revision` up to `revision`, "
             "by revision then path (one per path and revision)",

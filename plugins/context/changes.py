@@ -105,7 +105,7 @@ def wait_for_change(actor: Actor, project_ref: str, project: Project, seconds: f
     if watch is None:  # an app built without the context plugin's start-up
         return project
     start = project.revision
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + min(seconds, watch.max_wait)
     with watch.admit() as admitted:
         if not admitted:
             raise TooManyWatchers(

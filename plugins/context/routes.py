@@ -11,7 +11,6 @@ from ctxcloud import (
     MAX_PAGE_SIZE,
     Blueprint,
     NotFound,
-    ValidationFailed,
     current_actor,
     page_and_size,
     requires,
@@ -125,14 +124,15 @@ class Manifest(MethodView):
 
         With `wait` (seconds, at most 60) and an `If-None-Match` that matches the head's ETag,
         the request waits: the new manifest as soon as the project changes, else 304 after
-        `wait` seconds (docs/changes.md). `wait` reads the head only (with `revision`: 422).
+        `wait` seconds (docs/changes.md). With `revision`, `wait` is ignored (that manifest
+        never changes).
         Past the process's `WATCH_MAX_WAITERS`, a 503 `too_many_watchers` with `Retry-After`.
         """
         actor = current_actor()
         found = projects.resolve(actor, project)
         wait = query.pop("wait", None)
-        if wait is not None and "revision" in query:
-            raise ValidationFailed({"wait": ["wait watches the head: not with revision."]})
+        if "revision" in query:
+            wait = None  # a past revision's manifest never changes: `wait` watches the head
         prefix = validate_prefix(query["prefix"])
         revision = query.get("revision", found.revision)
         if "revision" in query:

@@ -67,9 +67,10 @@ def default_max_waiters(threads: int | None = None) -> int:
 class Watch:
     """This process's waiters, by project, and the signal that wakes them across processes."""
 
-    def __init__(self, max_waiters: int, retry_after: int) -> None:
+    def __init__(self, max_waiters: int, retry_after: int, max_wait: float = MAX_WAIT) -> None:
         self.max_waiters = max_waiters
         self.retry_after = retry_after
+        self.max_wait = max_wait  # a longer `wait` is shortened to this, not refused
         self.signal: Signal | None = None
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
@@ -366,6 +367,7 @@ def init_watch(app: flask.Flask) -> Watch:
     watch = Watch(
         max_waiters=max_waiters or default_max_waiters(),
         retry_after=_positive(config, "WATCH_RETRY_AFTER", int),
+        max_wait=min(_positive(config, "WATCH_MAX_WAIT", float), MAX_WAIT),
     )
     client = app.extensions["ctxcloud"].redis
     if client is not None:

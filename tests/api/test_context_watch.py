@@ -188,9 +188,15 @@ def test_the_manifest_waits_with_if_none_match(app, client, auth, pool):
     )
     stale = client.get(context_url("p", wait=60), headers={**auth, "If-None-Match": etag})
     assert stale.status_code == 200
+    # A past revision's manifest never changes: `wait` is ignored there.
+    pinned = client.get(context_url("p", revision=1), headers=auth).headers["ETag"]
+    again = client.get(
+        context_url("p", revision=1, wait=60), headers={**auth, "If-None-Match": pinned}
+    )
+    assert again.status_code == 304 and watch_of(app).waiting == 0
 
 
-@pytest.mark.parametrize("query", ["wait=0", "wait=61", "wait=x", "wait=1&revision=1"])
+@pytest.mark.parametrize("query", ["wait=0", "wait=61", "wait=x", "wait=-1", "wait=nan"])
 def test_bad_manifest_waits_are_422(client, auth, query):
     create_project(client, auth, slug="p")
     put_entry(client, auth, "p", "a.md", b"one", expect=201)
@@ -248,3 +254,10 @@ def test_waiters_of_several_projects_each_get_their_own_change(app, client, auth
     put_entry(client, auth, "p", "p.md", b"one", expect=201)
     for waiter in waiters[:2]:
         assert waiter.result(timeout=GUARD).get_json()["changes"][0]["path"] == "p.md"
+
+
+def test_a_wait_past_watch_max_wait_is_shortened_not_refused(app, client, auth):
+    create_project(client, auth, slug="p")
+    watch_of(app).max_wait = 0.1  # WATCH_MAX_WAIT
+    response = client.get(changes_url("p", since=0, wait=60), headers=auth)
+    assert response.status_code == 200 and response.get_json()["changes"] == []

@@ -187,6 +187,8 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(app, app_config, tm
         # Generated identity-provider registrations name made-up hosts: where DNS answers
         # (not on this loopback-only machine), a fetch must not hold a worker for long.
         CTXCLOUD_OIDC_HTTP_TIMEOUT="1",
+        # A generated `wait` (up to 60 s) on a project with no change would wait it out.
+        CTXCLOUD_WATCH_MAX_WAIT="0.2",
     )
 
     def run_cli(*args: str) -> dict[str, Any]:
