@@ -283,7 +283,7 @@ _RANGE_PARAMS = [
 ]
 
 
-@reads.route("/<link_id>", parameters=[LINK_PARAM, TOKEN_PARAM])
+@reads.route("/<link_id>", parameters=[LINK_PARAM, TOKEN_PARAM], merge_slashes=False)
 class LinkRoot(MethodView):
     @public
     @limit(link_reads, key_func=client_address, scope="link_address")
@@ -391,7 +391,7 @@ def _negotiated_format() -> str:
     return {"text/plain": "text", "application/json": "json"}.get(best, "markdown")
 
 
-@reads.route("/<link_id>/render", parameters=[LINK_PARAM])
+@reads.route("/<link_id>/render", parameters=[LINK_PARAM], merge_slashes=False)
 class LinkRender(MethodView):
     @public
     @limit(link_reads, key_func=client_address, scope="link_address")
