@@ -35,14 +35,9 @@ from ctxcloud.plugins.context.models import EntryVersion, Project
 from ctxcloud.plugins.context.tokens import COUNTER, count_tokens
 
 FORMATS = ("markdown", "text", "json")
-MIMETYPES = {
-    "markdown": "text/markdown; charset=utf-8",
-    "text": "text/plain; charset=utf-8",
-    "json": "application/json",
-}
+MIMETYPES = {"markdown": "text/markdown", "text": "text/plain", "json": "application/json"}
 # The smallest budget the route accepts: room for a trailer that says how much was left out.
 MIN_TOKENS = 32
-REASONS = ("budget", "binary", "not_utf8", "too_large", "read_limit", "entry_limit")
 
 
 @dataclass
@@ -179,6 +174,10 @@ def trailer(fmt: str, omitted: list[Omission], total: int, room: int) -> str:
         return ""
     head = _trailer_head(fmt, len(omitted), total)
     used = count_tokens(head)
+    if used + count_tokens(_trailer_rest(omitted)) > room:
+        # No room even to say why: only how many (MIN_TOKENS leaves room for this).
+        what = f"Left out: {len(omitted)} of {total} entries."
+        return f"==> {what} <==\n" if fmt == "text" else f"---\n\n{what}\n"
     lines: list[str] = []
     for index, omission in enumerate(omitted):
         line = _trailer_line(omission)
@@ -270,10 +269,13 @@ def render(
     fixed = [item for item in decided if isinstance(item, Omission)]
     everything = sum(part.tokens for part in candidates)
     reserve = 0
-    if fixed or everything > max_tokens:
-        # The smallest trailer: its head and "and N more".
+    reasons = {item.reason for item in fixed}
+    if everything > max_tokens:
+        reasons.add("budget")
+    if reasons:
+        # The smallest trailer there will be: its head and "and N more (reasons)".
         reserve = count_tokens(_trailer_head(doc_format, total, total)) + count_tokens(
-            _trailer_rest([Omission("", reason) for reason in REASONS])
+            _trailer_rest([Omission("", reason) for reason in sorted(reasons)] * total)
         )
     used = 0
     included: set[int] = set()
