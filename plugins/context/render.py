@@ -38,6 +38,8 @@ FORMATS = ("markdown", "text", "json")
 MIMETYPES = {"markdown": "text/markdown", "text": "text/plain", "json": "application/json"}
 # The smallest budget the route accepts: room for a trailer that says how much was left out.
 MIN_TOKENS = 32
+# Tries at fitting the sections and the trailer together before dropping sections one by one.
+MAX_TRIES = 16
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Rendered:
 
     def body(self) -> str:
         if self.format == "json":
-            return json.dumps(self.as_json(), ensure_ascii=False)
+            return json.dumps(self.as_json(), ensure_ascii=False, separators=(",", ":"))
         return self.document
 
     def response(self, headers: dict[str, str] | None = None) -> flask.Response:
@@ -174,20 +176,22 @@ def trailer(fmt: str, omitted: list[Omission], total: int, room: int) -> str:
         return ""
     head = _trailer_head(fmt, len(omitted), total)
     used = count_tokens(head)
-    if used + count_tokens(_trailer_rest(omitted)) > room:
+    # "and N more" for any tail costs at most what it costs for all of them.
+    rest_cost = count_tokens(_trailer_rest(omitted))
+    if used + rest_cost > room:
         # No room even to say why: only how many (MIN_TOKENS leaves room for this).
         what = f"Left out: {len(omitted)} of {total} entries."
         return f"==> {what} <==\n" if fmt == "text" else f"---\n\n{what}\n"
     lines: list[str] = []
     for index, omission in enumerate(omitted):
         line = _trailer_line(omission)
-        rest = omitted[index + 1 :]
-        cost = count_tokens(line) + (count_tokens(_trailer_rest(rest)) if rest else 0)
-        if used + cost > room:
+        cost = count_tokens(line)
+        last = index == len(omitted) - 1
+        if used + cost + (0 if last else rest_cost) > room:
             lines.append(_trailer_rest(omitted[index:]))
             break
         lines.append(line)
-        used += count_tokens(line)
+        used += cost
     return head + "".join(lines)
 
 
@@ -266,38 +270,48 @@ def render(
         candidates.append(part)
 
     total = len(ordered)
-    fixed = [item for item in decided if isinstance(item, Omission)]
-    everything = sum(part.tokens for part in candidates)
-    reserve = 0
-    reasons = {item.reason for item in fixed}
-    if everything > max_tokens:
-        reasons.add("budget")
-    if reasons:
-        # The smallest trailer there will be: its head and "and N more (reasons)".
-        reserve = count_tokens(_trailer_head(doc_format, total, total)) + count_tokens(
-            _trailer_rest([Omission("", reason) for reason in sorted(reasons)] * total)
-        )
-    used = 0
-    included: set[int] = set()
-    for part in candidates:
-        if used + part.tokens <= max_tokens - reserve:
-            included.add(id(part))
-            used += part.tokens
 
-    while True:
+    def assemble(included: set[int]) -> tuple[list[Part], list[Omission], str, int]:
+        """The sections chosen, what was left out, the trailer, and the document's tokens.
+
+        Sections end in a newline and the next (or the trailer) starts with a mark, never
+        with whitespace: no piece of the counter spans two of them, so the document's tokens
+        are the sum of its sections' and the trailer's."""
         parts = [i for i in decided if isinstance(i, Part) and id(i) in included]
         omitted = [
             i if isinstance(i, Omission) else Omission(i.path, "budget")
             for i in decided
             if not (isinstance(i, Part) and id(i) in included)
         ]
-        body = "".join(part.section for part in parts)
-        room = max_tokens - count_tokens(body)
-        document = body + trailer(doc_format, omitted, total, room)
-        tokens = count_tokens(document)
+        body_tokens = sum(part.tokens for part in parts)
+        tail = trailer(doc_format, omitted, total, max_tokens - body_tokens)
+        return parts, omitted, tail, body_tokens + count_tokens(tail)
+
+    def choose(room: int) -> set[int]:
+        """Greedy, in order: each section that fits what is left of `room`."""
+        included, used = set(), 0
+        for part in candidates:
+            if used + part.tokens <= room:
+                included.add(id(part))
+                used += part.tokens
+        return included
+
+    # Room for the trailer: start with none, and keep back what the last try overshot, until
+    # the document fits (a few tries at most); then, if need be, drop sections from the end.
+    reserve = 0
+    for _ in range(MAX_TRIES):
+        included = choose(max_tokens - reserve)
+        parts, omitted, tail, tokens = assemble(included)
+        if tokens <= max_tokens:
+            break
+        reserve += tokens - max_tokens
+    while True:
+        document = "".join(part.section for part in parts) + tail
+        tokens = count_tokens(document)  # the one count of the whole, as reported
         if tokens <= max_tokens or not parts:
             break
-        included.discard(id(parts[-1]))  # the last included section makes way for the trailer
+        included.discard(id(parts[-1]))
+        parts, omitted, tail, _ = assemble(included)
 
     return Rendered(
         project_id=project.id,
