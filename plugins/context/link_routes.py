@@ -176,7 +176,7 @@ def link_reads() -> str:
 @blp.route("", parameters=[PROJECT_PARAM])
 class Links(MethodView):
     @requires("context:read")
-    @blp.arguments(LinkCreateSchema)
+    @blp.arguments(LinkCreateSchema, example={"revision": 3, "expires_in": 86400})
     @blp.response(201, LinkCreatedSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     @blp.alt_response(400, response="BadRequest")
     @blp.alt_response(403, response="LinksDisabled")
