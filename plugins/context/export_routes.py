@@ -186,7 +186,16 @@ class ProjectImport(MethodView):
                 "description": "The passphrase of an encrypted archive (required for one; "
                 "refused with a plaintext archive)",
                 "example": PASSPHRASE_EXAMPLE,
-            }
+            },
+            # Written out: a parameter list given here replaces the one drawn from the schema.
+            {
+                "in": "query",
+                "name": "slug",
+                "schema": {"type": "string", "pattern": SLUG_PATTERN, "maxLength": 63},
+                "description": "The new project's slug (default: the archive's); a slug the "
+                "tenant has is a 409",
+                "example": "handbook-copy",
+            },
         ],
         requestBody={
             "required": True,
