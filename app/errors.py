@@ -362,3 +362,15 @@ class ProblemSchema(ma.Schema):
     column = ma.fields.Integer(
         metadata={"description": "invalid_json: the column where it broke (from 1)", "example": 5}
     )
+    revision = ma.fields.Integer(
+        metadata={
+            "description": "history_pruned, revision_ahead: the project's head revision",
+            "example": 52,
+        }
+    )
+    history_starts_at = ma.fields.Integer(
+        metadata={
+            "description": "history_pruned: the oldest revision still readable",
+            "example": 40,
+        }
+    )

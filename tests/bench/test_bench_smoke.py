@@ -67,3 +67,23 @@ def test_the_credential_cost_bench_runs_every_kind_without_refetching_keys():
     }
     assert results["key-set fetches"]["during warm-up"] == 1
     assert results["key-set fetches"]["while measured"] == 0
+
+
+def test_the_watchers_bench_runs_with_and_without_watchers(tmp_path):
+    """bench.watchers --smoke: normal traffic measured alone and beside long-polling watchers
+    that the server answered (waits, or 503 with Retry-After past the cap), and a wake
+    across two servers on one data directory."""
+    from bench import watchers
+
+    assert watchers.main(["--smoke", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "watchers.json").read_text())
+    [row] = results["normal_traffic"]
+    for run_ in ("without_watchers", "with_watchers"):
+        assert row[run_]["rps"]["median"] > 0 and row[run_]["non_2xx"] == 0, run_
+    answers = row["watcher_answers"]
+    # 10 watchers and a cap of 2 per worker: some waited and got the writer's changes, the
+    # others were told to come back (Retry-After).
+    assert answers["changes"] >= 1 and answers["refused"] >= 1
+    assert row["p99_ratio"] > 0
+    [wake] = results["wake_latency"].values()
+    assert wake["samples"] == 3 and wake["max_ms"] >= 0
