@@ -23,7 +23,7 @@ import pytest
 from ctxcloud import create_app
 from ctxcloud.cli import all_migrations
 from ctxcloud.migrations import upgrade
-from ctxcloud.plugins.context import archive_crypto
+from ctxcloud.plugins.context import archive_crypto, service
 from ctxcloud.plugins.context.models import EntryVersion, Project
 from tests import stack
 from tests.api.test_core import assert_problem
@@ -134,15 +134,43 @@ def build_history(client, auth, slug: str, revisions: int = 100) -> None:
     assert client.get(project_url(slug), headers=auth).get_json()["revision"] == revisions
 
 
-def history(client, auth, slug: str, read: bool = True) -> dict:
-    """Every revision's manifest and log entry, and each version's bytes' digest as read
-    (`read`), else as its manifest says."""
+def manifests_of(app, project_id: str, numbers: range) -> dict[int, list[dict]]:
+    """The manifests at `numbers` as the context service reads them (what the API answers,
+    without a request per revision)."""
+    with app.app_context():
+        project = Project.get_by_id(project_id)
+        return {
+            n: [
+                {
+                    "path": v.path,
+                    "size": v.size,
+                    "sha256": v.sha256,
+                    "content_type": v.content_type,
+                    "metadata": v.metadata,
+                    "revision": v.revision,
+                    "updated_at": v.created_at.isoformat(),
+                    "etag": v.etag,
+                }
+                for v in service.manifest(project, n, "")
+            ]
+            for n in numbers
+        }
+
+
+def history(client, auth, slug: str, read: bool = True, app=None) -> dict:
+    """Every revision's manifest (through the API, or the service with `app`) and log
+    entry, and each version's bytes' digest as read through the API (`read`), else as its
+    manifest says."""
     project = client.get(project_url(slug), headers=auth).get_json()
     manifests, versions = {}, {}
-    for number in range(max(project["history_starts_at"], 1), project["revision"] + 1):
-        body = client.get(context_url(slug, revision=number), headers=auth).get_json()
-        manifests[number] = body["entries"]
-        for entry in body["entries"]:
+    numbers = range(max(project["history_starts_at"], 1), project["revision"] + 1)
+    if app is not None:
+        manifests = manifests_of(app, project["id"], numbers)
+    for number in numbers:
+        if app is None:
+            body = client.get(context_url(slug, revision=number), headers=auth).get_json()
+            manifests[number] = body["entries"]
+        for entry in manifests[number]:
             key = (entry["path"], entry["revision"])
             if key not in versions and not read:
                 versions[key] = entry["sha256"]
@@ -223,7 +251,8 @@ def project_rows(app) -> list[str]:
 
 def test_a_hundred_revisions_round_trip_into_another_tenant(app, client, auth, other_auth):
     build_history(client, auth, "source")
-    before = history(client, auth, "source", read=False)  # the bytes: as the source wrote them
+    # The bytes: as the source recorded them, against the copy's as read through its API.
+    before = history(client, auth, "source", read=False, app=app)
     response = client.post(export_url("source"), headers=auth)
     assert response.status_code == 200
     assert response.is_streamed  # a generator, not a body built in memory
@@ -236,8 +265,14 @@ def test_a_hundred_revisions_round_trip_into_another_tenant(app, client, auth, o
     assert imported.status_code == 201, imported.get_data(as_text=True)
     body = imported.get_json()
     assert body["slug"] == "source" and body["revision"] == 100
-    after = history(client, other_auth, "source")  # the bytes: as the copy reads them
+    after = history(client, other_auth, "source", app=app)
     assert after == before
+    for number in (1, 3, 50, 100):  # and the API's manifests, at a few revisions
+        answers = [
+            client.get(context_url("source", revision=number), headers=h).get_json()["entries"]
+            for h in (auth, other_auth)
+        ]
+        assert answers[0] == answers[1] and answers[0]
     assert len(before["manifests"]) == 100
     assert ("data/big.bin", 3) in before["versions"]
     # The copy is the other tenant's: its own project, its own objects, its own key.
