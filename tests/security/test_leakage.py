@@ -236,6 +236,49 @@ def run_session(app, client, monkeypatch) -> Session:
     s("GET", f"{API}/projects/{pid}/context/render?max_tokens=1000", 200, headers=key_h)
     s("GET", f"{API}/tenant", 200, headers=owner_h)
 
+    # Export and import: the passphrase is a secret (in no log, row or other answer); the
+    # plaintext archive hands the entries out by design, and the imported copy stores them
+    # encrypted again (the scan of stored objects below covers its objects).
+    passphrase = "archive-pass-" + secrets.token_urlsafe(12)
+    s.secrets.add("archive passphrase", passphrase)
+    s("POST", f"{API}/projects/{pid}/export", 200, headers=key_h, hands_out=True)
+    sealed = s(
+        "POST",
+        f"{API}/projects/{pid}/export",
+        200,
+        headers={**key_h, "Archive-Passphrase": passphrase},
+    ).get_data()
+    archive_h = {**key_h, "Content-Type": "application/octet-stream"}
+    for given, status in (("wrong-passphrase-" + secrets.token_hex(4), 400), (passphrase, 201)):
+        s(
+            "POST",
+            f"{API}/projects/import?slug=leak-copy",
+            status,
+            headers={**archive_h, "Archive-Passphrase": given},
+            data=sealed,
+        )
+
+    # A signed link: its URL handed out once, read through with no credential, listed,
+    # revoked. Its token is in no log (the access log holds the path), row or other answer.
+    s("PATCH", f"{API}/tenant/settings", 200, headers=owner_h, json={"links_enabled": True})
+    link = s(
+        "POST",
+        f"{API}/projects/{pid}/context/links",
+        201,
+        headers=key_h,
+        hands_out=True,
+        json={"revision": 1, "path": "notes/a.md", "expires_in": 3600},
+    ).get_json()
+    link_token = link["url"].split("token=", 1)[1]
+    s.secrets.add("link token", link_token)
+    s.secrets.add("link signature", link_token.split(".", 1)[1])
+    through = "/api/v1/" + link["url"].split("/api/v1/", 1)[1]
+    s("GET", through, 200)
+    s("GET", through.replace(link_token[-6:], "AAAAAA"), 404)
+    s("GET", f"{API}/projects/{pid}/context/links", 200, headers=key_h)
+    s("DELETE", f"{API}/projects/{pid}/context/links/{link['id']}", 204, headers=key_h)
+    s("GET", through, 404)
+
     # Refresh, then replay the old refresh token (theft detection ends that login).
     rotated = s(
         "POST", f"{API}/auth/refresh", 200, hands_out=True, headers=bearer(owner["refresh_token"])
@@ -335,6 +378,11 @@ def run_session(app, client, monkeypatch) -> Session:
         for user in User.select():
             s.hashes.add(f"password hash of {user.username}", user.password_hash)
     _key_material(app, app.config, [created["id"]], s.secrets)
+    with app.app_context():
+        from ctxcloud.plugins.context.link_keys import load
+
+        for kid, material in load().keys.items():
+            s.secrets.add(f"link signing key {kid}", material)
     return s
 
 

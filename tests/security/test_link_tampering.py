@@ -119,9 +119,6 @@ def tampered_urls(world) -> dict[str, str]:
         "key id upper case": url(base, key_id.upper() + "." + mac),
         "key id empty": url(base, "." + mac),
         "signature upper case": url(base, key_id + "." + mac.upper()),
-        "signature in standard base64": url(
-            base, key_id + "." + quote(mac.replace("-", "+").replace("_", "/"), safe="")
-        ),
         "token double encoded": url(base, "".join(f"%25{ord(c):02X}" for c in token)),
         "token with a NUL": url(base, token + "%00"),
         "token padded": url(base, token + "="),
@@ -155,6 +152,9 @@ def tampered_urls(world) -> dict[str, str]:
         "render without a token": url(base + "/render", None, "max_tokens=100"),
         "render with another token": url(base + "/render", other["token"], "max_tokens=100"),
     }
+    standard = mac.replace("-", "+").replace("_", "/")
+    if standard != mac:  # the same bytes in standard base64 (only when it differs)
+        urls["signature in standard base64"] = url(base, key_id + "." + quote(standard, safe=""))
     for index in (0, len(mac) // 2, len(mac) - 1):
         urls[f"signature byte {index} changed"] = url(base, key_id + "." + flip(mac, index))
     for index in (0, len(key_id) - 1):
