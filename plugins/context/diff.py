@@ -70,6 +70,8 @@ def unified(path: str, old: str, new: str, from_revision: int, to_revision: int)
 def _text(tenant_id: str, project: Project, version: EntryVersion) -> str | None:
     if not service.is_text(version.content_type):
         return None
+    if version.size == 0:
+        return ""
     data = b"".join(objects.read(tenant_id, project.id, version.object_key, version.size))
     try:
         return data.decode("utf-8")

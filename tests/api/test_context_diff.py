@@ -12,6 +12,7 @@ from tests.support.context import context_url, create_project, entry_url, put_en
 from tests.support.factories import bearer, make_api_key
 
 P = "p"
+NO_EOL = "\\ No newline at end of file\n"
 DIFF = f"{context_url(P)}/diff"
 
 
@@ -94,6 +95,9 @@ def test_to_defaults_to_the_head_and_either_order_works(client, auth, project):
     ]
     same = get_diff(client, auth, **{"from": 2, "to": 2}).get_json()
     assert same["added"] == same["removed"] == same["changed"] == []
+    put(client, auth, "a.md", b"")  # r3: emptied
+    emptied = get_diff(client, auth, **{"from": 2}).get_json()["changed"][0]
+    assert emptied["to_size"] == 0 and emptied["diff"].endswith("@@ -1 +0,0 @@\n-v2\n" + NO_EOL)
 
 
 def test_binary_entries_are_changed_with_both_digests(client, auth, project):
