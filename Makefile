@@ -52,15 +52,23 @@ format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The tiers run on TEST_WORKERS processes (pytest-xdist; `TEST_WORKERS=0` runs in one), a test
+# module's tests in one process (--dist loadfile: its module-scoped servers start once). Each
+# process has its own database, Redis database and data folders (tests/stack.py), so they never
+# disturb each other.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 # The whole suite on the embedded default (SQLite, local files, in-process limits).
 test-embedded: install-test
-	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider $(XDIST) $(PYTEST_ARGS)
 
 # The same suite on the production stack: PostgreSQL and Redis on loopback (`make services`),
 # S3 from moto over HTTP (started by the tests). Unreachable services fail, never skip. Then the
 # API subset marked every_backend once more with the objects on GCS and on Azure (emulators).
 test-production: install-test
-	CTXCLOUD_TEST_STACK=production $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	CTXCLOUD_TEST_STACK=production $(BIN)/python -m pytest -p no:cacheprovider -m "not slow" \
+		$(XDIST) $(PYTEST_ARGS)
 	CTXCLOUD_TEST_STACK=production CTXCLOUD_TEST_STORAGE=gcs $(BIN)/python -m pytest \
 		-p no:cacheprovider -m "every_backend and not slow" $(PYTEST_ARGS)
 	CTXCLOUD_TEST_STACK=production CTXCLOUD_TEST_STORAGE=azure $(BIN)/python -m pytest \

@@ -58,3 +58,31 @@ def app(app_config):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+SUMMARY_PROPERTY = "ctxcloud_summary"
+
+
+@pytest.fixture
+def report_figure(record_property):
+    """Print a line in the run's terminal summary, as `report_figure("fuzz: 0 failing")`.
+
+    Figures a run should show (the isolation matrix's size, the fuzzer's counts) travel as a
+    test's user properties, which pytest-xdist sends from its worker processes: a print from a
+    worker, even with capture disabled, would never reach the terminal."""
+    return lambda text: record_property(SUMMARY_PROPERTY, text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == SUMMARY_PROPERTY
+    ]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -50,7 +50,7 @@ def chromium(url: str, profile: Path, *action: str) -> subprocess.CompletedProce
     return result
 
 
-def test_docs_page_renders_every_operation_without_network(app_config, tmp_path, capsys):
+def test_docs_page_renders_every_operation_without_network(app_config, tmp_path, report_figure):
     env = {f"CTXCLOUD_{name}": str(value) for name, value in app_config.items()}
     env["CTXCLOUD_LOG_LEVEL"] = "INFO"  # the access log shows what the page fetched
     screenshot = tmp_path / "api-docs.png"
@@ -76,5 +76,4 @@ def test_docs_page_renders_every_operation_without_network(app_config, tmp_path,
     assert "btn authorize" in dom  # the security schemes give the page its Authorize button
     assert "/api/v1/docs/static/swagger-ui-bundle.js" in log  # its script came from us
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    with capsys.disabled():
-        print(f"\n/api/v1/docs rendered {len(rendered)} operations; screenshot: {screenshot}")
+    report_figure(f"/api/v1/docs rendered {len(rendered)} operations; screenshot: {screenshot}")

@@ -59,7 +59,7 @@ def body(size_mib: int, digest):
         yield chunk
 
 
-def test_large_entry_streams_up_and_down_with_flat_worker_memory(tmp_path, capsys):
+def test_large_entry_streams_up_and_down_with_flat_worker_memory(tmp_path, report_figure):
     with served(tmp_path, workers=1, threads=2) as server:
         requests.post(
             f"{server.url}/api/v1/projects",
@@ -99,12 +99,11 @@ def test_large_entry_streams_up_and_down_with_flat_worker_memory(tmp_path, capsy
 
     assert size == SIZE_MIB * MiB
     assert received.hexdigest() == sent.hexdigest()
-    with capsys.disabled():
-        print(
-            f"\n{SIZE_MIB} MiB through gunicorn: up {SIZE_MIB / upload_s:.0f} MiB/s,"
-            f" down {SIZE_MIB / download_s:.0f} MiB/s; worker peak RSS"
-            f" {(baseline + growth) / MiB:.1f} MiB (+{growth / MiB:.1f} MiB),"
-            f" sampled peak {sampler.peak / MiB:.1f} MiB"
-        )
+    report_figure(
+        f"{SIZE_MIB} MiB through gunicorn: up {SIZE_MIB / upload_s:.0f} MiB/s,"
+        f" down {SIZE_MIB / download_s:.0f} MiB/s; worker peak RSS"
+        f" {(baseline + growth) / MiB:.1f} MiB (+{growth / MiB:.1f} MiB),"
+        f" sampled peak {sampler.peak / MiB:.1f} MiB"
+    )
     assert growth < MAX_GROWTH
     assert sampler.peak - baseline < MAX_GROWTH
