@@ -247,6 +247,7 @@ def test_many_and_large_entries_are_bounded(app, client, auth, project, monkeypa
     assert {o["reason"] for o in body["omitted"]} == {"too_large", "read_limit", "entry_limit"}
 
 
+@pytest.mark.slow  # a few seconds of tokenizing, the same on every stack: the embedded run has it
 def test_the_counter_is_close_to_cl100k_base_on_this_repository():
     """The figures docs/diff-and-render.md gives (bench/token_count.py measures them)."""
     pytest.importorskip("tiktoken")
