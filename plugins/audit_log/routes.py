@@ -31,6 +31,7 @@ PLATFORM_PERMISSION = "platform:admin"
 @blp.route("")
 class AuditEvents(MethodView):
     @requires_authentication
+    @blp.doc(**{"x-permission": TENANT_PERMISSION})
     @blp.arguments(AuditQuerySchema, location="query")
     @blp.response(200, AuditEventSchema(many=True))
     @blp.paginate(max_page_size=MAX_PAGE_SIZE)
@@ -40,9 +41,12 @@ class AuditEvents(MethodView):
     def get(self, args, pagination_parameters):
         """List audit events
 
-        **Permission:** `tenant:admin` (role owner) for the tenant's own events; a platform
-        key (`platform:admin`) reads every tenant's and the platform's, optionally one
-        tenant's with `tenant=`. Anything else is a 403 (and a `permission_denied` event).
+        The tenant's security events (logins, keys, OAuth clients, identity providers,
+        permission denials, settings, deletions, links), read-only. A tenant's credential
+        needs `tenant:admin` and sees its own tenant's events only; a platform key
+        (`platform:admin`) reads every tenant's and the platform's (`tenant_id` null),
+        optionally one tenant's with `tenant=` (an id, a slug, or `platform`). Anything
+        else is a 403, itself recorded as a `permission_denied` event.
 
         Newest first (by `id`, the order they were stored), paginated with `page` and
         `page_size` like every list (`X-Pagination`); a page past the end is empty. New

@@ -48,9 +48,17 @@ class AuditQuerySchema(ma.Schema):
 
 class ActorSchema(ma.Schema):
     kind = ma.fields.String(
-        metadata={"description": "user, api_key, platform, oauth_client or federated"}
+        metadata={
+            "description": "user, api_key, platform, oauth_client or federated",
+            "example": "user",
+        }
     )
-    id = ma.fields.String(metadata={"example": "usr_q2m8x7c1n4b6z9aak5v3"})
+    id = ma.fields.String(
+        metadata={
+            "description": "The actor's id (`sub@issuer` for a federated one)",
+            "example": "usr_q2m8x7c1n4b6z9aak5v3",
+        }
+    )
 
 
 class AuditEventSchema(ma.Schema):
@@ -65,7 +73,13 @@ class AuditEventSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "The tenant; null: a platform event", "example": "tnt_x1"},
     )
-    type = ma.fields.String(dump_only=True, metadata={"example": "api_key_created"})
+    type = ma.fields.String(
+        dump_only=True,
+        metadata={
+            "description": "What happened (docs/audit.md lists them)",
+            "example": "api_key_created",
+        },
+    )
     actor = ma.fields.Nested(
         ActorSchema,
         dump_only=True,
@@ -82,10 +96,18 @@ class AuditEventSchema(ma.Schema):
     request_id = ma.fields.String(
         dump_only=True,
         allow_none=True,
-        metadata={"description": "The request's X-Request-ID; null: the command line"},
+        metadata={
+            "description": "The request's X-Request-ID; null: the command line",
+            "example": "4bf92f3577b34da6a3ce929d0e0e4736",
+        },
     )
     client_address = ma.fields.String(
-        dump_only=True, allow_none=True, metadata={"example": "203.0.113.7"}
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "The client's address (behind trusted proxies: X-Forwarded-For's)",
+            "example": "203.0.113.7",
+        },
     )
     details = ma.fields.Dict(
         dump_only=True,
