@@ -216,9 +216,28 @@ def _check_free(tenant: Any, slug: str) -> None:
         )
 
 
+# The tar module reads a pax or GNU long-name header whole, before any member is seen: such a
+# header is refused past this size (a member name here is at most 80 bytes).
+MAX_EXTENDED_HEADER = 64 * 1024
+_EXTENDED = {
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+}
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise InvalidArchive(f"An extended tar header of {self.size} bytes is refused.")
+        return super()._proc_member(tarfile_)
+
+
 def _read_members(state: _Import, stream: BinaryIO) -> None:
     try:
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 _member(state, tar, member)
         # Read to the end: an encrypted archive's last segment is checked there (a cut one

@@ -387,6 +387,13 @@ def info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.Ta
     return made
 
 
+def huge_pax_header() -> tarfile.TarInfo:
+    """A member whose pax header is 100 KiB (tar reads such a header whole)."""
+    made = info("blobs/" + "3" * 64)
+    made.pax_headers = {"comment": "z" * 100_000}
+    return made
+
+
 def _edit_json(members, name, change):
     result = []
     for member, data in members:
@@ -472,6 +479,8 @@ def tampered_archives(archive: bytes) -> dict[str, bytes]:
         "a device": insert(1, (info("blobs/" + "1" * 64, tarfile.CHRTYPE), b"")),
         "a fifo": insert(1, (info("blobs/" + "2" * 64, tarfile.FIFOTYPE), b"")),
         "a directory": insert(1, (info("blobs", tarfile.DIRTYPE), b"")),
+        "a huge pax header": insert(1, (huge_pax_header(), b"x")),
+        "a long name": insert(1, (info("blobs/" + "a" * 200), b"x")),
         "cut short": archive[: len(archive) // 2],
         "not a tar": b"PK\x03\x04 this is a zip, or anything else" * 40,
         "gzipped": __import__("gzip").compress(archive),
