@@ -28,8 +28,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ctxcloud import objects, setting
+from ctxcloud import NotFound, objects, setting
 from ctxcloud.plugins.context import service
+from ctxcloud.plugins.context.changes import HistoryPruned
 from ctxcloud.plugins.context.models import EntryVersion, Project
 
 CONTEXT_LINES = 3
@@ -67,6 +68,20 @@ def unified(path: str, old: str, new: str, from_revision: int, to_revision: int)
             yield NO_NEWLINE
 
 
+def check_kept(project: Project, revision: int) -> None:
+    """A revision that can be read: past the head is a 404 (no such revision yet), before
+    `history_starts_at` a 410 `history_pruned` (it was, and is gone), carrying
+    `history_starts_at` and the head `revision`, as the changes feed answers."""
+    if revision > project.revision:
+        raise NotFound(f"No revision {revision}: the head is {project.revision}.")
+    if revision < project.history_starts_at:
+        raise HistoryPruned(
+            f"Revision {revision} was pruned: history starts at {project.history_starts_at}.",
+            history_starts_at=project.history_starts_at,
+            revision=project.revision,
+        )
+
+
 def _text(tenant_id: str, project: Project, version: EntryVersion) -> str | None:
     if not service.is_text(version.content_type):
         return None
@@ -88,11 +103,12 @@ def diff(
 ) -> dict[str, Any]:
     """The diff from `from_revision` to `to_revision` (None: the head), within `max_bytes`.
 
-    Revisions beyond the head or pruned raise NotFound (404). Uses the project's own tenant.
+    A revision beyond the head raises NotFound (404), a pruned one HistoryPruned (410).
+    Uses the project's own tenant.
     """
-    service.check_revision(project, from_revision)
+    check_kept(project, from_revision)
     to_revision = project.revision if to_revision is None else to_revision
-    service.check_revision(project, to_revision)
+    check_kept(project, to_revision)
     before = {v.path: v for v in service.manifest(project, from_revision, prefix)}
     after = {v.path: v for v in service.manifest(project, to_revision, prefix)}
     added = [_item(after[p]) for p in sorted(after.keys() - before.keys())]

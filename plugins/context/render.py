@@ -31,6 +31,7 @@ import flask
 
 from ctxcloud import objects, setting
 from ctxcloud.plugins.context import service
+from ctxcloud.plugins.context.diff import check_kept
 from ctxcloud.plugins.context.models import EntryVersion, Project
 from ctxcloud.plugins.context.tokens import COUNTER, count_tokens
 
@@ -217,8 +218,9 @@ def render(
     Arguments:
     - `project`: the Project row (already resolved and allowed for whoever asks; the
       tenant is the project's own, `project.tenant_id`, never the request's).
-    - `revision`: a kept revision number, or None for the head. A revision beyond the head or
-      pruned raises NotFound (404), as the manifest does.
+    - `revision`: a kept revision number, or None for the head. A revision beyond the head
+      raises NotFound (404); a pruned one HistoryPruned (410 `history_pruned`, with
+      `history_starts_at`). Check it first if your answer must differ.
     - `max_tokens`: the budget (>= MIN_TOKENS; the route validates it), counted with
       `tokens.count_tokens` over the whole document, trailer included.
     - `prefix`: only paths starting with it (already validated: `paths.validate_prefix`).
@@ -230,7 +232,7 @@ def render(
     if output not in FORMATS:
         raise ValueError(f"output must be one of {FORMATS}")
     if revision is not None:
-        service.check_revision(project, revision)
+        check_kept(project, revision)
     versions = service.manifest(project, revision, prefix)
     at = project.revision if revision is None else revision
     doc_format = "text" if output == "text" else "markdown"

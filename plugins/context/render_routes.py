@@ -44,9 +44,12 @@ def _problem(status: int, code: str, detail: str, description: str) -> dict:
                 "schema": {"$ref": "#/components/schemas/Problem"},
                 "example": {
                     "type": f"urn:ctxcloud:problem:{code}",
-                    "title": {400: "Bad Request", 404: "Not Found", 422: "Unprocessable Content"}[
-                        status
-                    ],
+                    "title": {
+                        400: "Bad Request",
+                        404: "Not Found",
+                        410: "Gone",
+                        422: "Unprocessable Entity",
+                    }[status],
                     "status": status,
                     "detail": detail,
                     "code": code,
@@ -55,6 +58,18 @@ def _problem(status: int, code: str, detail: str, description: str) -> dict:
             }
         },
     }
+
+
+def _pruned() -> dict:
+    response = _problem(
+        410,
+        "history_pruned",
+        "Revision 2 was pruned: history starts at 5.",
+        "Gone: a revision older than the project's kept history (`revisions_kept`); the "
+        "problem carries `history_starts_at` and the head `revision`",
+    )
+    response["content"][_PROBLEM]["example"].update(history_starts_at=5, revision=6)
+    return response
 
 
 # Diff --------------------------------------------------------------------------------------
@@ -182,10 +197,10 @@ class Diff(MethodView):
             "404": _problem(
                 404,
                 "not_found",
-                "Revision 2 was pruned: history starts at 5.",
-                "Not Found: no such project (or another tenant's), or a revision beyond the "
-                "head or pruned (the detail says where history starts)",
+                "No revision 9: the head is 6.",
+                "Not Found: no such project (or another tenant's), or a revision beyond the head",
             ),
+            "410": _pruned(),
             "422": _problem(
                 422,
                 "validation_error",
@@ -203,7 +218,8 @@ class Diff(MethodView):
         either order), under `prefix`. Changed text entries carry a unified diff; entries
         that are not text (type, or bytes not UTF-8) are `binary` with both digests. The
         whole response stays within `max_bytes`: what was cut says so (`truncated`,
-        `diff_truncated`, `diff_omitted`). A revision beyond the head or pruned is a 404.
+        `diff_truncated`, `diff_omitted`). A revision beyond the head is a 404, a pruned one
+        a 410 `history_pruned`.
         """
         found = projects.resolve(current_actor(), project)
         prefix = validate_prefix(query["prefix"])
@@ -337,10 +353,10 @@ class Render(MethodView):
             "404": _problem(
                 404,
                 "not_found",
-                "Revision 2 was pruned: history starts at 5.",
-                "Not Found: no such project (or another tenant's), or a revision beyond the "
-                "head or pruned (the detail says where history starts)",
+                "No revision 9: the head is 6.",
+                "Not Found: no such project (or another tenant's), or a revision beyond the head",
             ),
+            "410": _pruned(),
             "422": _problem(
                 422,
                 "validation_error",
@@ -361,7 +377,8 @@ class Render(MethodView):
         it are still tried); then a trailer listing what was left out and why (`budget`,
         `binary`, `not_utf8`, `too_large`, `read_limit`, `entry_limit`), whose tokens count
         too. Tokens are counted offline by an approximation of cl100k_base
-        (docs/diff-and-render.md has its measured error).
+        (docs/diff-and-render.md has its measured error). A revision beyond the head is a
+        404, a pruned one a 410 `history_pruned`.
         """
         found = projects.resolve(current_actor(), project)
         prefix = validate_prefix(query["prefix"])

@@ -238,14 +238,14 @@ def test_bad_parameters_are_refused(client, auth, project):
         assert_problem(response, 422, "validation_error")
 
 
-def test_unknown_and_pruned_revisions_are_404s_that_say_so(app, client, auth, project):
+def test_unknown_revisions_are_404s_and_pruned_ones_410s(app, client, auth, project):
     for i in range(4):
         put(client, auth, "a.md", f"v{i}\n".encode())
     result = app.test_cli_runner().invoke(args=["context", "prune", "--keep", "2", "--json"])
     assert result.exit_code == 0, result.output
     response = client.get(DIFF, query_string={"from": 1}, headers=auth)
-    assert_problem(response, 404, "not_found")
-    assert "pruned" in response.get_json()["detail"] and "3" in response.get_json()["detail"]
+    body = assert_problem(response, 410, "history_pruned")
+    assert body["history_starts_at"] == 3 and body["revision"] == 4 and "pruned" in body["detail"]
     response = client.get(DIFF, query_string={"from": 3, "to": 9}, headers=auth)
     assert_problem(response, 404, "not_found")
     assert "head is 4" in response.get_json()["detail"]
