@@ -299,6 +299,34 @@ def test_a_hundred_revisions_round_trip_into_another_tenant(app, client, auth, o
     assert usage[0] == usage[1] > BIG
 
 
+def test_the_export_streams_entry_by_entry(client, auth, monkeypatch):
+    """The first bytes go out before the later entries are even read."""
+    from ctxcloud import objects
+
+    create_project(client, auth, name="Large", slug="large")
+    for n in range(5):
+        put(client, auth, "large", f"part-{n}.bin", os.urandom(300_000), "application/x-part")
+    opened = []
+    real_read = objects.read
+
+    def counting_read(*args, **kwargs):
+        opened.append(args[2])
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(objects, "read", counting_read)
+    response = client.post(export_url("large"), headers=auth, buffered=False)
+    assert response.status_code == 200 and response.is_streamed
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert first.startswith(b"project.json") or b"project.json" in first[:512]
+    assert len(opened) < 5  # the rest are read as the client takes the archive
+    rest = b"".join(chunks)
+    response.close()
+    assert len(opened) == 5
+    with tarfile.open(fileobj=io.BytesIO(first + rest)) as tar:
+        assert len([n for n in tar.getnames() if n.startswith("blobs/")]) == 5
+
+
 def test_the_archive_holds_an_index_and_each_distinct_version_once(client, auth):
     build_history(client, auth, "source", revisions=12)
     archive = export(client, auth, "source")
