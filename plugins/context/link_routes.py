@@ -15,11 +15,11 @@ from ctxcloud import (
     ValidationFailed,
     client_address,
     current_actor,
-    limit,
     page_and_size,
     public,
     requires,
     setting,
+    shared_limit,
 )
 from ctxcloud.plugins.context import http, links, projects, service
 from ctxcloud.plugins.context.paths import validate_prefix
@@ -286,7 +286,7 @@ _RANGE_PARAMS = [
 @reads.route("/<link_id>", parameters=[LINK_PARAM, TOKEN_PARAM], merge_slashes=False)
 class LinkRoot(MethodView):
     @public
-    @limit(link_reads, key_func=client_address, scope="link_address")
+    @shared_limit(link_reads, "link_reads", key_func=client_address)
     @reads.doc(parameters=_RANGE_PARAMS, responses=_ENTRY_RESPONSES)
     def get(self, link_id):
         """Read through a signed link
@@ -325,7 +325,7 @@ class LinkRoot(MethodView):
 )
 class LinkEntry(MethodView):
     @public
-    @limit(link_reads, key_func=client_address, scope="link_address")
+    @shared_limit(link_reads, "link_reads", key_func=client_address)
     @reads.doc(
         parameters=_RANGE_PARAMS,
         responses={
@@ -394,7 +394,7 @@ def _negotiated_format() -> str:
 @reads.route("/<link_id>/render", parameters=[LINK_PARAM], merge_slashes=False)
 class LinkRender(MethodView):
     @public
-    @limit(link_reads, key_func=client_address, scope="link_address")
+    @shared_limit(link_reads, "link_reads", key_func=client_address)
     @reads.arguments(LinkRenderQuerySchema(), location="query")
     @reads.doc(
         responses={

@@ -333,3 +333,26 @@ def test_the_derived_keys_follow_the_master_key(app):
         assert active in keys and len(keys[active]) == 32
         other_active, other = derived_keys("links-v2")
         assert set(other).isdisjoint(keys) and other[other_active] != keys[active]
+
+
+@pytest.fixture
+def few_link_reads(app_config):
+    """Three reads through links per client address and minute (before the app is made)."""
+    app_config["RATE_LIMIT_LINKS"] = "3/minute"
+
+
+def test_reads_through_links_are_limited_per_client_address(few_link_reads, client, auth, project):
+    link = make_link(client, auth, revision=1)
+    answers = [client.get(local(link["url"])).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    limited = client.get(under(link["url"], "/entries/a.md"))  # one budget for every link route
+    assert_problem(limited, 429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) > 0
+    assert client.get(LINKS, headers=auth).status_code == 200  # credentials have their own
+
+
+def test_deleting_the_tenant_ends_its_links(app, client, auth, tenant, project, platform_key):
+    link = make_link(client, auth, revision=1)
+    deleted = client.delete(f"/api/v1/tenants/{tenant.id}", headers=bearer(platform_key))
+    assert deleted.status_code in (202, 204), deleted.get_data(as_text=True)
+    refused(client.get(local(link["url"])))
