@@ -13,6 +13,7 @@ from ctxcloud.plugins.audit_log.models import AuditEvent
 from ctxcloud.plugins.audit_log.store import BUDGET
 from tests import stack
 from tests.support.factories import bearer, login, make_api_key, make_tenant, make_user
+from tests.support.fake_oidc import fake_identity_provider, provider_body
 
 EVENTS = "/api/v1/audit-events"
 
@@ -259,3 +260,15 @@ def test_denials_are_bounded_per_chain_and_say_how_many_were_left_out(app_config
         assert client.get("/api/v1/users", headers=bearer(reader)).status_code == 403
         newest = listed(client, bearer(owner), type="permission_denied")[0]
         assert newest["details"] == {"action": "users:manage", "suppressed": 3}
+
+
+def test_identity_provider_changes_are_stored(client, owner_key):
+    owner = bearer(owner_key)
+    url = "/api/v1/tenant/identity-providers/keycloak"
+    with fake_identity_provider() as idp:
+        assert client.put(url, json=provider_body(idp), headers=owner).status_code == 201
+        assert client.delete(url, headers=owner).status_code == 204
+    events = listed(client, owner, type="identity_provider_created,identity_provider_deleted")
+    assert [e["type"] for e in events] == ["identity_provider_deleted", "identity_provider_created"]
+    assert events[0]["target"]["provider_id"] == events[1]["target"]["provider_id"]
+    assert events[1]["details"]["name"] == "keycloak"

@@ -201,3 +201,33 @@ def test_a_sweep_never_deletes_rows_that_do_not_verify(app, acme):
         report = next(r for r in retention.sweep(acme.id, now=far) if r.chain == acme.id)
         assert report.deleted == 0 and [p.kind for p in report.problems] == ["edited"]
         assert AuditEvent.select().where(AuditEvent.chain == acme.id).count() == 6
+
+
+def test_the_canonical_form_covers_every_column_but_id_and_hash():
+    row = {
+        "chain": "tnt_a",
+        "seq": 3,
+        "tenant_id": "tnt_a",
+        "occurred_at": datetime.datetime(2026, 12, 7, 9, 14, 3, 201000),
+        "type": "api_key_created",
+        "actor_kind": "user",
+        "actor_id": "usr_x",
+        "target": {"key_id": "key_y"},
+        "request_id": "req-1",
+        "client_address": "203.0.113.7",
+        "details": {"name": "ci", "scopes": ["context:read"]},
+        "prev_hash": "0" * 64,
+    }
+    assert audit_chain.canonical(row).startswith(b'{"actor_id":"usr_x","actor_kind":"user"')
+    assert b'"occurred_at":"2026-12-07T09:14:03.201000Z"' in audit_chain.canonical(row)
+    digest = audit_chain.row_hash(row)
+    assert audit_chain.row_hash({**row, "id": 99, "hash": "x"}) == digest
+    for name, value in [
+        ("seq", 4),
+        ("type", "api_key_revoked"),
+        ("details", {"name": "cd", "scopes": ["context:read"]}),
+        ("prev_hash", "1" * 64),
+        ("occurred_at", datetime.datetime(2026, 12, 7, 9, 14, 3, 201001)),
+        ("client_address", None),
+    ]:
+        assert audit_chain.row_hash({**row, name: value}) != digest, name
