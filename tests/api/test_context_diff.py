@@ -283,3 +283,72 @@ def test_the_response_is_compact_json_within_the_default_budget(client, auth, pr
     assert response.mimetype == "application/json"
     assert json.loads(response.get_data())["changed"][0]["diff"].endswith("-é\n+ü\n")
     assert client.get(entry_url(P, "a.md"), headers=auth).data == "ü\n".encode()
+
+
+def apply_unified(old: str, diff: str) -> str:
+    """The new text, from the old one and a unified diff of it (as `patch` would)."""
+    from ctxcloud.plugins.context.diff import _lines
+
+    a, lines = _lines(old), _lines(diff)[2:]
+    result: list[str] = []
+    position, k = 0, 0
+    while k < len(lines):
+        old_range = lines[k].split()[1][1:]
+        start, _, count = old_range.partition(",")
+        position_to = int(start) - 1 if count != "0" else int(start)
+        result.extend(a[position:position_to])
+        position, k = position_to, k + 1
+        while k < len(lines) and not lines[k].startswith("@@"):
+            mark, text = lines[k][0], lines[k][1:]
+            if mark == "\\":
+                if lines[k - 1][0] == "+":
+                    result[-1] = result[-1][:-1]
+            elif mark == " ":
+                result.append(a[position])
+                position += 1
+            elif mark == "-":
+                position += 1
+            else:
+                result.append(text)
+            k += 1
+    return "".join(result + a[position:])
+
+
+def test_the_line_matching_gives_a_correct_diff_for_any_edit():
+    """Patience diff with difflib for small gaps: every diff turns the old text into the new
+    one, its blocks really are equal lines, and scattered edits of a long text stay cheap."""
+    import random
+
+    from ctxcloud.plugins.context.diff import _lines, matching_blocks, unified
+
+    rng = random.Random(19)
+    for _ in range(400):
+        vocabulary = [f"l{n}\n" for n in range(rng.randint(1, 12))]
+        old = [rng.choice(vocabulary) for _ in range(rng.randint(0, 30))]
+        new = list(old)
+        for _ in range(rng.randint(1, 5)):
+            roll = rng.random()
+            if roll < 0.3 and new:
+                new.pop(rng.randrange(len(new)))
+            elif roll < 0.6:
+                new.insert(rng.randint(0, len(new)), rng.choice([*vocabulary, "new\n"]))
+            elif new:
+                new[rng.randrange(len(new))] = "changed\n"
+        a, b = "".join(old), "".join(new)
+        if rng.random() < 0.2:
+            b = b.rstrip("\n")
+        if a == b:
+            continue
+        blocks = matching_blocks(_lines(a), _lines(b))
+        for i, j, n in blocks:
+            assert _lines(a)[i : i + n] == _lines(b)[j : j + n]
+        assert apply_unified(a, "".join(unified("x", a, b, 1, 2))) == b
+    # 20,000 lines, every seventh changed (plain difflib: tens of seconds), still exact.
+    old = "".join(f"line {n} {rng.random()}\n" for n in range(20000))
+    new = "".join(("x" + line if n % 7 == 0 else line) for n, line in enumerate(_lines(old)))
+    diff = "".join(unified("x", old, new, 1, 2))
+    assert apply_unified(old, diff) == new
+    body = _lines(diff)[2:]
+    removed = [line for line in body if line.startswith("-")]
+    added = [line for line in body if line.startswith("+")]
+    assert len(removed) == len(added) == len(range(0, 20000, 7))
