@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import flask
+from limits import parse_many
 
 from ctxcloud import ConfigError, StashKey, derived_keys, setting, stash
 
@@ -110,9 +111,19 @@ def load() -> LinkKeys:
 
 
 def check_at_startup(app: flask.Flask) -> None:
-    """A bad CTXCLOUD_LINK_SIGNING_KEYS fails the start, not the first link."""
+    """A bad CTXCLOUD_LINK_SIGNING_KEYS or CTXCLOUD_RATE_LIMIT_LINKS fails the start, not the
+    first link."""
     with app.app_context():
         load()
+        reads = setting("RATE_LIMIT_LINKS")
+        try:
+            valid = isinstance(reads, str) and bool(parse_many(reads))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                f"CTXCLOUD_RATE_LIMIT_LINKS={reads!r} is not a rate limit such as '120/minute'"
+            )
 
 
 def urlsafe(data: bytes) -> str:

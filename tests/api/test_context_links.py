@@ -356,3 +356,31 @@ def test_deleting_the_tenant_ends_its_links(app, client, auth, tenant, project, 
     deleted = client.delete(f"/api/v1/tenants/{tenant.id}", headers=bearer(platform_key))
     assert deleted.status_code in (202, 204), deleted.get_data(as_text=True)
     refused(client.get(local(link["url"])))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"RATE_LIMIT_LINKS": "lots"},
+        {"RATE_LIMIT_LINKS": 5},
+        {"LINK_SIGNING_KEYS": '{"k": "short"}'},
+        {"LINK_SIGNING_KEYS": {"k": "A" * 43}, "ACTIVE_LINK_SIGNING_KEY": "other"},
+    ],
+)
+def test_bad_link_settings_stop_the_start(app_config, config):
+    from ctxcloud import ConfigError, create_app
+
+    with pytest.raises(ConfigError) as raised:
+        create_app({**app_config, **config})
+    assert "CTXCLOUD_" in str(raised.value) and "A" * 20 not in str(raised.value)
+
+
+def test_configured_link_keys_sign_the_links(app_config):
+    from tests import stack
+
+    keys = {"links-b": "B" * 43, "links-a": "A" * 43}
+    config = {**app_config, "LINK_SIGNING_KEYS": keys, "ACTIVE_LINK_SIGNING_KEY": "links-a"}
+    with stack.migrated_app(config) as configured:
+        with configured.app_context():
+            loaded = link_keys.load()
+        assert loaded.active_id == "links-a" and set(loaded.keys) == set(keys)
