@@ -140,12 +140,11 @@ def import_command(
         encrypted = archive_crypto.is_encrypted(archive.read(len(archive_crypto.MAGIC)))
         archive.seek(0)
         passphrase = None
-        if encrypted:
-            if passphrase_file:
-                passphrase = _passphrase_from(passphrase_file)
-            else:
-                passphrase = click.prompt("Passphrase", hide_input=True, err=True).encode()
-            _checked(passphrase, 1)
+        if passphrase_file:  # a plaintext archive given one is refused, as by the API
+            passphrase = _checked(_passphrase_from(passphrase_file), 1)
+        elif encrypted:
+            typed = click.prompt("Passphrase", hide_input=True, err=True)
+            passphrase = _checked(typed.encode(), 1)
         with problems_as_click_errors():
             project = importer.import_archive(
                 tenant,
