@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,14 +71,40 @@ def measure(paths: list[Path], encoding) -> dict:
     }
 
 
+def throughput(paths: list[Path], encoding) -> dict:
+    """MB of text a second: the counter (what bounds a render's CPU), and tiktoken beside it."""
+    from ctxcloud.plugins.context.tokens import count_tokens
+
+    text = "".join(path.read_text(encoding="utf-8") for path in paths)
+    text = text * max(1, 8_000_000 // max(len(text), 1))  # about 8 MB: RENDER_MAX_READ_BYTES
+    megabytes = len(text.encode("utf-8")) / 1e6
+    started = time.perf_counter()
+    count_tokens(text)
+    counter = time.perf_counter() - started
+    started = time.perf_counter()
+    encoding.encode(text, disallowed_special=())
+    real = time.perf_counter() - started
+    return {
+        "megabytes": round(megabytes, 1),
+        "counter_mb_per_s": round(megabytes / counter, 1),
+        "tiktoken_mb_per_s": round(megabytes / real, 1),
+    }
+
+
 def run() -> dict:
     from ctxcloud.plugins.context.tokens import COUNTER
 
     encoding = real_tokenizer()
     groups = corpus()
     results = {name: measure(paths, encoding) for name, paths in groups.items()}
-    results["all"] = measure([p for paths in groups.values() for p in paths], encoding)
-    return {"counter": COUNTER, "reference": "cl100k_base (tiktoken)", "results": results}
+    everything = [p for paths in groups.values() for p in paths]
+    results["all"] = measure(everything, encoding)
+    return {
+        "counter": COUNTER,
+        "reference": "cl100k_base (tiktoken)",
+        "results": results,
+        "speed": throughput(everything, encoding),
+    }
 
 
 def table(report: dict) -> str:
@@ -95,6 +122,12 @@ def table(report: dict) -> str:
             f"| {r['worst_over']['error']:+.1%} ({r['worst_over']['path']}) "
             f"| {r['total_error']:+.1%} | {r['undercounted_documents']} |"
         )
+    speed = report["speed"]
+    lines += [
+        "",
+        f"Speed on {speed['megabytes']} MB of the same text, one core: the counter "
+        f"{speed['counter_mb_per_s']} MB/s, tiktoken {speed['tiktoken_mb_per_s']} MB/s.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,9 @@ MIMETYPES = {"markdown": "text/markdown", "text": "text/plain", "json": "applica
 MIN_TOKENS = 32
 # Tries at fitting the sections and the trailer together before dropping sections one by one.
 MAX_TRIES = 16
+# A document up to this long is counted whole once more (a check of the sum of its parts);
+# a longer one is not: counting runs at about 2 MB/s (bench/token_count.py).
+RECOUNT_CHARS = 1_000_000
 
 
 @dataclass
@@ -309,11 +312,12 @@ def render(
         reserve += tokens - max_tokens
     while True:
         document = "".join(part.section for part in parts) + tail
-        tokens = count_tokens(document)  # the one count of the whole, as reported
+        if len(document) <= RECOUNT_CHARS:
+            tokens = count_tokens(document)  # the whole, counted once more as a check
         if tokens <= max_tokens or not parts:
             break
         included.discard(id(parts[-1]))
-        parts, omitted, tail, _ = assemble(included)
+        parts, omitted, tail, tokens = assemble(included)
 
     return Rendered(
         project_id=project.id,

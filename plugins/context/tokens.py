@@ -21,27 +21,29 @@ a change of the rule bumps it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
 COUNTER = "approx-cl100k-1"
 
 # cl100k_base's pattern, in the syntax of Python's re (letters: [^\W\d_]; no possessives).
+# (Case-insensitive contractions spelt out: re.IGNORECASE makes the whole pattern twice as slow.)
 _PIECE = re.compile(
-    r"'(?:[sdmt]|ll|ve|re)"
+    r"'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])"
     r"|(?:[^\r\n\w]|_)?[^\W\d_]+"
     r"|\d{1,3}"
     r"| ?[^\s\w]+[\r\n]*"
     r"|\s*[\r\n]+"
     r"|\s+(?!\S)"
-    r"|\s+",
-    re.IGNORECASE,
+    r"|\s+"
 )
 _SHORT_WORD = 7
 _LETTERS_PER_TOKEN = 4.5
 _PUNCTUATION_PER_TOKEN = 2
 
 
+@functools.lru_cache(maxsize=65536)
 def _piece_tokens(piece: str) -> int:
     core = piece.lstrip(" ")
     if not core or piece.isspace():
@@ -60,4 +62,4 @@ def _piece_tokens(piece: str) -> int:
 
 def count_tokens(text: str) -> int:
     """Tokens in `text` by the approximation above (0 for the empty string)."""
-    return sum(_piece_tokens(match.group()) for match in _PIECE.finditer(text))
+    return sum(map(_piece_tokens, _PIECE.findall(text)))
