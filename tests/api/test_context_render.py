@@ -259,3 +259,26 @@ def test_the_counter_is_close_to_cl100k_base_on_this_repository():
     everything = measure([p for paths in corpus().values() for p in paths], encoding)
     assert everything["worst_under"]["error"] > -0.10 and everything["worst_over"]["error"] < 0.35
     assert 0 < everything["mean_error"] < 0.12
+
+
+def test_a_documents_tokens_are_the_sum_of_its_sections_and_trailer():
+    """What lets a render add up its sections' counts instead of recounting the whole: no
+    piece of the counter spans two sections (each ends in a newline, the next starts with a
+    mark), whatever the entries hold."""
+    import random
+    from types import SimpleNamespace
+
+    from ctxcloud.plugins.context.render import Omission, section, trailer
+
+    rng = random.Random(13)
+    alphabet = ["a", "Z", "é", "日", "1", " ", "  ", "\n", "\r", "\t", "`", "#", "'", "_", "-"]
+    for _ in range(300):
+        fmt = rng.choice(["markdown", "text"])
+        pieces = []
+        for n in range(rng.randint(1, 4)):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+            kind = rng.choice(["text/markdown", "text/plain"])
+            version = SimpleNamespace(path=f"d/{n}.txt", content_type=kind)
+            pieces.append(section(version, text, fmt))
+        pieces.append(trailer(fmt, [Omission("x.bin", "binary")], 5, 1000))
+        assert count_tokens("".join(pieces)) == sum(map(count_tokens, pieces))
