@@ -55,7 +55,7 @@ reads = Blueprint(
 
 _EXAMPLE_ID = "lnk_q2m8x7c1n4b6z9aak5v3"
 # An example's shape, signing nothing.
-_EXAMPLE_TOKEN = "k7m2q9x4c1n8.3dJ0cF9mH1bQ2wS5eR7tY8uI0oP3aZ6xC4vB1nM9kL2"  # noqa: S105
+_EXAMPLE_TOKEN = "k7m2q9x4c1n8.3dJ0cF9mH1bQ2wS5eR7tY8uI0oP3aZ6xC4vB1nM9kL2"  # noqa: S105  # nosec B105
 _EXAMPLE_URL = f"https://ctx.example.com/api/v1/links/{_EXAMPLE_ID}?token={_EXAMPLE_TOKEN}"
 _NO_STORE = {"Cache-Control": "no-store"}
 # A link's answers: never kept by a shared cache (a revoked link must stop at once), never
