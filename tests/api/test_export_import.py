@@ -578,6 +578,16 @@ def test_quotas_refuse_an_import_and_leave_nothing(app, client, auth, platform_k
     usage = client.get(f"{API}/tenant", headers=target_auth).get_json()["usage"]
     assert usage["storage_bytes"] == 0
     limit(max_entry_bytes=None)
+    # The big entry is application/octet-stream.
+    only_text = {"allowed_content_types": ["text/*"], "default_content_type": "text/plain"}
+    settings = client.patch(f"{API}/tenant/settings", json=only_text, headers=target_auth)
+    assert settings.status_code == 200, settings.get_data(as_text=True)
+    assert_problem(import_(client, target_auth, archive), 415, "unsupported_media_type")
+    assert stored_keys(app) == keys
+    settings = client.patch(
+        f"{API}/tenant/settings", json={"allowed_content_types": None}, headers=target_auth
+    )
+    assert settings.status_code == 200, settings.get_data(as_text=True)
     assert import_(client, target_auth, archive).status_code == 201
 
 
