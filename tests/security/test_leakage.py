@@ -236,6 +236,28 @@ def run_session(app, client, monkeypatch) -> Session:
     s("GET", f"{API}/projects/{pid}/context/render?max_tokens=1000", 200, headers=key_h)
     s("GET", f"{API}/tenant", 200, headers=owner_h)
 
+    # Export and import: the passphrase is a secret (in no log, row or other answer); the
+    # plaintext archive hands the entries out by design, and the imported copy stores them
+    # encrypted again (the scan of stored objects below covers its objects).
+    passphrase = "archive-pass-" + secrets.token_urlsafe(12)
+    s.secrets.add("archive passphrase", passphrase)
+    s("POST", f"{API}/projects/{pid}/export", 200, headers=key_h, hands_out=True)
+    sealed = s(
+        "POST",
+        f"{API}/projects/{pid}/export",
+        200,
+        headers={**key_h, "Archive-Passphrase": passphrase},
+    ).get_data()
+    archive_h = {**key_h, "Content-Type": "application/octet-stream"}
+    for given, status in (("wrong-passphrase-" + secrets.token_hex(4), 400), (passphrase, 201)):
+        s(
+            "POST",
+            f"{API}/projects/import?slug=leak-copy",
+            status,
+            headers={**archive_h, "Archive-Passphrase": given},
+            data=sealed,
+        )
+
     # A signed link: its URL handed out once, read through with no credential, listed,
     # revoked. Its token is in no log (the access log holds the path), row or other answer.
     s("PATCH", f"{API}/tenant/settings", 200, headers=owner_h, json={"links_enabled": True})
