@@ -384,3 +384,17 @@ def test_configured_link_keys_sign_the_links(app_config):
         with configured.app_context():
             loaded = link_keys.load()
         assert loaded.active_id == "links-a" and set(loaded.keys) == set(keys)
+
+
+def test_link_events_are_stored_and_queryable_without_the_token(client, auth, project):
+    link = make_link(client, auth, revision=1)
+    assert client.get(local(link["url"])).status_code == 200
+    assert client.delete(f"{LINKS}/{link['id']}", headers=auth).status_code == 204
+    response = client.get(
+        "/api/v1/audit-events?type=link.created,link.used,link.revoked", headers=auth
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    events = response.get_json()
+    assert sorted(e["type"] for e in events) == ["link.created", "link.revoked", "link.used"]
+    assert link["id"] in response.get_data(as_text=True)
+    assert link["url"].split("token=")[1] not in response.get_data(as_text=True)
