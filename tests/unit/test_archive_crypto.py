@@ -124,3 +124,27 @@ def test_both_directions_stream():
     reader = ac.decrypt(PASS, Counting(blob))
     assert len(next(reader)) == ac.SEGMENT
     assert Counting.taken <= ac.HEADER_BYTES + 2 * (ac.SEGMENT + ac.TAG)
+
+
+def test_the_documented_decryption_sketch_decrypts(tmp_path):
+    """docs/export-import.md's Python block reads an archive this module wrote."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "export-import.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    script = tmp_path / "decrypt.py"
+    script.write_text(code)
+    data = os.urandom(2 * ac.SEGMENT + 123)
+    sealed_file = tmp_path / "a.tar.enc"
+    sealed_file.write_bytes(sealed(data))
+    done = subprocess.run(
+        [sys.executable, str(script), str(sealed_file), PASS.decode()],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
