@@ -247,5 +247,7 @@ class ProjectImport(MethodView):
             slug=query.get("slug"),
             passphrase=secret,
         )
-        emit_audit("project_imported", project_id=project.id, revision=project.revision)
+        emit_audit(
+            "project_imported", project_id=project.id, slug=project.slug, revision=project.revision
+        )
         return project, 201

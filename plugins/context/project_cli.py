@@ -65,7 +65,7 @@ def export_command(
 
     Plaintext unless --passphrase-file or --encrypt is given (a warning says so).
     """
-    from ctxcloud import emit, problems_as_click_errors, tenant_from_slug
+    from ctxcloud import emit, emit_audit, problems_as_click_errors, tenant_from_slug
     from ctxcloud.plugins.context import export
 
     tenant = tenant_from_slug(tenant_slug)
@@ -94,6 +94,13 @@ def export_command(
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
+        emit_audit(
+            "project_exported",
+            tenant_id=tenant.id,
+            project_id=found.id,
+            revision=plan.head,
+            encrypted=passphrase is not None,
+        )
     except export.ExportFailed as exc:
         with contextlib.suppress(OSError):
             partial.unlink()
@@ -132,7 +139,7 @@ def import_command(
     tenant_slug: str, slug: str | None, passphrase_file: str | None, as_json: bool, file: str
 ) -> None:
     """Make the archive FILE a new project of the tenant (all or nothing)."""
-    from ctxcloud import emit, problems_as_click_errors, tenant_from_slug
+    from ctxcloud import emit, emit_audit, problems_as_click_errors, tenant_from_slug
     from ctxcloud.plugins.context import importer
 
     tenant = tenant_from_slug(tenant_slug)
@@ -153,6 +160,13 @@ def import_command(
                 slug=slug,
                 passphrase=passphrase,
             )
+    emit_audit(
+        "project_imported",
+        tenant_id=tenant.id,
+        project_id=project.id,
+        slug=project.slug,
+        revision=project.revision,
+    )
     emit(
         {"id": project.id, "slug": project.slug, "revision": project.revision},
         as_json,

@@ -793,3 +793,17 @@ def test_the_command_line_names_a_missing_project_or_tenant(app, tmp_path):
     garbage.write_bytes(secrets.token_bytes(2048))
     refused = run(app, "projects", "import", "--tenant", "acme2", str(garbage))
     assert refused.exit_code == 1 and "tar" in refused.output
+
+
+def test_export_and_import_are_audited(client, auth, other_auth):
+    create_project(client, auth, name="Audited", slug="audited")
+    put(client, auth, "audited", "a.md", b"a\n")
+    archive = export(client, auth, "audited", **{"Archive-Passphrase": PASSPHRASE})
+    done = import_(client, other_auth, archive, **{"Archive-Passphrase": PASSPHRASE})
+    assert done.status_code == 201
+    for headers, kind in ((auth, "project_exported"), (other_auth, "project_imported")):
+        events = client.get(f"{API}/audit-events?type={kind}", headers=headers)
+        assert events.status_code == 200, events.get_data(as_text=True)
+        [event] = events.get_json()
+        assert event["type"] == kind and event["target"]["project_id"]
+        assert PASSPHRASE not in json.dumps(event)
