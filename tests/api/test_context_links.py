@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from ctxcloud import stash
-from ctxcloud.plugins.context import link_keys, links
+from ctxcloud.plugins.context import link_keys, links, pruning
 from ctxcloud.plugins.context.models import Project
 from tests.api.test_core import assert_problem
 from tests.support.context import context_url, create_project, sha256
@@ -278,7 +278,8 @@ def test_suspension_deletion_and_pruning_stop_a_link(
     # Pruning revision 1 away (history now starts at 2) stops a link to it, not one to 2.
     second = make_link(client, auth, revision=2, path="a.md")
     with app.app_context():
-        Project.update(history_starts_at=2).where(Project.slug == P).execute()
+        project_id = Project.get(Project.slug == P).id
+        assert pruning.prune_project(project_id, keep=1).history_starts_at == 2
     refused(client.get(local(link["url"])))
     assert client.get(local(second["url"])).status_code == 200
 
