@@ -52,6 +52,13 @@ MAX_WAIT = 60  # seconds: the longest `wait` a request may ask for
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
 
 
+class Waiter(threading.Event):
+    """One waiting request's wake-up: set, with how long to hold back first (its rank among
+    the waiters woken together times WATCH_WAKE_SPACING)."""
+
+    delay = 0.0
+
+
 def worker_threads() -> int:
     try:
         return max(1, int(os.environ.get(WORKER_THREADS_ENV, DEFAULT_THREADS)))
@@ -67,13 +74,22 @@ def default_max_waiters(threads: int | None = None) -> int:
 class Watch:
     """This process's waiters, by project, and the signal that wakes them across processes."""
 
-    def __init__(self, max_waiters: int, retry_after: int, max_wait: float = MAX_WAIT) -> None:
+    def __init__(
+        self,
+        max_waiters: int,
+        retry_after: int,
+        max_wait: float = MAX_WAIT,
+        wake_spacing: float = 0.0,
+    ) -> None:
         self.max_waiters = max_waiters
         self.retry_after = retry_after
         self.max_wait = max_wait  # a longer `wait` is shortened to this, not refused
+        # Waiters woken together go one every `wake_spacing` seconds, not all at once: a herd
+        # of runnable threads would starve the process's other requests of the GIL.
+        self.wake_spacing = wake_spacing
         self.signal: Signal | None = None
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[Waiter]] = {}
         self.waiting = 0  # admitted requests, waiting now
         self.refused = 0
 
@@ -103,7 +119,7 @@ class Watch:
         Registers before the first check, so a change committed between the check and the
         sleep still wakes it. The database connection goes back to the pool before each sleep.
         """
-        event = threading.Event()
+        event = Waiter()
         with self._lock:
             first = project_id not in self._waiters
             self._waiters.setdefault(project_id, set()).add(event)
@@ -117,7 +133,8 @@ class Watch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                event.wait(remaining)
+                if event.wait(remaining) and event.delay:
+                    time.sleep(min(event.delay, max(0.0, deadline - time.monotonic())))
                 event.clear()
         finally:
             with self._lock:
@@ -139,13 +156,16 @@ class Watch:
     def wake(self, project_id: str) -> None:
         with self._lock:
             events = list(self._waiters.get(project_id, ()))
-        for event in events:
-            event.set()
+        self._release(events)
 
     def wake_all(self) -> None:
         with self._lock:
             events = [event for events in self._waiters.values() for event in events]
-        for event in events:
+        self._release(events)
+
+    def _release(self, events: list[Waiter]) -> None:
+        for rank, event in enumerate(events):
+            event.delay = rank * self.wake_spacing
             event.set()
 
     # Writers -----------------------------------------------------------------------------
@@ -361,6 +381,17 @@ def _positive(config: flask.Config, name: str, kind: type, allow_none: bool = Fa
     return number
 
 
+def _non_negative(config: flask.Config, name: str) -> float:
+    value = config.get(name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"CTXCLOUD_{name}={value!r} is not a number") from None
+    if not 0 <= number <= 1:
+        raise ConfigError(f"CTXCLOUD_{name} must be between 0 and 1 second")
+    return number
+
+
 def init_watch(app: flask.Flask) -> Watch:
     config = app.config
     max_waiters = _positive(config, "WATCH_MAX_WAITERS", int, allow_none=True)
@@ -368,6 +399,7 @@ def init_watch(app: flask.Flask) -> Watch:
         max_waiters=max_waiters or default_max_waiters(),
         retry_after=_positive(config, "WATCH_RETRY_AFTER", int),
         max_wait=min(_positive(config, "WATCH_MAX_WAIT", float), MAX_WAIT),
+        wake_spacing=_non_negative(config, "WATCH_WAKE_SPACING"),
     )
     client = app.extensions["ctxcloud"].redis
     if client is not None:
