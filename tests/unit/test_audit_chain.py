@@ -7,16 +7,17 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import logging
 import threading
 
 import pytest
 
 from ctxcloud.auth import emit_audit
-from ctxcloud.db import utcnow
+from ctxcloud.db import database, utcnow
 from ctxcloud.plugins.audit_log import chain as audit_chain
 from ctxcloud.plugins.audit_log import retention
 from ctxcloud.plugins.audit_log.models import AuditChain, AuditEvent
-from tests.support.factories import make_tenant
+from tests.support.factories import bearer, make_api_key, make_tenant
 
 
 def emit_many(app, tenant_id, count, event_type="link.used"):
@@ -151,8 +152,6 @@ def test_concurrent_appends_keep_the_chain_valid(app, acme):
 def test_retention_sweep_keeps_the_chain_verifiable(app, acme, monkeypatch):
     """Old rows go, the checkpoint moves to the last swept row, and verify starts there."""
     client = app.test_client()
-    from tests.support.factories import bearer, make_api_key
-
     _, owner = make_api_key(app, acme)
     patched = client.patch(
         "/api/v1/tenant/settings", json={"audit_retention_days": 30}, headers=bearer(owner)
@@ -231,3 +230,35 @@ def test_the_canonical_form_covers_every_column_but_id_and_hash():
         ("client_address", None),
     ]:
         assert audit_chain.row_hash({**row, name: value}) != digest, name
+
+
+def test_a_refusal_outlives_the_transaction_it_was_emitted_in(app, acme):
+    """A change's event rolls back with it; a refusal is written when the request ends."""
+    with app.test_request_context():
+        with pytest.raises(RuntimeError), database.atomic():
+            emit_audit("project_deleted", tenant_id=acme.id, project_id="prj_rolled_back")
+            emit_audit("permission_denied", tenant_id=acme.id, action="projects:write")
+            raise RuntimeError("the request failed")
+    with app.app_context():
+        stored = {row.type: row for row in AuditEvent.select().where(AuditEvent.chain == acme.id)}
+    assert "project_deleted" not in stored
+    assert stored["permission_denied"].details == {"action": "projects:write"}
+    code, report = verify_json(app)
+    assert code == 0, report
+
+
+def test_a_failed_write_never_breaks_the_request_and_is_logged(app, acme, monkeypatch, caplog):
+    from ctxcloud.plugins.audit_log import store
+
+    def broken(chain, fields):
+        raise OSError("database gone")
+
+    monkeypatch.setattr(store, "append", broken)
+    client = app.test_client()
+    _, reader = make_api_key(app, acme, scopes=["context:read"])
+    with caplog.at_level(logging.INFO, logger="ctxcloud.audit"):
+        response = client.get("/api/v1/users", headers=bearer(reader))
+    assert response.status_code == 403
+    errors = [r for r in caplog.records if r.getMessage() == "audit_event_not_stored"]
+    assert errors and errors[-1].levelno == logging.ERROR
+    assert errors[-1].audit["type"] == "permission_denied" and errors[-1].error == "OSError"
