@@ -3,14 +3,16 @@ and the context as one document within a token budget (docs/diff-and-render.md).
 
 from __future__ import annotations
 
+import hashlib
+
 import flask
 import marshmallow as ma
 from flask.views import MethodView
 from marshmallow import validate
 
 from ctxcloud import Blueprint, ValidationFailed, current_actor, requires, setting
-from ctxcloud.plugins.context import projects
-from ctxcloud.plugins.context.diff import diff
+from ctxcloud.plugins.context import http, projects
+from ctxcloud.plugins.context.diff import check_kept, diff
 from ctxcloud.plugins.context.paths import validate_prefix
 from ctxcloud.plugins.context.render import FORMATS, MIN_TOKENS, render
 from ctxcloud.plugins.context.routes import PROJECT_PARAM
@@ -30,6 +32,32 @@ render_blp = Blueprint(
     url_prefix="/api/v1/projects/<project>/context/render",
     description="The context as one Markdown or plain-text document within a token budget.",
 )
+
+# Part of every ETag: raised when a change of this code changes what the same query answers.
+OUTPUT_VERSION = 1
+ETAG_HEADER = {
+    "schema": {"type": "string"},
+    "description": "Strong validator of this answer (send it back as `If-None-Match`: 304)",
+}
+IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "schema": {"type": "string"},
+    "description": "The ETag of an earlier answer to the same query: 304 while it still holds",
+}
+
+
+def answer_etag(kind: str, project_id: str, *parts: object) -> str:
+    """A strong ETag for a diff or render: the query with its revisions resolved, the bounds
+    in force, and this code's output version. A revision's context never changes, so the same
+    query at the same revisions gives the same bytes."""
+    fingerprint = "|".join(str(part) for part in (kind, OUTPUT_VERSION, project_id, *parts))
+    return '"' + kind[0] + hashlib.sha256(fingerprint.encode()).hexdigest()[:32] + '"'
+
+
+def _settings(*names: str) -> list:
+    return [setting(name) for name in names]
+
 
 _SHA_A = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 _SHA_B = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
@@ -181,11 +209,12 @@ class DiffSchema(ma.Schema):
     )
 
 
-@diff_blp.route("", parameters=[PROJECT_PARAM])
+@diff_blp.route("", parameters=[PROJECT_PARAM, IF_NONE_MATCH])
 class Diff(MethodView):
     @requires("context:read")
     @diff_blp.arguments(DiffQuerySchema(), location="query")
-    @diff_blp.response(200, DiffSchema)
+    @diff_blp.response(200, DiffSchema, headers={"ETag": ETAG_HEADER})
+    @diff_blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
     @diff_blp.doc(
         responses={
             "400": _problem(
@@ -208,7 +237,7 @@ class Diff(MethodView):
                 "Unprocessable: `from` missing, a revision or `max_bytes` not a whole number "
                 "in range (`max_bytes` past `CTXCLOUD_DIFF_MAX_BYTES`)",
             ),
-        }
+        },
     )
     @diff_blp.alt_response(500, response="IntegrityError")
     def get(self, query, project):
@@ -227,7 +256,14 @@ class Diff(MethodView):
         max_bytes = query.get("max_bytes", min(int(setting("DIFF_DEFAULT_BYTES")), limit))
         if max_bytes > limit:
             raise ValidationFailed({"max_bytes": [f"At most {limit}."]})
-        return diff(found, query["from_"], query.get("to"), max_bytes, prefix)
+        to = query.get("to", found.revision)
+        check_kept(found, query["from_"])
+        check_kept(found, to)
+        bounds = _settings("DIFF_MAX_ENTRY_BYTES", "DIFF_MAX_READ_BYTES")
+        etag = answer_etag("diff", found.id, query["from_"], to, max_bytes, prefix, *bounds)
+        if http.not_modified(etag):
+            return flask.Response(status=304, headers={"ETag": etag})
+        return diff(found, query["from_"], to, max_bytes, prefix), 200, {"ETag": etag}
 
 
 # Render ------------------------------------------------------------------------------------
@@ -319,6 +355,7 @@ _TEXT_EXAMPLE = (
     "==> Left out: 1 of 2 entries <==\n- img/logo.png: binary\n"
 )
 _RENDER_HEADERS = {
+    "ETag": ETAG_HEADER,
     "Context-Revision": {"schema": {"type": "integer"}, "description": "Revision rendered"},
     "Render-Tokens": {
         "schema": {"type": "integer"},
@@ -327,10 +364,11 @@ _RENDER_HEADERS = {
 }
 
 
-@render_blp.route("", parameters=[PROJECT_PARAM])
+@render_blp.route("", parameters=[PROJECT_PARAM, IF_NONE_MATCH])
 class Render(MethodView):
     @requires("context:read")
     @render_blp.arguments(RenderQuerySchema(), location="query")
+    @render_blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
     @render_blp.doc(
         responses={
             "200": {
@@ -365,7 +403,7 @@ class Render(MethodView):
                 "`CTXCLOUD_RENDER_MAX_TOKENS`, a revision not a whole number, an unknown "
                 "`format`",
             ),
-        }
+        },
     )
     @render_blp.alt_response(500, response="IntegrityError")
     def get(self, query, project):
@@ -386,8 +424,17 @@ class Render(MethodView):
         if query["max_tokens"] > limit:
             raise ValidationFailed({"max_tokens": [f"At most {limit}."]})
         output = query.get("format") or _negotiated()
+        revision = query.get("revision", found.revision)
+        check_kept(found, revision)
+        bounds = _settings("RENDER_MAX_ENTRIES", "RENDER_MAX_ENTRY_BYTES", "RENDER_MAX_READ_BYTES")
+        etag = answer_etag(
+            "render", found.id, revision, query["max_tokens"], prefix, output, COUNTER, *bounds
+        )
+        if http.not_modified(etag):
+            return flask.Response(status=304, headers={"ETag": etag, "Vary": "Accept"})
+        # No revision: the head as read above (the faster head query), the same context.
         rendered = render(found, query.get("revision"), query["max_tokens"], prefix, output)
-        return rendered.response()
+        return rendered.response({"ETag": etag})
 
 
 def _negotiated() -> str:

@@ -276,6 +276,21 @@ def _tenant_of(app, project):
         return SimpleNamespace(id=Project.get_by_id(project["id"]).tenant_id)
 
 
+def test_etag_and_not_modified(client, auth, project):
+    put(client, auth, "a.md", b"1\n")
+    put(client, auth, "a.md", b"2\n")
+    first = get_diff(client, auth, **{"from": 1})
+    etag = first.headers["ETag"]
+    headers = {**auth, "If-None-Match": etag}
+    same = client.get(DIFF, query_string={"from": 1, "to": 2}, headers=headers)
+    assert same.status_code == 304 and same.headers["ETag"] == etag
+    assert get_diff(client, auth, **{"from": 1, "max_bytes": 4096}).headers["ETag"] != etag
+    put(client, auth, "a.md", b"3\n")  # the head moved: "to" now means 3
+    assert client.get(DIFF, query_string={"from": 1}, headers=headers).status_code == 200
+    # A pruned or unknown revision is never a 304.
+    assert client.get(DIFF, query_string={"from": 1, "to": 9}, headers=headers).status_code == 404
+
+
 def test_the_response_is_compact_json_within_the_default_budget(client, auth, project):
     put(client, auth, "a.md", "é\n".encode())
     put(client, auth, "a.md", "ü\n".encode())

@@ -282,3 +282,26 @@ def test_a_documents_tokens_are_the_sum_of_its_sections_and_trailer():
             pieces.append(section(version, text, fmt))
         pieces.append(trailer(fmt, [Omission("x.bin", "binary")], 5, 1000))
         assert count_tokens("".join(pieces)) == sum(map(count_tokens, pieces))
+
+
+def test_etag_and_not_modified(client, auth, handbook):
+    first = render(client, auth, max_tokens=1000)
+    etag = first.headers["ETag"]
+    again = client.get(
+        RENDER, query_string={"max_tokens": 1000}, headers={**auth, "If-None-Match": etag}
+    )
+    assert again.status_code == 304 and again.headers["ETag"] == etag and not again.data
+    # Another budget, format or revision is another answer; a new revision changes the head's.
+    for query, accept in (
+        ({"max_tokens": 999}, None),
+        ({"max_tokens": 1000}, "application/json"),
+        ({"max_tokens": 1000, "revision": 6}, None),
+    ):
+        assert render(client, auth, accept=accept, **query).headers["ETag"] != etag
+    put(client, auth, "b.md", b"# B2\n")
+    changed = client.get(
+        RENDER, query_string={"max_tokens": 1000}, headers={**auth, "If-None-Match": etag}
+    )
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    pinned = render(client, auth, max_tokens=1000, revision=7)
+    assert pinned.headers["ETag"] == etag and pinned.data == first.data
