@@ -70,11 +70,19 @@ def events(
     filters: Mapping[str, Any], tenant_id: str | None, page: int, page_size: int
 ) -> tuple[list[AuditEvent], int]:
     """Newest first. `tenant_id` None: every chain (a platform key), else that tenant's only."""
+    # A tenant's chain holds exactly its rows with that tenant_id, and the platform chain the
+    # rows without one: filtering on tenant_id lets the (tenant_id, id) index serve the order.
     query = AuditEvent.select()
-    if tenant_id is not None:
-        query = query.where(AuditEvent.chain == tenant_id)
-    elif "tenant" in filters:
-        query = query.where(AuditEvent.chain == tenant_chain(filters["tenant"]))
+    if tenant_id is None and "tenant" in filters:
+        chain = tenant_chain(filters["tenant"])
+        tenant_id = None if chain == PLATFORM_CHAIN else chain
+        query = query.where(
+            AuditEvent.tenant_id.is_null()
+            if tenant_id is None
+            else AuditEvent.tenant_id == tenant_id
+        )
+    elif tenant_id is not None:
+        query = query.where(AuditEvent.tenant_id == tenant_id)
     if "types" in filters:
         query = query.where(AuditEvent.type.in_(filters["types"]))
     if "actor" in filters:
