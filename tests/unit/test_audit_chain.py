@@ -262,3 +262,37 @@ def test_a_failed_write_never_breaks_the_request_and_is_logged(app, acme, monkey
     errors = [r for r in caplog.records if r.getMessage() == "audit_event_not_stored"]
     assert errors and errors[-1].levelno == logging.ERROR
     assert errors[-1].audit["type"] == "permission_denied" and errors[-1].error == "OSError"
+
+
+def test_a_chain_whose_head_row_is_gone_is_named(app, acme):
+    with app.app_context():
+        AuditChain.delete().where(AuditChain.chain == acme.id).execute()
+    code, report = verify_json(app)
+    assert code == 1 and problems(report, acme.id) == [("head_mismatch", None)]
+
+
+def test_retention_is_bounded_by_the_platform_maximum(app, acme, platform_key):
+    client = app.test_client()
+    _, owner = make_api_key(app, acme)
+    chosen = client.patch(
+        "/api/v1/tenant/settings", json={"audit_retention_days": 30}, headers=bearer(owner)
+    )
+    assert chosen.status_code == 200, chosen.get_data(as_text=True)
+    capped = client.patch(
+        f"/api/v1/tenants/{acme.id}/config",
+        json={"quotas": {"audit_retention_max_days": 10}},
+        headers=bearer(platform_key),
+    )
+    assert capped.status_code == 200, capped.get_data(as_text=True)
+    assert capped.get_json()["settings"]["audit_retention_days"] == 10  # the cap wins
+    for bad in (0, -1, True, "30", 11):
+        refused = client.patch(
+            "/api/v1/tenant/settings", json={"audit_retention_days": bad}, headers=bearer(owner)
+        )
+        assert refused.status_code == 422, bad
+    far = utcnow() + datetime.timedelta(days=11)
+    with app.app_context():
+        swept = next(r for r in retention.sweep(acme.id, now=far))
+    assert swept.retention_days == 10 and swept.deleted > 0
+    code, report = verify_json(app)
+    assert code == 0, report
