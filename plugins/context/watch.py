@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import mmap
 import os
@@ -300,6 +301,9 @@ class FileSignal(Signal):
                 time.sleep(self.interval)
 
 
+_SUBSCRIBERS = itertools.count(1)
+
+
 class RedisSignal(Signal):
     """PUBLISH on one channel; one subscriber thread per process, on its own connection."""
 
@@ -321,9 +325,12 @@ class RedisSignal(Signal):
 
     def _run(self) -> None:
         pool = self.client.connection_pool
+        # Named, so that CLIENT LIST shows which process each subscriber belongs to.
+        self.client_name = f"ctxcloud-context-watch-{os.getpid()}-{next(_SUBSCRIBERS)}"
+        kwargs = {**pool.connection_kwargs, "client_name": self.client_name}
         own = redis.Redis(
             connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs
+                connection_class=pool.connection_class, max_connections=1, **kwargs
             )
         )
         backoff = BACKOFF_START

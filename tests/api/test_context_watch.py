@@ -8,16 +8,19 @@ tested with a second app on the same database and signal, as another process wou
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from ctxcloud import create_app
-from ctxcloud.plugins.context.watch import WATCH, default_max_waiters
+from ctxcloud.plugins.context.watch import WATCH, RedisSignal, Watch, default_max_waiters
 from tests import stack
 from tests.support.context import context_url, create_project, put_entry
 from tests.support.factories import bearer
+from tests.support.server import free_port
 
 GUARD = 30  # seconds: only a hung waiter takes this long
 
@@ -261,3 +264,65 @@ def test_a_wait_past_watch_max_wait_is_shortened_not_refused(app, client, auth):
     watch_of(app).max_wait = 0.1  # WATCH_MAX_WAIT
     response = client.get(changes_url("p", since=0, wait=60), headers=auth)
     assert response.status_code == 200 and response.get_json()["changes"] == []
+
+
+def test_a_lost_subscription_never_holds_a_waiter_past_its_deadline(app):
+    """Redis unreachable: publishing fails quietly (the commit stands), the subscriber keeps
+    retrying with its bounded backoff, and a waiter still ends at its deadline."""
+    dead = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2
+    )
+    watch = Watch(max_waiters=1, retry_after=1)
+    watch.signal = RedisSignal(watch, dead, "test:")
+    with app.app_context():
+        watch.changed("prj_nobody")  # no exception: logged, and the commit is not undone
+        assert watch.wait_until("prj_nobody", lambda: False, time.monotonic() + 0.3) is False
+    assert not watch.signal.subscribed.is_set()
+    assert watch.waiting == 0 and watch.watched() == []
+
+
+@pytest.mark.skipif(not stack.is_production, reason="Redis pub/sub: the production tier")
+def test_the_subscriber_comes_back_after_its_connection_is_killed(app, app_config, auth, pool):
+    """The subscription drops: the subscriber reconnects, wakes every waiter to re-read the
+    database (a change may have been published meanwhile), and hears changes again."""
+    client = app.test_client()
+    project = create_project(client, auth, slug="p")
+    watch = watch_of(app)
+    rounds = []
+
+    def moved() -> bool:
+        rounds.append(1)
+        return False
+
+    waiter = pool.submit(_wait_in_app, app, watch, project["id"], moved)
+    until(watch.signal.subscribed.is_set, "subscribed")
+    server = app.extensions["ctxcloud"].redis
+    name = watch.signal.client_name
+    [mine] = [c for c in server.client_list(_type="pubsub") if c["name"] == name]
+    before = len(rounds)
+    server.client_kill_filter(_id=mine["id"])
+    until(lambda: len(rounds) > before and watch.signal.subscribed.is_set(), "re-subscribed")
+    assert waiter.done() is False  # woken to re-check, still waiting: nothing moved
+    other = create_app(app_config)
+    try:
+        put_entry(other.test_client(), auth, "p", "a.md", b"one", expect=201)
+    finally:
+        stack.close(other)
+    waiter.result(timeout=GUARD)  # the new subscription heard the other app's change
+
+
+def _wait_in_app(app, watch, project_id, moved):
+    """Wait for a publish of the project (moved() counts the re-checks) until woken by one."""
+    heard = threading.Event()
+    original = watch.wake
+
+    def wake(woken: str) -> None:
+        if woken == project_id:
+            heard.set()
+        original(woken)
+
+    watch.wake = wake
+    with app.app_context():
+        deadline = time.monotonic() + GUARD
+        watch.wait_until(project_id, lambda: heard.is_set() or moved(), deadline)
+    assert heard.is_set()
