@@ -121,11 +121,11 @@ class Watch:
         sleep still wakes it. The database connection goes back to the pool before each sleep.
         """
         event = Waiter()
-        with self._lock:
+        with self._lock:  # the signal learns of waiters in the order they come and go
             first = project_id not in self._waiters
             self._waiters.setdefault(project_id, set()).add(event)
-        if self.signal is not None:
-            self.signal.watch(project_id, first)
+            if self.signal is not None:
+                self.signal.watch(project_id, first)
         try:
             while True:
                 if moved():
@@ -142,13 +142,10 @@ class Watch:
                 events = self._waiters.get(project_id)
                 if events is not None:
                     events.discard(event)
-                    last = not events
-                    if last:
+                    if not events:
                         del self._waiters[project_id]
-                else:
-                    last = False
-            if last and self.signal is not None:
-                self.signal.unwatch(project_id)
+                        if self.signal is not None:
+                            self.signal.unwatch(project_id)
 
     def watched(self) -> list[str]:
         with self._lock:
