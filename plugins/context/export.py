@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import flask
+
 from ctxcloud import objects
 from ctxcloud.plugins.context import archive_crypto
 from ctxcloud.plugins.context.export_format import (
@@ -165,7 +167,7 @@ class _Writer:
         yield tar_padding(len(data))
 
 
-def archive(tenant_id: str, export: ExportPlan) -> Iterator[bytes]:
+def archive(app: flask.Flask, tenant_id: str, export: ExportPlan) -> Iterator[bytes]:
     """The plaintext tar of `export`, in pieces (headers, JSON members, entry chunks)."""
     project = export.project
     now = time.time()
@@ -213,7 +215,7 @@ def archive(tenant_id: str, export: ExportPlan) -> Iterator[bytes]:
             if version.sha256 in written:
                 continue
             written.add(version.sha256)
-            yield from _blob(tenant_id, project.id, version, writer, mtime)
+            yield from _blob(app, tenant_id, project.id, version, writer, mtime)
     index = {
         "format": FORMAT,
         "version": VERSION,
@@ -232,14 +234,24 @@ def archive(tenant_id: str, export: ExportPlan) -> Iterator[bytes]:
 
 
 def _blob(
-    tenant_id: str, project_id: str, version: _Version, writer: _Writer, mtime: float
+    app: flask.Flask,
+    tenant_id: str,
+    project_id: str,
+    version: _Version,
+    writer: _Writer,
+    mtime: float,
 ) -> Iterator[bytes]:
     name = blob_member(version.sha256 or "")
     yield tar_header(name, version.size, mtime)
     digest = hashlib.sha256()
     size = 0
     if version.size:
-        for chunk in objects.read(tenant_id, project_id, version.object_key, version.size):
+        # The app's context only while the object is opened (objects.read takes the keys, store
+        # and bulkhead from it then): none is held across a yield, so an archive its reader
+        # abandons needs no context popped when it is collected.
+        with app.app_context():
+            chunks = objects.read(tenant_id, project_id, version.object_key, version.size)
+        for chunk in chunks:
             digest.update(chunk)
             size += len(chunk)
             yield chunk
@@ -252,8 +264,10 @@ def _blob(
 def export_chunks(
     tenant_id: str, export: ExportPlan, passphrase: bytes | None = None
 ) -> Iterator[bytes]:
-    """The archive as it is sent or written: plaintext tar, or encrypted with `passphrase`."""
-    chunks = archive(tenant_id, export)
+    """The archive as it is sent or written: plaintext tar, or encrypted with `passphrase`.
+    Called in the app's context; the chunks need none (a response streams them after the
+    request's context is gone)."""
+    chunks = archive(flask.current_app._get_current_object(), tenant_id, export)
     if passphrase is None:
         return _coalesced(chunks)
     return archive_crypto.encrypt(passphrase, chunks)

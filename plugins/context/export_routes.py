@@ -138,7 +138,7 @@ class ProjectExport(MethodView):
         filename = plan.filename + (".enc" if secret is not None else "")
         chunks = export.export_chunks(actor.tenant_id, plan, secret)
         return flask.Response(
-            flask.stream_with_context(chunks),
+            chunks,
             mimetype=TAR_TYPE if secret is None else ENCRYPTED_TYPE,
             headers={
                 "Content-Disposition": f'attachment; filename="{filename}"',

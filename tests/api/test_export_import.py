@@ -18,6 +18,7 @@ import tarfile
 from contextlib import ExitStack
 from pathlib import Path
 
+import flask
 import pytest
 
 from ctxcloud import create_app
@@ -325,6 +326,22 @@ def test_the_export_streams_entry_by_entry(client, auth, monkeypatch):
     assert len(opened) == 5
     with tarfile.open(fileobj=io.BytesIO(first + rest)) as tar:
         assert len([n for n in tar.getnames() if n.startswith("blobs/")]) == 5
+
+
+def test_an_export_its_client_abandons_leaves_no_context_behind(app, client, auth):
+    """A client that stops reading mid-archive: the response is collected later, while other
+    requests run. The archive holds no app or request context across its chunks, so nothing
+    has to be popped out of turn then (which Flask refuses, as an error in a finalizer)."""
+    create_project(client, auth, name="Large", slug="large")
+    for n in range(3):
+        put(client, auth, "large", f"part-{n}.bin", os.urandom(300_000), "application/x-part")
+    response = client.post(export_url("large"), headers=auth, buffered=False)
+    chunks = iter(response.response)
+    next(chunks)
+    with app.test_request_context("/elsewhere"):
+        chunks.close()  # as the collector would, in whatever context is current then
+        assert flask.request.path == "/elsewhere"
+    assert client.get("/api/v1/projects/large", headers=auth).status_code == 200
 
 
 def test_the_archive_holds_an_index_and_each_distinct_version_once(client, auth):
