@@ -25,6 +25,35 @@ def config_defaults():
         # Staged uploads: seconds an upload lives uncommitted, and how many a tenant holds.
         "UPLOAD_EXPIRES": 24 * 3600,
         "MAX_OPEN_UPLOADS": 1000,
+        # Project import (docs/export-import.md): the largest archive POST /projects/import reads.
+        "MAX_IMPORT_BYTES": 10 * 1024**3,
+        # Long-polls (docs/changes.md): requests of one process that may wait at once (None: a
+        # quarter of the worker's threads, at least 1), the Retry-After past it, the longest
+        # wait served (a longer `wait` is shortened), the spacing of waiters woken together,
+        # and how often the embedded default's poller looks for changes of other processes.
+        "WATCH_MAX_WAITERS": None,
+        "WATCH_RETRY_AFTER": 5,
+        "WATCH_MAX_WAIT": 60,
+        "WATCH_WAKE_SPACING": 0.005,
+        "WATCH_POLL_INTERVAL": 0.05,
+        # Signed links (docs/links.md): the tenant setting links_enabled's default (off), their
+        # own signing keys (unset: derived from the master keys), reads per client address.
+        "LINKS_ENABLED": False,
+        "LINK_SIGNING_KEYS": None,
+        "ACTIVE_LINK_SIGNING_KEY": None,
+        "RATE_LIMIT_LINKS": "120/minute",
+        # Diffs (docs/diff-and-render.md): the response's default and largest byte budget,
+        # the largest entry read to diff, and the bytes one diff reads in all.
+        "DIFF_DEFAULT_BYTES": 256 * 1024,
+        "DIFF_MAX_BYTES": 4 * 1024**2,
+        "DIFF_MAX_ENTRY_BYTES": 512 * 1024,
+        "DIFF_MAX_READ_BYTES": 16 * 1024**2,
+        # Rendering: the largest token budget, entries considered, the largest entry read,
+        # and the bytes one rendering reads in all.
+        "RENDER_MAX_TOKENS": 1_000_000,
+        "RENDER_MAX_ENTRIES": 2000,
+        "RENDER_MAX_ENTRY_BYTES": 1024**2,
+        "RENDER_MAX_READ_BYTES": 8 * 1024**2,
     }
 
 
@@ -35,32 +64,56 @@ def tenant_options():
 
 @hookimpl
 def problem_responses():
-    return RESPONSES
+    from ctxcloud.plugins.context.export_format import RESPONSES as EXPORT_RESPONSES
+
+    return RESPONSES + EXPORT_RESPONSES
 
 
 @hookimpl
 def startup(app):
+    from ctxcloud.plugins.context.link_keys import check_at_startup
     from ctxcloud.plugins.context.manifest_cache import init_manifest_cache
+    from ctxcloud.plugins.context.watch import init_watch
 
     init_manifest_cache(app)
+    init_watch(app)
+    check_at_startup(app)
 
 
 @hookimpl
 def register_commands(cli):
     from ctxcloud.plugins.context.cli import context_group
+    from ctxcloud.plugins.context.project_cli import projects_group
 
     cli.add_command(context_group)
+    cli.add_command(projects_group)
 
 
 @hookimpl
 def register_blueprints(app):
+    from ctxcloud.plugins.context.change_routes import blp as changes_blp
+    from ctxcloud.plugins.context.export_routes import export_blp, import_blp
+    from ctxcloud.plugins.context.link_routes import blp as links_blp
+    from ctxcloud.plugins.context.link_routes import reads as link_reads_blp
     from ctxcloud.plugins.context.paths import EntryPathConverter
     from ctxcloud.plugins.context.project_routes import blp as projects_blp
+    from ctxcloud.plugins.context.render_routes import diff_blp, render_blp
     from ctxcloud.plugins.context.routes import blp
     from ctxcloud.plugins.context.upload_routes import blp as uploads_blp
 
     app.url_map.converters["entry_path"] = EntryPathConverter
-    return [projects_blp, blp, uploads_blp]
+    return [
+        projects_blp,
+        blp,
+        uploads_blp,
+        diff_blp,
+        render_blp,
+        links_blp,
+        link_reads_blp,
+        changes_blp,
+        export_blp,
+        import_blp,
+    ]
 
 
 @hookimpl
@@ -77,8 +130,10 @@ def tenant_deleting(tenant):
 
 @hookimpl
 def project_deleting(project):
+    from ctxcloud.plugins.context.links import delete_project_links
     from ctxcloud.plugins.context.service import delete_project_context
 
+    delete_project_links(project)
     return delete_project_context(project)
 
 

@@ -51,4 +51,37 @@ RESPONSES = [
     ProblemResponse(
         "RangeNotSatisfiable", 416, "range_not_satisfiable", "The range is outside the entry."
     ),
+    ProblemResponse(
+        "LinksDisabled",
+        403,
+        "links_disabled",
+        "Signed links are off for this tenant: its owner turns them on with the setting "
+        "links_enabled (PATCH /api/v1/tenant/settings).",
+        description="Forbidden: the credential lacks the permission (`forbidden`), or the "
+        "tenant's `links_enabled` setting is off (`links_disabled`)",
+    ),
+    ProblemResponse(
+        "HistoryPruned",
+        410,
+        "history_pruned",
+        "Revisions before 40 were pruned: read the manifest at the head (revision 52) and "
+        "continue from there.",
+        description="Gone: `since` is older than the project's kept history; the problem "
+        "carries `history_starts_at` and the head `revision`",
+    ),
+    ProblemResponse(
+        "RevisionAhead",
+        409,
+        "revision_ahead",
+        "since is 60 but the head is 52.",
+        description="Conflict: `since` is past the project's head (`revision` in the problem)",
+    ),
+    ProblemResponse(
+        "TooManyWatchers",
+        503,
+        "too_many_watchers",
+        "This server already holds 2 waiting requests: poll again later, or ask without `wait`.",
+        description="Service Unavailable: this server process already holds "
+        "`WATCH_MAX_WAITERS` waiting requests; ask again after `Retry-After` seconds",
+    ),
 ]

@@ -36,7 +36,10 @@ OPAQUE_IDS = {
     "tenant_id": "POST /api/v1/tenants",
     "key_id": "POST /api/v1/api-keys",
     "client_id": "POST /api/v1/oauth/clients",
+    "link_id": "POST /api/v1/projects/{project}/context/links",
 }
+# Query parameters holding a secret the server chose: the link's token, from its `url`.
+OPAQUE_QUERY = {"token"}
 PLATFORM = "platform"
 OWNER = "owner"
 NOBODY = "nobody"
@@ -64,7 +67,8 @@ class Example:
         for name, value in self.path_values.items():
             value = ids.get(name, value)
             url = url.replace(f"{{{name}}}", quote(str(value), safe="/" if name == "path" else ""))
-        return f"{url}?{urlencode(self.query)}" if self.query else url
+        query = {k: ids.get(k, v) if k in OPAQUE_QUERY else v for k, v in self.query.items()}
+        return f"{url}?{urlencode(query)}" if query else url
 
 
 def request_examples(spec: dict) -> dict[str, Example]:
@@ -131,10 +135,21 @@ PLAN: list[tuple[str | Callable, str]] = [
     ("GET /api/v1/projects/{project}/context", OWNER),  # revision=3
     ("GET /api/v1/projects/{project}/context/diff", OWNER),  # from 1 to 3
     ("GET /api/v1/projects/{project}/context/render", OWNER),  # revision=3
+    # A link to revision 3 (links_enabled is on since PATCH /tenant/settings), read with no
+    # credential through its URL: the manifest, an entry and the render; then revoked.
+    ("POST /api/v1/projects/{project}/context/links", OWNER),
+    ("GET /api/v1/projects/{project}/context/links", OWNER),
+    ("GET /api/v1/links/{link_id}", NOBODY),
+    ("GET /api/v1/links/{link_id}/entries/{path}", NOBODY),
+    ("GET /api/v1/links/{link_id}/render", NOBODY),
+    ("DELETE /api/v1/projects/{project}/context/links/{link_id}", OWNER),
     (f"GET {ENTRY}", OWNER),
     (f"HEAD {ENTRY}", OWNER),  # revision=3
     *((put_bytes(f"notes/{n}.md", b"n\n"), OWNER) for n in range(4)),  # 4-7
     ("POST /api/v1/projects/{project}/context/commits", OWNER),  # parent_revision 7
+    # The project as an archive (encrypted: the passphrase example), imported as a copy.
+    ("POST /api/v1/projects/{project}/export", OWNER),
+    ("POST /api/v1/projects/import", OWNER),  # the archive above, as handbook-copy
     ("POST /api/v1/projects/{project}/context/uploads", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions", OWNER),
     ("GET /api/v1/projects/{project}/context/revisions/{number}", OWNER),  # 7
@@ -144,6 +159,7 @@ PLAN: list[tuple[str | Callable, str]] = [
     ("POST /api/v1/api-keys", OWNER),
     ("GET /api/v1/api-keys/{key_id}", OWNER),
     ("DELETE /api/v1/api-keys/{key_id}", OWNER),
+    ("GET /api/v1/audit-events", OWNER),  # filtered by type, actor, time and own tenant
     ("POST /api/v1/oauth/clients", OWNER),
     ("GET /api/v1/oauth/clients/{client_id}", OWNER),
     ("POST /api/v1/oauth/clients/{client_id}/secret", OWNER),
@@ -174,6 +190,9 @@ def send(client, example: Example, credential: dict, ids: dict[str, str]):
         return client.open(url, method=example.method, json=example.body, headers=headers)
     if example.key == f"PUT {ENTRY}":
         return client.put(url, data=BODY_OF_PUT, headers=headers)
+    if example.key == "POST /api/v1/projects/import":  # the archive the export example made
+        headers["Content-Type"] = "application/octet-stream"
+        return client.post(url, data=ids["archive"], headers=headers)
     return client.open(url, method=example.method, headers=headers)
 
 
@@ -203,6 +222,10 @@ def test_every_request_example_is_accepted(app, client, spec, platform_key):
             if step == creator:
                 body = response.get_json()
                 ids[name] = body.get("id") or body[name]
+                if name == "link_id":
+                    ids["token"] = body["url"].split("token=", 1)[1]
+        if step == "POST /api/v1/projects/{project}/export":
+            ids["archive"] = response.get_data()
         if step == "POST /api/v1/tenants":  # an owner of the tenant the examples name
             tenant = SimpleNamespace(id=ids["tenant_id"])
             credentials[OWNER] = bearer(make_api_key(app, tenant, name="examples")[1])
@@ -221,7 +244,9 @@ def test_example_ids_are_well_formed_but_name_nothing(client, spec, platform_key
         response = client.get(example.url({}), headers=headers)
         assert response.status_code == 404, f"{example.key}: {response.status_code}"
         sent += 1
-    assert sent == 6  # a user, a key, an OAuth client, a tenant and its config and usage
+    # A user, a key, an OAuth client, a tenant and its config and usage, and a link's three
+    # reads (the example token signs nothing).
+    assert sent == 9
 
 
 def test_the_key_expiry_example_is_in_the_future(spec):

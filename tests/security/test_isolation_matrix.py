@@ -44,6 +44,7 @@ import pytest
 
 from ctxcloud.auth import AUTHENTICATED, route_policy
 from ctxcloud.roles import ROLE_PERMISSIONS, TENANT_PERMISSIONS
+from tests.api.test_export_import import minimal_archive
 from tests.support.context import stored_keys
 from tests.support.factories import (
     bearer,
@@ -64,7 +65,15 @@ BLOB_SIZE = 70_001  # > one 64 KiB encryption segment, and a number no other res
 PLATFORM_POLICY = "platform:admin"
 
 # Path parameters that name a tenant resource: another tenant's credential gets 404 there.
-TENANT_RESOURCE_PARAMS = {"project", "user_id", "key_id", "client_id", "name", "upload_id"}
+TENANT_RESOURCE_PARAMS = {
+    "project",
+    "user_id",
+    "key_id",
+    "client_id",
+    "name",
+    "upload_id",
+    "link_id",
+}
 PROVIDER_NAME = f"idp-{MARK}"
 # Registering a provider is create-or-replace by name within the caller's own tenant: another
 # tenant's credential PUTting B's provider name makes a provider of its own (2xx), never
@@ -79,6 +88,10 @@ AUTHENTICATED_EXCEPTIONS = {
     ("auth.Revoke", "POST", "api_key"): 400,
     ("auth.Revoke", "POST", "jwt"): 204,
 }
+# Routes where a platform key reads every tenant's records, B's included, by design (the
+# audit log: docs/audit.md); a tenant's credential there still sees only its own.
+PLATFORM_READS_EVERY_TENANT = {("audit_events.AuditEvents", "GET")}
+AUDIT_EVENTS, AUDIT_HEADS = "audit_event", "audit_chain"
 # Flask answers OPTIONS itself (the Allow header of the route template), with no credential
 # and without looking at any resource: 200 for every caller, and it must leak nothing.
 AUTOMATIC_METHODS = {"OPTIONS"}
@@ -147,6 +160,7 @@ class Victim:
     restricted_client_token: str  # a client-credentials token restricted to beta
     revoked_client_token: str
     upload_id: str = ""  # a staged upload of alpha (bytes sent, not committed)
+    link_id: str = ""  # a live signed link to alpha (its token is searched for, never sent)
     federated_viewer_token: str = ""  # of B's identity provider (when the test runs one)
     federated_refused_token: str = ""  # of B's provider, matching none of its rules
     strings: set[str] = field(default_factory=set)  # searched case-insensitively
@@ -308,6 +322,16 @@ def make_victim(app, client, idp=None) -> Victim:
     )
     assert staged.status_code == 200, staged.get_data(as_text=True)
     victim.strings |= {victim.upload_id, staged.get_json()["sha256"]}
+    enabled = client.patch(f"{API}/tenant/settings", json={"links_enabled": True}, headers=headers)
+    assert enabled.status_code == 200, enabled.get_data(as_text=True)
+    link = client.post(
+        f"{API}/projects/{alpha['id']}/context/links",
+        json={"revision": 2, "path": PLAN_PATH, "expires_in": 3600},
+        headers=headers,
+    )
+    assert link.status_code == 201, link.get_data(as_text=True)
+    victim.link_id = link.get_json()["id"]
+    victim.strings |= {victim.link_id, link.get_json()["url"].split("token=")[1]}
     if idp is not None:  # B signs its people in with its own provider, as viewers
         provider = register_provider(
             client,
@@ -421,6 +445,9 @@ def snapshot(app, client, victim: Victim) -> dict:
             ]
             if mine:
                 rows[table] = sorted(mine)
+        # B's audit log only grows (B's own refused calls add events): compared as a prefix.
+        rows.pop(AUDIT_HEADS, None)
+        audit = rows.pop(AUDIT_EVENTS, [])
         from ctxcloud.plugins.context.models import EntryVersion
 
         object_keys = sorted(
@@ -464,7 +491,13 @@ def snapshot(app, client, victim: Victim) -> dict:
                 for entry in manifest["entries"]
             },
         }
-    return {"rows": rows, "objects": objects, "all_object_keys": stored_keys(app), "api": api}
+    return {
+        "rows": rows,
+        "audit": audit,
+        "objects": objects,
+        "all_object_keys": stored_keys(app),
+        "api": api,
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -504,6 +537,8 @@ def route_values(victim: Victim) -> dict[str, list[tuple[str, str]]]:
         "client_id": [(victim.client_id, "ctxc_zzzzzzzzzzzzzzzzzzzz")],
         "name": [(PROVIDER_NAME, "idp-nothing-here")],
         "upload_id": [(victim.upload_id, "upl_zzzzzzzzzzzzzzzzzzzz")],
+        # Public link reads get no token: B's link answers like a missing one.
+        "link_id": [(victim.link_id, "lnk_zzzzzzzzzzzzzzzzzzzz")],
         "tenant_id": [(victim.tenant.id, "tnt_zzzzzzzzzzzzzzzzzzzz")],
         "filename": [("swagger-ui.css", "swagger-ui.css")],
     }
@@ -567,6 +602,15 @@ def request_kwargs(call: Call, victim: Victim, attacker: Attacker | None = None)
         ("context.Commits", "POST"): lambda: {
             "json": {"message": "attack", "put": [{"path": "evil.md", "content": "x"}]}
         },
+        ("project_export.ProjectExport", "POST"): lambda: {},
+        ("context_links.Links", "POST"): lambda: {"json": {"revision": 1, "expires_in": 3600}},
+        # A valid archive (of a project of nobody's), under a fresh slug each time: a
+        # credential of A imports it into A (2xx), and B's is refused before it is read.
+        ("project_import.ProjectImport", "POST"): lambda: {
+            "data": minimal_archive(f"imported-{n}", f"Imported {n}"),
+            "headers": {"Content-Type": "application/x-tar"},
+            "query_string": {"slug": f"imported-{n}"},
+        },
         ("users.Users", "POST"): lambda: {
             "json": {
                 "username": f"intruder{n}",
@@ -628,6 +672,12 @@ def request_kwargs(call: Call, victim: Victim, attacker: Attacker | None = None)
         return maker()
     if call.endpoint == "context.Manifest":
         return {"query_string": {"include_content": "true", "max_bytes": "10000000"}}
+    if call.endpoint == "context_diff.Diff":
+        return {"query_string": {"from": "0", "max_bytes": "4194304"}}  # B's every entry
+    if call.endpoint == "context_render.Render":
+        return {"query_string": {"max_tokens": "1000000", "format": "json"}}
+    if call.endpoint == "context_changes.Changes":
+        return {"query_string": {"since": "0"}}  # every change of B's project
     return {}
 
 
@@ -784,6 +834,10 @@ def test_isolation_matrix(app, client, capsys, providers):
                     failures.append(f"{where}: 401 without WWW-Authenticate: Bearer")
             own_put = (call.endpoint, call.method) in OWN_NAMESPACE_PUTS
             leaked = leaks(response, victim, PROVIDER_NAME if own_put else "")
+            if KINDS[kind] == PLATFORM and (call.endpoint, call.method) in (
+                PLATFORM_READS_EVERY_TENANT
+            ):
+                leaked = []
             if leaked:
                 failures.append(f"{where}: leaks {sorted(leaked)}")
             if isinstance(want, int) and want >= 400 and call.twin_url:
@@ -828,6 +882,10 @@ def test_isolation_matrix(app, client, capsys, providers):
     assert not failures, "\n".join(failures)
     after = snapshot(app, client, victim)
     assert after["rows"] == before["rows"]
+    assert set(before["audit"]) <= set(after["audit"])  # appended to, never changed
+    # Only B's own calls add to it: every new row is on B's chain, none on another's naming B.
+    for row in set(after["audit"]) - set(before["audit"]):
+        assert f"('chain', '{victim.tenant.id}')" in row, row
     assert after["objects"] == before["objects"]
     assert after["all_object_keys"] == before["all_object_keys"]
     assert after["api"] == before["api"]
