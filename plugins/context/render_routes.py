@@ -209,6 +209,24 @@ class DiffSchema(ma.Schema):
     )
 
 
+# What both routes answer about their prefix and revisions (documented once, used twice).
+_REVISION_ERRORS = {
+    "400": _problem(
+        400,
+        "invalid_path",
+        "The prefix has U+202E RIGHT-TO-LEFT OVERRIDE at character 5 (segment 1).",
+        "Bad Request: a `prefix` the path rules refuse (`invalid_path`)",
+    ),
+    "404": _problem(
+        404,
+        "not_found",
+        "No revision 9: the head is 6.",
+        "Not Found: no such project (or another tenant's), or a revision beyond the head",
+    ),
+    "410": _pruned(),
+}
+
+
 @diff_blp.route("", parameters=[PROJECT_PARAM, IF_NONE_MATCH])
 class Diff(MethodView):
     @requires("context:read")
@@ -217,19 +235,7 @@ class Diff(MethodView):
     @diff_blp.alt_response(304, description="Not modified (If-None-Match matched the ETag)")
     @diff_blp.doc(
         responses={
-            "400": _problem(
-                400,
-                "invalid_path",
-                "The prefix has U+202E RIGHT-TO-LEFT OVERRIDE at character 5 (segment 1).",
-                "Bad Request: a `prefix` the path rules refuse (`invalid_path`)",
-            ),
-            "404": _problem(
-                404,
-                "not_found",
-                "No revision 9: the head is 6.",
-                "Not Found: no such project (or another tenant's), or a revision beyond the head",
-            ),
-            "410": _pruned(),
+            **_REVISION_ERRORS,
             "422": _problem(
                 422,
                 "validation_error",
@@ -382,19 +388,7 @@ class Render(MethodView):
                     "application/json": {"schema": RenderSchema},
                 },
             },
-            "400": _problem(
-                400,
-                "invalid_path",
-                "The prefix has U+202E RIGHT-TO-LEFT OVERRIDE at character 5 (segment 1).",
-                "Bad Request: a `prefix` the path rules refuse (`invalid_path`)",
-            ),
-            "404": _problem(
-                404,
-                "not_found",
-                "No revision 9: the head is 6.",
-                "Not Found: no such project (or another tenant's), or a revision beyond the head",
-            ),
-            "410": _pruned(),
+            **_REVISION_ERRORS,
             "422": _problem(
                 422,
                 "validation_error",
