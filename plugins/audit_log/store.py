@@ -61,6 +61,9 @@ SECRET_ENDINGS = ("password", "secret", "passphrase", "_token", "_key", "_hash")
 PLATFORM_TYPES = frozenset({"tenant_deleting", "tenant_deleted"})
 REFUSAL_ENDINGS = ("_denied", "_failed", "_refused", "_detected")
 DENIAL = "permission_denied"
+# Events anyone can cause at a request's rate (a refused credential, a public link's reader):
+# each type's rows are bounded per chain per minute (BoundedEvents).
+BOUNDED_TYPES = frozenset({DENIAL, "link.used"})
 MAX_DETAILS_BYTES = 16 * 1024
 _PENDING = "ctxcloud_audit_pending"
 
@@ -85,10 +88,12 @@ def is_refusal(event_type: str) -> bool:
 
 @dataclass
 class DenialBudget:
-    """At most `per_minute` stored ``permission_denied`` rows per chain per minute, per process.
+    """At most `per_minute` stored rows of each bounded type (BOUNDED_TYPES: denials, link
+    reads) per chain per minute, per process; `take` is given the chain, or the chain and the
+    type (``"<chain>|<type>"``) for a type other than denials.
 
-    The rest are logged but not stored; the next stored denial of the chain says how many were
-    left out (``details.suppressed``).
+    The rest are logged but not stored; the next stored row of that chain and type says how
+    many were left out (``details.suppressed``).
     """
 
     per_minute: int | None
@@ -178,8 +183,9 @@ def record(event: Mapping[str, Any]) -> None:
     """Store one event (or set it aside to store when the request ends); never raises."""
     try:
         chain, fields = row_fields(event)
-        if fields["type"] == DENIAL:
-            suppressed = budget().take(chain)
+        if fields["type"] in BOUNDED_TYPES:
+            key = chain if fields["type"] == DENIAL else f"{chain}|{fields['type']}"
+            suppressed = budget().take(key)
             if suppressed is None:
                 stats().suppressed += 1
                 return

@@ -399,3 +399,28 @@ def test_link_events_are_stored_and_queryable_without_the_token(client, auth, pr
     assert sorted(e["type"] for e in events) == ["link.created", "link.revoked", "link.used"]
     assert link["id"] in response.get_data(as_text=True)
     assert link["url"].split("token=")[1] not in response.get_data(as_text=True)
+
+
+@pytest.fixture
+def few_stored_reads(app_config):
+    app_config["AUDIT_DENIALS_PER_MINUTE"] = 2
+    return app_config
+
+
+def test_stored_link_reads_are_bounded_per_tenant_and_count_what_was_left_out(
+    few_stored_reads, app, client, auth, project
+):
+    """Anyone holding a link can read it as fast as the rate limit lets them: its reads are
+    stored up to the audit bound per minute, the rest logged, and the next stored one says how
+    many were left out."""
+    link = make_link(client, auth, revision=1)
+    for _ in range(5):
+        assert client.get(local(link["url"])).status_code == 200
+    used = "/api/v1/audit-events?type=link.used"
+    assert len(client.get(used, headers=auth).get_json()) == 2
+    from ctxcloud.plugins.audit_log.store import BUDGET
+
+    app.extensions["ctxcloud"].stash[BUDGET].window -= 1  # a later minute
+    assert client.get(local(link["url"])).status_code == 200
+    newest = client.get(used, headers=auth).get_json()[0]
+    assert newest["details"]["suppressed"] == 3
