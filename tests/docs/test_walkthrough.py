@@ -63,7 +63,7 @@ def test_output_patterns():
 
 
 @pytest.mark.server
-def test_the_api_walkthrough_runs_as_documented(app, app_config, tmp_path, capsys):
+def test_the_api_walkthrough_runs_as_documented(app, app_config, tmp_path, report_figure):
     if shutil.which("curl") is None:
         pytest.fail(
             "curl is not installed: the walkthrough's commands need it (apt-get install curl)"
@@ -114,5 +114,4 @@ def test_the_api_walkthrough_runs_as_documented(app, app_config, tmp_path, capsy
     left = sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*"))
     assert left == [], f"the walkthrough left files in the folder it was run from: {left}"
     assert list(scratch.iterdir()) == [], "its scratch folder (a refresh token) was not removed"
-    with capsys.disabled():
-        print(f"\ndocs/api.md: {len(ran)} commands run against {server.url}, outputs checked")
+    report_figure(f"docs/api.md: {len(ran)} commands run against {server.url}, outputs checked")

@@ -177,7 +177,9 @@ def assert_clean(name: str, report: dict[str, Any], output: str, min_operations:
     assert all(phases[phase]["status"] == "success" for phase in phases), (phases, where)
 
 
-def test_the_api_keeps_its_documented_contract_under_fuzzing(app, app_config, tmp_path, capsys):
+def test_the_api_keeps_its_documented_contract_under_fuzzing(
+    app, app_config, tmp_path, report_figure
+):
     env = {f"CTXCLOUD_{name}": str(value) for name, value in app_config.items()}
     env.update(
         CTXCLOUD_RATE_LIMIT_DEFAULT=UNLIMITED,
@@ -225,9 +227,8 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(app, app_config, tm
         )
         log = server.log()
 
-    with capsys.disabled():
-        print(f"\n{summary('fuzz, tenant owner', tenant_report)}")
-        print(summary("fuzz, platform operator", platform_report))
+    report_figure(summary("fuzz, tenant owner", tenant_report))
+    report_figure(summary("fuzz, platform operator", platform_report))
     assert_clean("as the tenant owner", tenant_report, tenant_output, MIN_TENANT_OPERATIONS)
     assert whoami.status_code == 200, "the fuzzer revoked its own key: the run tested 401s"
     assert_clean(

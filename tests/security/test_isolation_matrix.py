@@ -749,7 +749,7 @@ def providers():
         yield victims, attackers
 
 
-def test_isolation_matrix(app, client, capsys, providers):
+def test_isolation_matrix(app, client, report_figure, providers):
     victim = make_victim(app, client, providers[0])
     attacker = make_attacker(app, client, providers[1])
     _, platform_key = make_platform_key(app)
@@ -867,12 +867,11 @@ def test_isolation_matrix(app, client, capsys, providers):
                 )["access_token"]
 
     rules = {c.rule for c in calls}
-    with capsys.disabled():  # the matrix size belongs in the CI log
-        print(
-            f"\nisolation matrix: {len(rules)} routes, {len(route_methods)} route x method "
-            f"pairs, {len(calls)} filled calls, {len(KINDS)} credential kinds -> {performed} "
-            f"requests (+ {twins} on missing resources)"
-        )
+    report_figure(  # the matrix size belongs in the CI log
+        f"isolation matrix: {len(rules)} routes, {len(route_methods)} route x method "
+        f"pairs, {len(calls)} filled calls, {len(KINDS)} credential kinds -> {performed} "
+        f"requests (+ {twins} on missing resources)"
+    )
     # A walker that found nothing must not pass.
     assert len(rules) >= 20 and len(route_methods) >= 60 and performed >= 400, (
         len(rules),
