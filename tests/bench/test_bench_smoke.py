@@ -30,12 +30,22 @@ def test_smoke_run_writes_every_scenario(tmp_path):
         "small_get_c16",
         "small_put_c16",
         "manifest_apikey_c16_1worker",
+        "manifest_304_c16",
+        "big_manifest_apikey_c16",
+        "big_small_get_c16",
     }
     assert expected <= set(figures)
     for name, figure in figures.items():
         assert figure["rps"]["median"] > 0, name
         assert figure["non_2xx"] == 0 and figure["socket_errors"] == 0, name
     assert {"manifest_apikey_c16", "scaling_2_vs_1_worker"} <= set(results["ratios"])
+    # The manifest at scale (a tiny "big" project in smoke mode): sizes, cost growth, and a
+    # timed cache-miss build.
+    scale = results["manifest_at_scale"]["embedded"]
+    assert scale["entries"] == 50
+    assert scale["big_manifest_bytes"] > scale["small_manifest_bytes"] > 0
+    assert scale["cost_over_size_growth"] > 0
+    assert scale["cache_miss_build_ms"]["median"] > 0
     stream = results["streaming"]
     assert stream["upload_ratio_to_bare"] > 0 and stream["download_ratio_to_bare"] > 0
     assert {row["target"] for row in results["targets"]} >= {
@@ -50,6 +60,7 @@ def test_smoke_run_writes_every_scenario(tmp_path):
         assert cloud[moved]["objects"] == 1 and cloud[moved]["mb_s"] > 0, moved
     table = (tmp_path / "latest.md").read_text()
     assert "| manifest_jwt_c16 |" in table and "## Targets" in table
+    assert "| manifest_304_c16 |" in table and "## The manifest at scale" in table
     assert "| azure |" in table and "| s3 -> azure |" in table
 
 
@@ -87,3 +98,32 @@ def test_the_watchers_bench_runs_with_and_without_watchers(tmp_path):
     assert row["p99_ratio"] > 0
     [wake] = results["wake_latency"].values()
     assert wake["samples"] == 3 and wake["max_ms"] >= 0
+
+
+def test_the_stage_profile_splits_a_request_by_stage(tmp_path):
+    """bench.profile --stages, tiny: every request answered, the stage shares add up to the
+    whole, and the manifest spends something in dispatch and the PUT in the database."""
+    from bench.profile import STAGES, InProcess, measure_stages, stages_markdown
+
+    service = InProcess({"DATA_DIR": str(tmp_path)})
+    try:
+        columns = {
+            f"{target} (embedded)": measure_stages(service, target, requests=30, rounds=1)
+            for target in ("manifest", "small_put")
+        }
+    finally:
+        service.close()
+    for name, found in columns.items():
+        assert found["thread_cpu_ms"]["median"] > 0, name
+        assert abs(sum(found["cprofile_share"].values()) - 1) < 1e-6, name
+        assert sum(found["stage_ms"].values()) <= found["thread_cpu_ms"]["median"] * 1.001
+    assert columns["small_put (embedded)"]["cprofile_share"]["DB"] > 0
+    assert columns["manifest (embedded)"]["cprofile_share"]["dispatch (Flask, flask-smorest)"] > 0
+    text = stages_markdown(
+        {
+            "started": "now",
+            "machine": {"cpus": 2, "python": "3", "loadavg_at_start": [0], "loadavg_at_end": [0]},
+            "columns": columns,
+        }
+    )
+    assert set(STAGES) <= {line.split(" | ")[0].lstrip("| ") for line in text.splitlines()}
