@@ -247,10 +247,8 @@ def scenarios(
     for c in connections:
         found[f"manifest_apikey_c{c}"] = load(manifest, c, key)
         found[f"manifest_jwt_c{c}"] = load(manifest, c, jwt)
-    found["small_get_c16"] = load(small, 16, key)
-    found["small_put_c16"] = load(small, 16, key, method="PUT", body_bytes=4096)
     # The manifest revalidated: If-None-Match with its current ETag, answered 304 (no body).
-    # (PUTs wrk left queued may still move the head for a moment: wait until it holds.)
+    # (Before the PUTs, beside the manifest; the head must hold still for the ETag.)
     for _ in range(50):
         etag = requests.get(manifest, headers=key, timeout=30).headers["ETag"]
         revalidate = {**key, "If-None-Match": etag}
@@ -261,11 +259,32 @@ def scenarios(
     else:
         raise RuntimeError(f"If-None-Match with the manifest's ETag: {answer.status_code}")
     found["manifest_304_c16"] = load(manifest, 16, revalidate)
+    found["small_get_c16"] = load(small, 16, key)
+    found["small_put_c16"] = load(small, 16, key, method="PUT", body_bytes=4096)
     if service.big_entries:
         big = f"{server.url}/api/v1/projects/big/context"
+        warm_manifest(big, key)
         found["big_manifest_apikey_c16"] = load(big, 16, key)
         found["big_small_get_c16"] = load(f"{big}/entries/small.txt", 16, key)
     return found
+
+
+def warm_manifest(url: str, headers: dict[str, str], tries: int = 20) -> None:
+    """Fill every worker's manifest cache before the load: GETs on new connections (each
+    lands on some worker) until 4 in a row are fast next to the first (a build).
+
+    Cold, 16 connections at once all miss and all build: with 10,000 entries (~0.7 s of CPU
+    each here) the workers answered nothing within 3 runs of 3 s, so the scenario measures
+    the warm manifest; its build is timed on its own (manifest_at_scale)."""
+    started = time.perf_counter()
+    requests.get(url, headers=headers, timeout=120).raise_for_status()
+    first, fast = time.perf_counter() - started, 0
+    for _ in range(tries):
+        started = time.perf_counter()
+        requests.get(url, headers=headers, timeout=120).raise_for_status()
+        fast = fast + 1 if time.perf_counter() - started < max(first / 4, 0.001) else 0
+        if fast >= 4:
+            return
 
 
 def manifest_at_scale(
