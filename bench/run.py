@@ -1,7 +1,8 @@
 """The benchmark harness: every scenario beside its baseline, in one run on this machine.
 
 Usage: python -m bench.run [--quick | --smoke] [--duration 5] [--runs 3] [--big-mib 1024]
-       [--no-production] [--no-streaming] [--no-cloud] [--out bench/results]    (`make bench`)
+       [--no-production] [--no-streaming] [--no-cloud] [--big-entries 10000]
+       [--out bench/results]    (`make bench`)
 
 Starts what it needs on loopback (gunicorn for the service and for a bare Flask app, moto
 for S3), drives load with wrk (Debian package `wrk`), stops everything by PID, and writes
