@@ -20,7 +20,7 @@ from ctxcloud.plugins.audit_log.models import AuditChain, AuditEvent
 from tests.support.factories import bearer, make_api_key, make_tenant
 
 
-def emit_many(app, tenant_id, count, event_type="link.used"):
+def emit_many(app, tenant_id, count, event_type="link.created"):
     with app.test_request_context():
         for number in range(count):
             emit_audit(event_type, tenant_id=tenant_id, actor="user:usr_a", link_id=f"l{number}")
@@ -126,7 +126,7 @@ def test_concurrent_appends_keep_the_chain_valid(app, acme):
         try:
             with app.app_context():
                 for item in range(per_thread):
-                    emit_audit("link.used", tenant_id=acme.id, link_id=f"t{number}-{item}")
+                    emit_audit("link.created", tenant_id=acme.id, link_id=f"t{number}-{item}")
                 app.extensions["ctxcloud"].database.close()
         except Exception as exc:  # pragma: no cover - reported below
             failures.append(exc)
