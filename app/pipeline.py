@@ -11,7 +11,8 @@ an unknown URL or method is left to routing's 404/405):
    ``tenant_resolved`` hooks observe it (and may refuse it too).
 3. **Rate limits**: the accepted credential spends its budget and its tenant's; a request
    without one, or with a refused one, spends its client address's (so guessing credentials
-   is limited too). 429 ``rate_limited`` with ``Retry-After`` once one is spent.
+   is limited too). 429 ``rate_limited`` with ``Retry-After`` once one is spent. With Redis,
+   that one round trip also reads the tenant's data generation (the cached rows' freshness).
 4. **Permission**: what the route declares (``@requires``, ``@requires_authentication``,
    ``@public``; ``ctxcloud.auth.route_policy``). A public route (or one declaring nothing, as
    a test's ad-hoc route) runs with the actor or anonymously; any other needs an accepted
@@ -30,6 +31,7 @@ import flask
 from ctxcloud import auth, errors
 from ctxcloud.ratelimit import EXTENSION as RATE_LIMITING
 from ctxcloud.ratelimit import UNLIMITED_BLUEPRINTS, RateLimiting, Window
+from ctxcloud.tenancy.data_cache import EXTENSION as DATA_CACHES
 from ctxcloud.tenancy.lifecycle import refuse_suspended
 
 # The window this request's response reports (this module's own).
@@ -62,10 +64,20 @@ def run() -> None:
             actor, refusal = None, refused
     auth.accept_actor(actor)
 
-    # 3. Rate limits.
+    # 3. Rate limits; with Redis, the same round trip reads the tenant's data generation
+    # (ctxcloud.tenancy.data_cache), so a read served from a process's cache costs no other.
     rates: RateLimiting = app.extensions[RATE_LIMITING]
     if rates.enabled:
-        setattr(flask.g, _WINDOW, rates.spend(rates.budgets(actor)))
+        tenant_id = actor.tenant_id if actor is not None else None
+        if tenant_id:
+            generations = app.extensions[DATA_CACHES].generations
+            window, values = rates.spend_and_read(
+                rates.budgets(actor), generations.announced(tenant_id)
+            )
+            generations.prefetched(tenant_id, values)
+        else:
+            window = rates.spend(rates.budgets(actor))
+        setattr(flask.g, _WINDOW, window)
 
     # 4. Permission.
     policy = _policy(app, request)

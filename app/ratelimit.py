@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -153,30 +153,42 @@ class RateLimiting:
     def spend(self, budgets: Sequence[Budget]) -> Window | None:
         """Spend one request of every window of every budget (together: one Redis round trip);
         429 when an enforced one is spent, else the enforced window with the least left."""
+        return self.spend_and_read(budgets)[0]
+
+    def spend_and_read(
+        self, budgets: Sequence[Budget], reads: Mapping[str, str] | None = None
+    ) -> tuple[Window | None, dict[str, bytes]]:
+        """``spend``, and the values of the counters `reads` (Redis key -> seed; created at
+        the seed if missing) read in the same round trip: empty where the storage is not
+        Redis, or when no window was spent (``ratelimit_storage.batch``)."""
         storage = self.limiter.storage
         windows = [
             (item, window_key(item, budget.identity), budget.enforced)
             for budget in budgets
             for item in budget.items
         ]
-        with ratelimit_storage.batch(storage, windows):
-            counts = [storage.incr(key, item.get_expiry()) for item, key, _ in windows]
-            binding: tuple[RateLimitItem, str, int] | None = None
-            for (item, key, enforced), count in zip(windows, counts, strict=True):
-                if not enforced:
-                    continue
-                if count > item.amount:
-                    headers = Window(item.amount, 0, storage.get_expiry(key)).headers()
-                    headers["Retry-After"] = headers["RateLimit-Reset"]
-                    raise errors.RateLimited(
-                        f"Rate limit exceeded: {item}. Retry later.", headers=headers
-                    )
-                if binding is None or item.amount - count < binding[2]:
-                    binding = (item, key, item.amount - count)
-            if binding is None:
-                return None
-            item, key, remaining = binding
-            return Window(item.amount, remaining, storage.get_expiry(key))
+        with ratelimit_storage.batch(storage, windows, reads) as values:
+            return self._spend(storage, windows), values
+
+    @staticmethod
+    def _spend(storage: Any, windows: list[tuple[RateLimitItem, str, bool]]) -> Window | None:
+        counts = [storage.incr(key, item.get_expiry()) for item, key, _ in windows]
+        binding: tuple[RateLimitItem, str, int] | None = None
+        for (item, key, enforced), count in zip(windows, counts, strict=True):
+            if not enforced:
+                continue
+            if count > item.amount:
+                headers = Window(item.amount, 0, storage.get_expiry(key)).headers()
+                headers["Retry-After"] = headers["RateLimit-Reset"]
+                raise errors.RateLimited(
+                    f"Rate limit exceeded: {item}. Retry later.", headers=headers
+                )
+            if binding is None or item.amount - count < binding[2]:
+                binding = (item, key, item.amount - count)
+        if binding is None:
+            return None
+        item, key, remaining = binding
+        return Window(item.amount, remaining, storage.get_expiry(key))
 
     def peek(self, budget: Budget) -> Window:
         """The budget's first window as it stands, without spending."""

@@ -17,7 +17,9 @@ Registered under their own URI schemes (``limits``' storage registry: a subclass
   ``SET NX EX`` + ``INCRBY`` + ``PTTL``, atomically) and every later call of the same
   request about them is answered from that reply. One round trip per request, however many
   windows (a script costs redis-py about half the CPU of the same commands in a
-  ``MULTI``).
+  ``MULTI``). A batch may also name counters to read in that same script (``reads``: the
+  caller's tenant's data generation, ``ctxcloud.tenancy.data_cache``), each created at its
+  seed if missing; their values come back in the batch's ``values``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,9 @@ class _Batch:
     and ends (epoch seconds)."""
 
     windows: dict[str, int]
+    # Counters to read in the same round trip (full key -> seed) and, once spent, their values.
+    reads: dict[str, str] = field(default_factory=dict)
+    values: dict[str, bytes] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     ends: dict[str, float] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
@@ -105,27 +110,42 @@ _batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def batch(storage: Storage, windows: Sequence[tuple[RateLimitItem, str, Any]]) -> Iterator[None]:
+def batch(
+    storage: Storage,
+    windows: Sequence[tuple[RateLimitItem, str, Any]],
+    reads: Mapping[str, str] | None = None,
+) -> Iterator[dict[str, bytes]]:
     """Within this block, `storage` may spend the `windows` ((limit item, key, ...)) together
-    on the first ``incr`` of any of them; a storage without batching ignores it."""
+    on the first ``incr`` of any of them, reading the counters `reads` (key -> seed) in the
+    same round trip; the dict yielded holds their values once spent (a storage without
+    batching ignores both, and the dict stays empty)."""
     if not isinstance(storage, RedisWindows):
-        yield
+        yield {}
         return
-    token = _batch.set(_Batch({key: item.get_expiry() for item, key, *_ in windows}))
+    current = _Batch({key: item.get_expiry() for item, key, *_ in windows}, dict(reads or {}))
+    token = _batch.set(current)
     try:
-        yield
+        yield current.values
     finally:
         _batch.reset(token)
 
 
-# Spend `ARGV[1]` of every window KEYS[i] (created with the expiry ARGV[i + 1] if missing);
-# answers its count and its time to live in milliseconds, window after window.
+# Spend `ARGV[1]` of each of the first `ARGV[2]` keys, windows (created with the expiry
+# ARGV[i + 2] if missing): answers its count and its time to live in milliseconds, window
+# after window. Each later key is a counter to read (created at its seed ARGV[i + 2] if
+# missing), answered as a string after the windows.
 SPEND = """
 local answers = {}
+local windows = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, 0, 'EX', ARGV[i + 1], 'NX')
-  answers[#answers + 1] = redis.call('INCRBY', key, ARGV[1])
-  answers[#answers + 1] = redis.call('PTTL', key)
+  if i <= windows then
+    redis.call('SET', key, 0, 'EX', ARGV[i + 2], 'NX')
+    answers[#answers + 1] = redis.call('INCRBY', key, ARGV[1])
+    answers[#answers + 1] = redis.call('PTTL', key)
+  else
+    redis.call('SET', key, ARGV[i + 2], 'NX')
+    answers[#answers + 1] = redis.call('GET', key)
+  end
 end
 return answers
 """
@@ -158,12 +178,23 @@ class RedisWindows(Storage):
     def base_exceptions(self) -> type[Exception]:
         return redis.RedisError
 
-    def _spend(self, windows: dict[str, int], amount: int = 1) -> tuple[dict, dict]:
+    def _spend(
+        self,
+        windows: dict[str, int],
+        amount: int = 1,
+        reads: dict[str, str] | None = None,
+        values: dict[str, bytes] | None = None,
+    ) -> tuple[dict, dict]:
         """One round trip: every window created if missing (with its expiry), incremented,
-        and its time to live read."""
+        and its time to live read; and each counter of `reads` read into `values`."""
+        reads = reads or {}
         replies = self.spend_script(
-            keys=[self.key_prefix + key for key in windows], args=[amount, *windows.values()]
+            keys=[*(self.key_prefix + key for key in windows), *reads],
+            args=[amount, len(windows), *windows.values(), *reads.values()],
         )
+        if reads and values is not None:
+            values.update(zip(reads, replies[2 * len(windows) :], strict=True))
+        replies = replies[: 2 * len(windows)]
         now = time.time()
         counts, ends = {}, {}
         for (key, expiry), count, ttl_ms in zip(
@@ -178,7 +209,9 @@ class RedisWindows(Storage):
         current = _batch.get()
         if current is not None and key in current.windows and key not in current.taken:
             if not current.counts:
-                current.counts, current.ends = self._spend(current.windows)
+                current.counts, current.ends = self._spend(
+                    current.windows, reads=current.reads, values=current.values
+                )
             current.taken.add(key)
             # The batch spent one unit; a larger cost spends the rest now.
             if amount != 1:

@@ -5,7 +5,8 @@ The core owns the tenant model, its lifecycle (creation, suspension, deletion of
 it owns), the quotas and settings every plugin declares (``Quota``, ``Setting``), their exact
 enforcement (``check_quota``, stored bytes), and the per-process cache of verified credentials
 with the revocation generations that make a change reach every process at once
-(``credential_cache``, ``credentials_changed``). The tenants plugin only adds the platform's
+(``credential_cache``, ``credentials_changed``), and the per-process caches of a tenant's hot
+rows that the data generations keep exact (``tenant_data_cache``, ``tenant_data_changed``). The tenants plugin only adds the platform's
 admin routes and CLI on top.
 """
 
@@ -52,6 +53,9 @@ _export(
     "credential_cache",
     "credentials_changed",
     "scope_of",
+)
+_export(
+    "ctxcloud.tenancy.data_cache", "TenantDataCache", "tenant_data_cache", "tenant_data_changed"
 )
 _export(
     "ctxcloud.tenancy.lifecycle",

@@ -33,6 +33,12 @@ def config_defaults():
         "REVOCATION_MAX_DELAY": 0.5,
         # Verified credentials kept per process and kind.
         "AUTH_CACHE_MAX_ENTRIES": 10000,
+        # Seconds a process may keep a tenant's cached rows (projects, entry heads) at most;
+        # changes reach every process at once through the data generations regardless
+        # (ctxcloud.tenancy.data_cache). 0 turns those caches off.
+        "DATA_CACHE_TTL": 60,
+        # Cached rows kept per process and kind.
+        "DATA_CACHE_MAX_ENTRIES": 10000,
         # Quotas every tenant gets unless its config overrides them (None: unlimited).
         "MAX_STORAGE_BYTES": None,
         # Requests per window of all a tenant's credentials together (None: no ceiling).
@@ -75,6 +81,8 @@ def database_migrations():
 @hookimpl
 def startup(app):
     from ctxcloud.tenancy.credentials import init_credentials
+    from ctxcloud.tenancy.data_cache import init_data_caches
 
     app.extensions["ctxcloud"].tenant_options.check_service_defaults()
     init_credentials(app)
+    init_data_caches(app)

@@ -119,4 +119,4 @@ def wait_for_change(actor: Actor, project_ref: str, project: Project, seconds: f
             return head is None or head != start
 
         watch.wait_until(project.id, moved, deadline)
-    return projects.resolve(actor, project_ref)
+    return projects.resolve(actor, project_ref, cached=False)  # not a value read before waiting

@@ -46,7 +46,7 @@ from ctxcloud import (
     read_json,
     tenancy,
 )
-from ctxcloud.plugins.context import archive_crypto, options, write_rules
+from ctxcloud.plugins.context import archive_crypto, hot_rows, options, write_rules
 from ctxcloud.plugins.context.export_format import (
     BLOB_MEMBER,
     FORMAT,
@@ -202,10 +202,12 @@ def import_archive(
         _read_members(state, tar_bytes)
         _check_index(state)
         _store_copies(state)
-        return _write_rows(state)
+        project = _write_rows(state)
     except BaseException:
         objects.delete_quietly(state.stored_keys)
         raise
+    hot_rows.changed(project.tenant_id)  # a cached "no such project" under its slug is wrong
+    return project
 
 
 def _check_free(tenant: Any, slug: str) -> None:

@@ -26,6 +26,7 @@ from ctxcloud import (
     tenancy,
     utcnow,
 )
+from ctxcloud.plugins.context import hot_rows
 from ctxcloud.plugins.context.models import Project
 
 MAX_METADATA_BYTES = 64 * 1024
@@ -55,15 +56,22 @@ _BY_SLUG = PreparedSelect(
 )
 
 
-def resolve(actor: Actor, ref: str, *, lock: bool = False) -> Project:
-    """The actor's project by id or slug; anything else (other tenant, restricted key) is 404."""
+def resolve(actor: Actor, ref: str, *, lock: bool = False, cached: bool = True) -> Project:
+    """The actor's project by id or slug; anything else (other tenant, restricted key) is 404.
+
+    Read from this process's cache of hot rows unless `lock` (then read and locked until the
+    transaction ends) or not `cached` (read from the database, e.g. after waiting)."""
     by_id = ref.startswith("prj_")
+    tenant_id = actor.tenant_id or "-"
     if lock:
         field = Project.id if by_id else Project.slug
-        query = Project.of_tenant(actor.tenant_id or "-").where(field == ref)
+        query = Project.of_tenant(tenant_id).where(field == ref)
         project = for_update(query).first()
     else:
-        project = (_BY_ID if by_id else _BY_SLUG).first(actor.tenant_id or "-", ref)
+        lookup = _BY_ID if by_id else _BY_SLUG
+        project = hot_rows.project(
+            tenant_id, ref, lambda: lookup.first(tenant_id, ref), cached=cached
+        )
     if project is None or not actor.may_access_project(project.id):
         raise NotFound("No such project.")
     return project
@@ -101,7 +109,7 @@ def create(actor: Actor, data: dict[str, Any]) -> Project:
                 tenancy.check_quota(
                     actor.tenant, "max_projects", Project.of_tenant(actor.tenant_id).count
                 )
-                return Project.create(
+                project = Project.create(
                     id=new_id("prj"),
                     tenant_id=actor.tenant_id,
                     slug=slug,
@@ -112,6 +120,9 @@ def create(actor: Actor, data: dict[str, Any]) -> Project:
         except peewee.IntegrityError:
             if explicit:
                 raise Conflict(f"A project with the slug {slug!r} exists.") from None
+            continue
+        hot_rows.changed(project.tenant_id)  # a cached "no such project" is wrong now
+        return project
     raise Conflict("Could not find a free slug; choose one.")
 
 
@@ -127,6 +138,7 @@ def update(actor: Actor, ref: str, changes: dict[str, Any]) -> Project:
             project.save()
     except peewee.IntegrityError:
         raise Conflict(f"A project with the slug {changes.get('slug')!r} exists.") from None
+    hot_rows.changed(project.tenant_id)
     return project
 
 
@@ -139,6 +151,7 @@ def delete(actor: Actor, ref: str) -> None:
         emit_audit(
             "project_deleted", tenant_id=project.tenant_id, project_id=project.id, slug=project.slug
         )
+    hot_rows.changed(project.tenant_id)
     objects.delete_quietly(keys)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ctxcloud import database, for_update, objects, tenancy
+from ctxcloud.plugins.context import hot_rows
 from ctxcloud.plugins.context.models import EntryVersion, Project
 
 
@@ -65,6 +66,8 @@ def prune_project(project_id: str, keep: int) -> PruneResult:
         tenancy.release_storage(project.tenant_id, sum(v.size for v in doomed if v.object_key))
         if cutoff > project.history_starts_at:
             Project.update(history_starts_at=cutoff).where(Project.id == project.id).execute()
+    if ids or cutoff > project.history_starts_at:
+        hot_rows.changed(project.tenant_id)  # cached rows carry history_starts_at
     objects.delete_quietly(keys)
     return PruneResult(
         project_id=project.id,

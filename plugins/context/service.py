@@ -25,7 +25,7 @@ from ctxcloud import (
     tenancy,
     utcnow,
 )
-from ctxcloud.plugins.context import projects, uploads, watch, write_rules
+from ctxcloud.plugins.context import hot_rows, projects, uploads, watch, write_rules
 from ctxcloud.plugins.context.models import Entry, EntryVersion, Project, Revision
 from ctxcloud.plugins.context.options import DEFAULT_CONTENT_TYPE
 from ctxcloud.plugins.context.paths import UnsafePath, existing_path, quoted, validate_path
@@ -74,6 +74,13 @@ def is_text(content_type: str) -> bool:
     )
 
 
+def _changed(project: Project) -> None:
+    """After a write committed: every process reads the tenant's rows again (hot_rows), and
+    the project's waiters wake (docs/changes.md)."""
+    hot_rows.changed(project.tenant_id)
+    watch.changed(project.id)
+
+
 # Reads -----------------------------------------------------------------------------------
 
 
@@ -88,9 +95,13 @@ def head_entry(project: Project, path: str) -> EntryVersion | None:
 
 
 def entry_at(project: Project, path: str, revision: int | None = None) -> EntryVersion | None:
-    """The path's version at `revision` (head when None); None if absent or deleted then."""
+    """The path's version at `revision` (head when None, from this process's cache of hot rows
+    when still exact); None if absent or deleted then. Writes read `head_entry` under the
+    project's lock instead."""
     if revision is None:
-        return head_entry(project, path)
+        return hot_rows.entry_head(
+            project.tenant_id, project.id, path, lambda: head_entry(project, path)
+        )
     check_revision(project, revision)
     version = (
         EntryVersion.select()
@@ -268,7 +279,7 @@ def put_entry(
     except BaseException:
         objects.delete_quietly([stored.key])
         raise
-    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
+    _changed(project)  # committed: before answering
     return version, current is None
 
 
@@ -283,7 +294,7 @@ def delete_entry(actor: Actor, project: Project, path: str, preconditions: Preco
         preconditions.check(current)
         number = _new_revision(project, actor, "", [{"path": path, "action": "delete"}])
         _record_delete(project, number, path)
-    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
+    _changed(project)  # committed: before answering
     return number
 
 
@@ -402,7 +413,7 @@ def commit(
     except BaseException:
         objects.delete_quietly([obj.key for obj in stored.values()])
         raise
-    watch.changed(project.id)  # committed: wake its waiters (docs/changes.md)
+    _changed(project)  # committed: before answering
     return revision
 
 
