@@ -65,7 +65,14 @@ _export("ctxcloud.fields", "Timestamp", "AwareTimestamp")
 _export("ctxcloud.json_input", "read_json")
 # The database: models, transactions, migrations, ids.
 _export(
-    "ctxcloud.db", "BaseModel", "JSONField", "database", "utcnow", "for_update", "PreparedSelect"
+    "ctxcloud.db",
+    "BaseModel",
+    "JSONField",
+    "database",
+    "utcnow",
+    "for_update",
+    "PreparedSelect",
+    "PreparedWrite",
 )
 _export("ctxcloud.migrations", "Migration")
 _export("ctxcloud.ids", "new_id", "SLUG_PATTERN", "SLUG_RULE")

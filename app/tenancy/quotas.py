@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ctxcloud.db import for_update
+from ctxcloud.db import PreparedWrite, for_update
 from ctxcloud.errors import Forbidden
 from ctxcloud.tenancy.models import TenantUsage
 
@@ -79,6 +79,21 @@ def storage_left(tenant: Any) -> int | None:
     return None if limit is None else max(0, limit - storage_bytes(tenant.id))
 
 
+# Every write counts its bytes: the statements are built once (PreparedWrite).
+_ADD = PreparedWrite(
+    lambda size, tenant_id: TenantUsage.update(
+        storage_bytes=TenantUsage.storage_bytes + size
+    ).where(TenantUsage.tenant_id == tenant_id),
+    [None, None],
+)
+_ADD_WITHIN = PreparedWrite(
+    lambda size, tenant_id, size_again, limit: TenantUsage.update(
+        storage_bytes=TenantUsage.storage_bytes + size
+    ).where(TenantUsage.tenant_id == tenant_id, TenantUsage.storage_bytes + size_again <= limit),
+    [None, None, None, None],
+)
+
+
 def add_storage(tenant: Any, size: int) -> None:
     """Count `size` more stored bytes, or 403 quota_exceeded past max_storage_bytes.
 
@@ -88,12 +103,9 @@ def add_storage(tenant: Any, size: int) -> None:
     limit = tenant.quota("max_storage_bytes")
 
     def counted() -> bool:
-        query = TenantUsage.update(storage_bytes=TenantUsage.storage_bytes + size).where(
-            TenantUsage.tenant_id == tenant.id
-        )
-        if limit is not None:
-            query = query.where(TenantUsage.storage_bytes + size <= limit)
-        return bool(query.execute())
+        if limit is None:
+            return bool(_ADD.execute(size, tenant.id))
+        return bool(_ADD_WITHIN.execute(size, tenant.id, size, limit))
 
     if counted():
         return

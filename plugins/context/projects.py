@@ -77,10 +77,15 @@ def resolve(actor: Actor, ref: str, *, lock: bool = False, cached: bool = True) 
     return project
 
 
+_LOCKED = PreparedSelect(
+    Project,
+    lambda tenant, project_id: for_update(Project.of_tenant(tenant).where(Project.id == project_id)),
+)
+
+
 def locked(actor: Actor, project: Project) -> Project:
     """`project` read again and locked until the transaction ends (writes re-check under it)."""
-    query = Project.of_tenant(actor.tenant_id or "-").where(Project.id == project.id)
-    found = for_update(query).first()
+    found = _LOCKED.first(actor.tenant_id or "-", project.id)
     if found is None:
         raise NotFound("No such project.")
     return found
