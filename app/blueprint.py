@@ -18,17 +18,33 @@ import flask
 import flask_smorest
 from webargs import core
 from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import MultiDict
 
 from ctxcloud import json_input
 
 
+class _QueryArgs(MultiDict):
+    """The query string for webargs: werkzeug's ``MultiDict.get`` answers a missing key by
+    raising and catching ``BadRequestKeyError`` (an HTTPException built each time), once per
+    field a schema declares and the query leaves out; here a miss is a dict lookup."""
+
+    def get(self, key: Any, default: Any = None, type: Any = None) -> Any:
+        if key not in self:
+            return default
+        return super().get(key, default, type)
+
+
 class JsonBodyParser(FlaskParser):
-    """webargs' Flask parser, its JSON location read by the strict reader (415 if not JSON)."""
+    """webargs' Flask parser, its JSON location read by the strict reader (415 if not JSON),
+    its query location without an exception per absent parameter."""
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not json_input.has_body(req):
             return core.missing
         return json_input.read_body(req)
+
+    def load_querystring(self, req: flask.Request, schema: Any) -> Any:
+        return self._makeproxy(_QueryArgs(req.args), schema)
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -30,11 +30,13 @@ from ctxcloud.bulkhead import Bulkhead, default_slots
 from ctxcloud.crypto import MasterKeyring
 from ctxcloud.db import init_database, open_database
 from ctxcloud.errors import ProblemResponse, register_error_handlers
+from ctxcloud.flask_app import ServiceFlask
 from ctxcloud.keystore import Keystore
 from ctxcloud.metrics import init_metrics
 from ctxcloud.plugin_manager import build_plugin_manager, merged_mapping
 from ctxcloud.redis_client import open_redis
-from ctxcloud.requestlog import configure_logging, init_request_log
+from ctxcloud.request_cycle import init_request_cycle
+from ctxcloud.requestlog import configure_logging
 from ctxcloud.roles import PERMISSIONS
 from ctxcloud.settings import (
     ConfigError,
@@ -77,7 +79,7 @@ class CtxCloud:
 
 def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
     """Build a ctxcloud app; `config` overrides every other layer (tests use it)."""
-    app = flask.Flask("ctxcloud", static_folder=None)
+    app = ServiceFlask("ctxcloud", static_folder=None)
     json_input.install(app, sort_keys=False)  # strict JSON in (bodies, get_json) and out
     load_config(app.config, config)
     configure_logging(app.config)
@@ -108,7 +110,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         hops = int(app.config["TRUSTED_PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    init_request_log(app)
+    init_request_cycle(app)
     init_database(app)
     ratelimit.init_rate_limiting(app)
     pipeline.init_pipeline(app)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import flask
 from flask.views import MethodView
@@ -25,7 +26,6 @@ from prometheus_client.exposition import choose_encoder
 
 from ctxcloud.auth import requires
 from ctxcloud.blueprint import Blueprint
-from ctxcloud.requestlog import request_started
 from ctxcloud.version import VERSION
 
 EXTENSION = "ctxcloud.metrics"
@@ -64,6 +64,20 @@ class Metrics:
     rate_limited: Counter
     build_info: Gauge
     storage_backend: str
+    # The request counter's and histogram's children by (route, method, status): looking a
+    # child up through ``labels`` validates and locks each time; the set of keys is bounded
+    # (route templates x known methods x statuses).
+    _children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict)
+
+    def children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        key = (route, method, status)
+        found = self._children.get(key)
+        if found is None:
+            labels = {"route": route, "method": method, "status": str(status)}
+            found = (self.requests.labels(**labels), self.latency.labels(**labels))
+            if len(self._children) < 10_000:
+                self._children[key] = found
+        return found
 
 
 # The metrics of the app this process serves, for callers outside an app context (a worker
@@ -143,9 +157,6 @@ def init_metrics(app: flask.Flask) -> None:
     metrics = _build(str(app.config.get("STORAGE_BACKEND") or "local"))
     app.extensions[EXTENSION] = metrics
     _process_metrics = metrics
-    app.before_request(_request_started)
-    app.after_request(_observe)
-    app.teardown_request(_request_finished)
     app.extensions["ctxcloud"].api.register_blueprint(blp)
 
 
@@ -166,11 +177,6 @@ def route_label() -> str:
         return NO_ROUTE
     rule = flask.request.url_rule
     return rule.rule if rule is not None else UNMATCHED_ROUTE
-
-
-def _method_label() -> str:
-    method = flask.request.method
-    return method if method in KNOWN_METHODS else "other"
 
 
 def count_storage_bytes(direction: str, n: int) -> None:
@@ -210,33 +216,40 @@ def count_rate_limited() -> None:
         flask.g.setdefault(_RATE_LIMIT_COUNTED, True)
 
 
-def _request_started() -> None:
-    metrics = flask.current_app.extensions[EXTENSION]
-    metrics.in_progress.inc()
-    flask.g.setdefault(_IN_PROGRESS, True)
+def started(app: flask.Flask, g: Any) -> None:
+    """A request is in progress (``request_cycle``, before anything else can fail)."""
+    metrics = app.extensions.get(EXTENSION)
+    if metrics is not None:
+        metrics.in_progress.inc()
+        setattr(g, _IN_PROGRESS, True)
 
 
-def _request_finished(_exc: BaseException | None) -> None:
-    if flask.g.pop(_IN_PROGRESS, False):
-        flask.current_app.extensions[EXTENSION].in_progress.dec()
+def finished(app: flask.Flask, g: Any) -> None:
+    if g.pop(_IN_PROGRESS, False):
+        app.extensions[EXTENSION].in_progress.dec()
 
 
-def _observe(response: flask.Response) -> flask.Response:
-    metrics: Metrics = flask.current_app.extensions[EXTENSION]
-    # The request log stamps the arrival before any other hook (rate limits included).
-    started = request_started()
-    elapsed = time.perf_counter() - started if started is not None else 0.0
-    labels = {
-        "route": route_label(),
-        "method": _method_label(),
-        "status": str(response.status_code),
-    }
-    metrics.requests.labels(**labels).inc()
-    metrics.latency.labels(**labels).observe(elapsed)
-    if response.status_code == 401 and not flask.g.get(_AUTH_COUNTED):
+def observe(
+    app: flask.Flask, request: flask.Request, g: Any, response: flask.Response
+) -> flask.Response:
+    """Count the answered request and its latency by route, method and status."""
+    metrics: Metrics | None = app.extensions.get(EXTENSION)
+    if metrics is None:
+        return response
+    # The request log stamps the arrival before any other step (rate limits included).
+    started_at = g.get("request_started")
+    elapsed = time.perf_counter() - started_at if started_at is not None else 0.0
+    rule = request.url_rule
+    route = rule.rule if rule is not None else UNMATCHED_ROUTE
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    status = response.status_code
+    requests_child, latency_child = metrics.children(route, method, status)
+    requests_child.inc()
+    latency_child.observe(elapsed)
+    if status == 401 and not g.get(_AUTH_COUNTED):
         metrics.auth_failures.labels(kind="unauthorized").inc()
-    if response.status_code == 429 and not flask.g.get(_RATE_LIMIT_COUNTED):
-        metrics.rate_limited.labels(route=labels["route"]).inc()
+    if status == 429 and not g.get(_RATE_LIMIT_COUNTED):
+        metrics.rate_limited.labels(route=route).inc()
     return response
 
 

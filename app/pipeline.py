@@ -1,8 +1,8 @@
 """The request pipeline: authenticate → tenant → rate limits → permission, before any view.
 
-One ``before_request`` handler, read top to bottom, for every request to a route of the API
-(health probes and the API docs skip it: they need no credential and are never limited;
-an unknown URL or method is left to routing's 404/405):
+One step of the request cycle (``ctxcloud.request_cycle``), read top to bottom, for every
+request to a route of the API (health probes and the API docs skip it: they need no
+credential and are never limited; an unknown URL or method is left to routing's 404/405):
 
 1. **Authenticate**: the ``authenticate`` hooks turn the credential into an Actor, or None
    without one. A credential that is present but bad is *refused* (401), never anonymous.
@@ -26,6 +26,8 @@ module (``_report_budget``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flask
 
 from ctxcloud import auth, errors
@@ -40,12 +42,10 @@ _WINDOW = "ctxcloud_pipeline_window"
 _REFUSALS = (errors.Unauthorized, errors.Forbidden)
 
 
-def run() -> None:
+def run(app: flask.Flask, request: flask.Request, g: Any) -> None:
     """authenticate → tenant → rate limits → permission, for the route being called."""
-    request = flask.request
     if request.endpoint is None or request.blueprint in UNLIMITED_BLUEPRINTS:
         return
-    app = flask.current_app
     pm = app.extensions["ctxcloud"].pm
     refusal: errors.ProblemError | None = None
 
@@ -77,7 +77,7 @@ def run() -> None:
             generations.prefetched(tenant_id, values)
         else:
             window = rates.spend(rates.budgets(actor))
-        setattr(flask.g, _WINDOW, window)
+        setattr(g, _WINDOW, window)
 
     # 4. Permission.
     policy = _policy(app, request)
@@ -98,17 +98,15 @@ def _policy(app: flask.Flask, request: flask.Request) -> str | None:
     return policies[key]
 
 
-def _report_budget(response: flask.Response) -> flask.Response:
+def report_budget(g: Any, response: flask.Response) -> flask.Response:
     """RateLimit-Limit, -Remaining and -Reset (seconds) of the budget this request spent,
     unless the response already reports one (a route limit's 429)."""
-    window: Window | None = flask.g.get(_WINDOW)
+    window: Window | None = g.get(_WINDOW)
     if window is not None and "RateLimit-Limit" not in response.headers:
         response.headers.update(window.headers())
     return response
 
 
 def init_pipeline(app: flask.Flask) -> None:
-    """Run the pipeline before every request of `app` (after the request id is assigned)."""
+    """The pipeline's state in `app` (``ctxcloud.request_cycle`` runs it for each request)."""
     app.extensions[__name__] = {}
-    app.before_request(run)
-    app.after_request(_report_budget)

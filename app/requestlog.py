@@ -35,23 +35,26 @@ def request_started() -> float | None:
     return flask.g.get("request_started")
 
 
-def _assign_request_id() -> None:
-    incoming = flask.request.headers.get("X-Request-ID", "")
-    flask.g.request_id = incoming if SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
-    flask.g.request_started = time.perf_counter()
+def start(request: flask.Request, g: Any) -> None:
+    """Stamp the request's id (the client's X-Request-ID when sane) and its arrival."""
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if SANE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+    g.request_started = time.perf_counter()
 
 
-def _finish(response: flask.Response) -> flask.Response:
-    response.headers["X-Request-ID"] = flask.g.get("request_id") or ""
-    started = flask.g.get("request_started")
+def finish(request: flask.Request, g: Any, response: flask.Response) -> flask.Response:
+    """X-Request-ID on the response, and the access line (at INFO)."""
+    request_id = g.get("request_id")
+    response.headers["X-Request-ID"] = request_id or ""
+    started = g.get("request_started")
     if started is not None and access_log.isEnabledFor(logging.INFO):
         actor = current_actor(required=False)
         access_log.info(
             "request",
             extra={
-                "request_id": flask.g.get("request_id"),
-                "method": flask.request.method,
-                "path": flask.request.path,
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "tenant_id": getattr(actor, "tenant_id", None),
@@ -101,9 +104,3 @@ def configure_logging(config: flask.Config) -> None:
     root.addHandler(handler)
     # Tests capture records through the root logger (caplog); servers log once, here.
     root.propagate = bool(config.get("TESTING"))
-
-
-def init_request_log(app: flask.Flask) -> None:
-    """Request ids first (errors need them), access log last."""
-    app.before_request(_assign_request_id)
-    app.after_request(_finish)

@@ -108,7 +108,7 @@ def scenarios(app: flask.Flask) -> dict[str, tuple[Callable[[], object], Callabl
     def pipeline():
         """What a guarded route pays before its view: authenticate (hooks included), the
         tenant, the rate limits (when on), the permission."""
-        request_pipeline.run()
+        request_pipeline.run(flask.current_app, flask.request, flask.g)
 
     return {
         "public route, no credential": (get("/bench/public"), nullcontext),

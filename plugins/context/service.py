@@ -92,9 +92,11 @@ def _changed(project: Project) -> None:
 
 _HEAD = PreparedSelect(
     EntryVersion,
-    lambda project_id, path: EntryVersion.select()
-    .join(Entry, on=(Entry.version == EntryVersion.id))
-    .where(Entry.project == project_id, Entry.path == path),
+    lambda project_id, path: (
+        EntryVersion.select()
+        .join(Entry, on=(Entry.version == EntryVersion.id))
+        .where(Entry.project == project_id, Entry.path == path)
+    ),
 )
 
 
