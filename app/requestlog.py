@@ -65,16 +65,33 @@ def finish(request: flask.Request, g: Any, response: flask.Response) -> flask.Re
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the request id whenever there is a request."""
+    """One JSON object per line, with the request id whenever there is a request.
+
+    Written once per request (the access line), so it keeps its work small: the timestamp's
+    seconds are formatted once per second, and one encoder serves every line."""
+
+    _encoder = json.JSONEncoder(default=str)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
+        for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
         if "request_id" not in entry:
@@ -83,10 +100,7 @@ class JsonFormatter(logging.Formatter):
                 entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-JsonFormatter.converter = time.gmtime
+        return self._encoder.encode(entry)
 
 
 def configure_logging(config: flask.Config) -> None:
