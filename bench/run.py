@@ -224,7 +224,8 @@ def service_env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     return {
         "CTXCLOUD_ENV": "development",
         "CTXCLOUD_DATA_DIR": str(data_dir),
-        "CTXCLOUD_LOG_LEVEL": "WARNING",
+        # The service's default: one access line per request (to the server's log file).
+        "CTXCLOUD_LOG_LEVEL": "INFO",
         # The limiter stays on (its cost is measured) but must not cap the load itself.
         "CTXCLOUD_RATE_LIMIT_DEFAULT": "100000000/minute",
         **extra,
