@@ -79,15 +79,20 @@ def wrk(
         command += ["-H", f"{name}: {value}"]
     command.append(url)
     env = {**os.environ, "WRK_METHOD": method, "WRK_BODY_BYTES": str(body_bytes)}
-    cpu_before = cpu_seconds(pids or [])
+    each_before = [cpu_seconds([pid]) for pid in pids or []]
     output = subprocess.run(
         command, capture_output=True, text=True, env=env, check=True, timeout=duration + 60
     ).stdout
-    cpu = cpu_seconds(pids or []) - cpu_before
+    each = [cpu_seconds([pid]) - before for pid, before in zip(pids or [], each_before)]
+    cpu = sum(each)
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
     summary = json.loads(line.removeprefix("WRK_JSON "))
     if pids and summary["requests"]:
         summary["cpu_ms_per_req"] = 1000 * cpu / summary["requests"]
+    if len(each) > 1 and cpu > 0:
+        # How evenly the load fell on the workers: the busiest one's share of their CPU
+        # (1 / workers when even; a worker's CPU follows the requests it served).
+        summary["busiest_worker_share"] = max(each) / cpu
     return summary
 
 
@@ -115,7 +120,7 @@ def repeated(runs: int, measure) -> dict[str, object]:
     """Median and min-max of each figure over `runs` runs."""
     samples = [measure() for _ in range(runs)]
     summary: dict[str, object] = {}
-    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req"):
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "busiest_worker_share"):
         values = [s[key] for s in samples if key in s]
         if values:
             summary[key] = spread(values)

@@ -144,32 +144,35 @@ class Manifest(MethodView):
             etag = manifest_etag(found.id, revision, query)
         if http.not_modified(etag):
             return flask.Response(status=304, headers={"ETag": etag})
-        cacheable = not query["include_content"]
-        cached = manifest_cache().get(etag) if cacheable else None
-        if cached is not None:
-            return flask.Response(cached, mimetype="application/json", headers={"ETag": etag})
-        versions = service.manifest(found, query.get("revision"), prefix)
-        body = {
-            "project_id": found.id,
-            "revision": revision,
-            "entries": versions,
-            "total_size": sum(v.size for v in versions),
-        }
-        if query["include_content"]:
-            contents, omitted = service.inline_contents(
-                actor.tenant_id, found, versions, query["max_bytes"]
+
+        def build() -> dict:
+            versions = service.manifest(found, query.get("revision"), prefix)
+            return {
+                "project_id": found.id,
+                "revision": revision,
+                "entries": versions,
+                "total_size": sum(v.size for v in versions),
+            }
+
+        if not query["include_content"]:
+            # Kept per process by ETag; concurrent misses build it once.
+            serialized = manifest_cache().get_or_build(
+                etag,
+                lambda: flask.current_app.json.response(ManifestSchema().dump(build())).get_data(),
             )
-            for version in versions:
-                if version.path in contents:
-                    version.content = contents[version.path]
-                else:
-                    version.content_omitted = omitted[version.path]
-            body["content_truncated"] = "budget" in omitted.values()
-            return body, 200, {"ETag": etag}
-        response = flask.current_app.json.response(ManifestSchema().dump(body))
-        response.headers["ETag"] = etag
-        manifest_cache().put(etag, response.get_data())
-        return response
+            return flask.Response(serialized, mimetype="application/json", headers={"ETag": etag})
+        body = build()
+        versions = body["entries"]
+        contents, omitted = service.inline_contents(
+            actor.tenant_id, found, versions, query["max_bytes"]
+        )
+        for version in versions:
+            if version.path in contents:
+                version.content = contents[version.path]
+            else:
+                version.content_omitted = omitted[version.path]
+        body["content_truncated"] = "budget" in omitted.values()
+        return body, 200, {"ETag": etag}
 
 
 @blp.route(
