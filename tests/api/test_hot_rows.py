@@ -21,6 +21,7 @@ from ctxcloud.plugins.context.watch import WATCH
 from ctxcloud.tenancy.data_cache import data_caches
 from tests import stack
 from tests.api.test_core import assert_problem
+from tests.api.test_export_import import export, import_
 from tests.support.context import (
     context_url,
     create_project,
@@ -123,13 +124,15 @@ def test_a_warm_manifest_read_is_one_redis_round_trip(app, client, auth, monkeyp
     warm(client, auth, context_url("p"))
     poll_until(lambda: mirror.synced, "the credential subscriber is listening")
     warm(client, auth, context_url("p"))
+    warm(client, auth, entry_url("p", "a.md"))
     trips = RoundTrips(monkeypatch)
     statements = Statements(app, monkeypatch)
     for _ in range(5):
-        trips.count = 0
-        response = client.get(context_url("p"), headers=auth)
-        assert response.status_code == 200 and "RateLimit-Limit" in response.headers
-        assert trips.count == 1  # the rate limiter's script, the data generation read in it
+        for url in (context_url("p"), entry_url("p", "a.md")):
+            trips.count = 0
+            response = client.get(url, headers=auth)
+            assert response.status_code == 200 and "RateLimit-Limit" in response.headers
+            assert trips.count == 1  # the rate limiter's script, the data generation read in it
     assert statements.sql == []
 
 
@@ -219,3 +222,25 @@ def test_a_long_poll_answers_the_new_revision_not_the_cached_one(app, client, au
     assert response.status_code == 200, response.status_code
     assert response.get_json()["revision"] == before.get_json()["revision"] + 1
     assert response.headers["ETag"] != before.headers["ETag"]
+
+
+def test_an_imported_project_is_found_at_once(client, auth):
+    create_project(client, auth, slug="p")
+    put_entry(client, auth, "p", "a.md", b"one", expect=201)
+    archive = export(client, auth, "p")
+    for _ in range(2):
+        assert_problem(client.get(context_url("copy"), headers=auth), 404, "not_found")
+    imported = import_(client, auth, archive, slug="copy")
+    assert imported.status_code == 201, imported.get_data(as_text=True)
+    assert client.get(entry_url("copy", "a.md"), headers=auth).get_data() == b"one"
+
+
+def test_a_pruned_history_is_read_at_once(app, client, auth):
+    create_project(client, auth, slug="p")
+    for i in range(3):
+        put_entry(client, auth, "p", "a.md", f"v{i}".encode())
+    warm(client, auth, project_url("p"))
+    assert warm(client, auth, project_url("p")).get_json()["history_starts_at"] == 0
+    result = app.test_cli_runner().invoke(args=["context", "prune", "--keep", "1"])
+    assert result.exit_code == 0, result.output
+    assert client.get(project_url("p"), headers=auth).get_json()["history_starts_at"] == 3

@@ -202,3 +202,11 @@ def test_a_suspended_tenant_is_refused_by_the_cached_reads_of_every_process(depl
                 deployed, lambda s=server, u=url: caller.get(s, u).status_code, 403, suspended_at
             )
             assert answers == [403] * 8
+
+
+def test_a_project_created_on_one_process_is_found_by_every_other_at_once(deployed, caller):
+    for server in (deployed.a, deployed.b):  # "no such project", cached by every worker
+        assert caller.statuses(server, context_url("later")) == [404] * READS
+    create(caller, "later")
+    for server in (deployed.b, deployed.a):
+        assert caller.statuses(server, context_url("later")) == [200] * READS
