@@ -33,6 +33,7 @@ from ctxcloud.errors import ProblemResponse, register_error_handlers
 from ctxcloud.flask_app import ServiceFlask
 from ctxcloud.keystore import Keystore
 from ctxcloud.metrics import init_metrics
+from ctxcloud.object_cache import ObjectCache
 from ctxcloud.plugin_manager import build_plugin_manager, merged_mapping
 from ctxcloud.redis_client import open_redis
 from ctxcloud.request_cycle import init_request_cycle
@@ -67,6 +68,7 @@ class CtxCloud:
     keystore: Keystore
     redis: redis.Redis | None
     storage_bulkhead: Bulkhead
+    object_cache: ObjectCache
     tenant_options: TenantOptions | None = None
     # What plugins build at start-up, each under a key of its own (ctxcloud.StashKey).
     stash: Stash = field(default_factory=Stash)
@@ -101,6 +103,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> flask.Flask:
         keystore=Keystore(keyring),
         redis=open_redis(app.config),
         storage_bulkhead=_storage_bulkhead(app.config),
+        object_cache=_object_cache(app.config),
     )
     app.extensions["ctxcloud"] = ext
     ext.tenant_options = TenantOptions.collect(pm.hook.tenant_options(), app.config)
@@ -161,6 +164,18 @@ def _storage_bulkhead(config: flask.Config) -> Bulkhead:
     if slots < 1:
         raise ConfigError("CTXCLOUD_STORAGE_MAX_CONCURRENCY must be a whole number of at least 1")
     return Bulkhead("storage", slots, StorageUnavailable)
+
+
+def _object_cache(config: flask.Config) -> ObjectCache:
+    sizes = []
+    for name in ("OBJECT_CACHE_BYTES", "OBJECT_CACHE_MAX_OBJECT"):
+        try:
+            sizes.append(int(config[name]))
+        except (TypeError, ValueError):
+            sizes.append(-1)
+        if sizes[-1] < 0:
+            raise ConfigError(f"CTXCLOUD_{name} must be a whole number of bytes (0 or more)")
+    return ObjectCache(*sizes)
 
 
 def _open_keyring(config: flask.Config) -> MasterKeyring:

@@ -21,6 +21,7 @@ from ctxcloud.bulkhead import Bulkhead
 from ctxcloud.errors import IntegrityFailure
 from ctxcloud.keystore import current_keystore
 from ctxcloud.metrics import count_storage_bytes
+from ctxcloud.object_cache import ObjectCache
 from ctxcloud.read_ahead import ReadAhead
 from ctxcloud.serial_worker import ChunkBatches
 from ctxcloud.storage import ObjectNotFound, StorageBackend
@@ -118,19 +119,32 @@ def read(
     aad = _aad(tenant_id, project_id, key)
     backend, bulkhead = storage(), storage_bulkhead()
     last = size - 1 if end is None else end
+    cache: ObjectCache = flask.current_app.extensions["ctxcloud"].object_cache
+    cached = cache.get(key) if cache.keeps(size) else None
+    # A whole read of a small object keeps its ciphertext, once it has decrypted whole.
+    whole = size == 0 or (start == 0 and last == size - 1)
+    kept: list[bytes] | None = [] if whole and cached is None and cache.keeps(size) else None
 
     def fetch(first: int = 0, final: int | None = None) -> Iterator[bytes]:
+        if cached is not None:  # the ciphertext as stored (app/object_cache.py)
+            yield cached[first:] if final is None else cached[first : final + 1]
+            return
         # A slot while the backend is asked, none while the client is slow to take a chunk.
         with bulkhead.slot():
             chunks = backend.get(key, first, final)
         for chunk in bulkhead.guard_iterator(iter(chunks)):
             count_storage_bytes("out", len(chunk))
+            if kept is not None:
+                kept.append(bytes(chunk))
             yield chunk
 
     def decrypted() -> Iterator[bytes]:
-        if size == 0 or (start == 0 and last == size - 1):
-            return crypto.decrypt_stream(data_key, fetch(), aad)
-        return crypto.decrypt_range(data_key, fetch, size, start, last, aad)
+        if whole:
+            yield from crypto.decrypt_stream(data_key, fetch(), aad)
+            if kept is not None:
+                cache.put(key, b"".join(kept))
+            return
+        yield from crypto.decrypt_range(data_key, fetch, size, start, last, aad)
 
     chunks = _coalesced(_guarded(decrypted, key))
     if last - start + 1 >= READ_AHEAD_MIN:

@@ -28,6 +28,10 @@ REDIS_POOL_TIMEOUT = 0.25
 # Threads of a process that may wait on the storage backend at once (None: the worker's threads
 # minus a reserve); past it, storage requests get 503 while the rest keep answering.
 STORAGE_MAX_CONCURRENCY = None
+# Ciphertext of small objects (at most OBJECT_CACHE_MAX_OBJECT bytes of plaintext) kept per
+# process after a whole read, at most OBJECT_CACHE_BYTES in all (0: none); app/object_cache.py.
+OBJECT_CACHE_BYTES = 32 * 1024**2
+OBJECT_CACHE_MAX_OBJECT = 64 * 1024
 # Storage backend name: "local" or a plugin's backend.
 STORAGE_BACKEND = "local"
 # Comma-separated entry-point names of plugins not to load.
