@@ -90,7 +90,7 @@ _export(
 )
 _export("ctxcloud.cli", "emit", "problems_as_click_errors", "tenant_from_slug")
 # Keys derived from the master keys (HKDF, per label), for a plugin's own signatures.
-_export("ctxcloud.derived_keys", "derived_keys")
+_export("ctxcloud.key_derivation", "derived_keys")
 # Storage backends.
 _export(
     "ctxcloud.storage",

@@ -104,7 +104,7 @@ STAGE_RULES: tuple[tuple[str, str], ...] = (
     ("/plugins/storage_", "storage"),
     ("/app/crypto.py", "encryption"),
     ("/app/keystore.py", "encryption"),
-    ("/app/derived_keys.py", "encryption"),
+    ("/app/key_derivation.py", "encryption"),
     ("/app/requestlog.py", "logging"),
     ("/app/metrics.py", "metrics"),
     ("/schemas.py", "serialisation"),

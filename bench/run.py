@@ -83,7 +83,9 @@ def wrk(
     output = subprocess.run(
         command, capture_output=True, text=True, env=env, check=True, timeout=duration + 60
     ).stdout
-    each = [cpu_seconds([pid]) - before for pid, before in zip(pids or [], each_before)]
+    each = [
+        cpu_seconds([pid]) - before for pid, before in zip(pids or [], each_before, strict=True)
+    ]
     cpu = sum(each)
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
     summary = json.loads(line.removeprefix("WRK_JSON "))

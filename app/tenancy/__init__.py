@@ -6,8 +6,8 @@ it owns), the quotas and settings every plugin declares (``Quota``, ``Setting``)
 enforcement (``check_quota``, stored bytes), and the per-process cache of verified credentials
 with the revocation generations that make a change reach every process at once
 (``credential_cache``, ``credentials_changed``), and the per-process caches of a tenant's hot
-rows that the data generations keep exact (``tenant_data_cache``, ``tenant_data_changed``). The tenants plugin only adds the platform's
-admin routes and CLI on top.
+rows that the data generations keep exact (``tenant_data_cache``, ``tenant_data_changed``).
+The tenants plugin only adds the platform's admin routes and CLI on top.
 """
 
 from __future__ import annotations

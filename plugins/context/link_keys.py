@@ -7,7 +7,7 @@ Two sources (docs/links.md, "Keys and rotation"):
   (default: the first). Every listed key verifies: a link keeps working until its key is
   removed from the list (retired).
 - Unset (the default, in production as in development): keys derived from the master keys with
-  HKDF-SHA256 under the versioned label ``links-v1`` (``ctxcloud.derived_keys``), one per
+  HKDF-SHA256 under the versioned label ``links-v1`` (the toolkit's ``derived_keys``), one per
   master key; the active master key's signs. Rotating the master key rotates them; a link
   signed under an old master key works while that key is configured.
 

@@ -79,7 +79,9 @@ def resolve(actor: Actor, ref: str, *, lock: bool = False, cached: bool = True) 
 
 _LOCKED = PreparedSelect(
     Project,
-    lambda tenant, project_id: for_update(Project.of_tenant(tenant).where(Project.id == project_id)),
+    lambda tenant, project_id: for_update(
+        Project.of_tenant(tenant).where(Project.id == project_id)
+    ),
 )
 
 
