@@ -14,6 +14,9 @@ This worker (``worker_class`` in config/gunicorn.conf.py) changes three things:
   stored), and a response write must make progress within ``send_timeout`` seconds.
 - **A worker whose threads are all busy stops accepting**, so new connections go to a worker
   with a free thread instead of queueing behind a busy one.
+- **Kept-alive connections are spread evenly over the workers** (app/accept_balance.py): a
+  worker holding more connections than another with a thread free stops accepting until it
+  is even again.
 
 gunicorn's own error answers (bad request line, 414, 431, a timed-out head...) are
 ``application/problem+json`` like the app's. TLS and HTTP/2 connections keep gunicorn's
@@ -41,6 +44,7 @@ from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
 
+from ctxcloud.accept_balance import BOARD
 from ctxcloud.bulkhead import WORKER_THREADS_ENV
 from ctxcloud.slow_clients import GuardedSocket, RequestTimeout, SlowClientLimits
 
@@ -133,6 +137,10 @@ def _body_left(req: Any, conn: gthread.TConn) -> bool:
     return reader is not None
 
 
+# Seconds between looks at the board while held back by the balance (app/accept_balance.py).
+HELD_BACK_POLL = 0.005
+
+
 class ThreadWorker(gthread.ThreadWorker):
     """gthread with slow-client bounds; ``configured(...)`` makes a subclass with the limits."""
 
@@ -151,6 +159,8 @@ class ThreadWorker(gthread.ThreadWorker):
         # TLS and HTTP/2 read their own preambles from the raw socket: stock handling there.
         self.guarded = not cfg.is_ssl and cfg.http2_cleartext == "off"
         self.busy = 0
+        self.board_slot: int | None = None  # claimed once forked (init_process)
+        self.held_back = False  # not accepting only because another worker holds fewer
         self.lingering: deque[gthread.TConn] = deque()
         self.max_head = (
             cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
@@ -161,14 +171,43 @@ class ThreadWorker(gthread.ThreadWorker):
     def init_process(self) -> None:
         # The app sizes its bulkheads (app/bulkhead.py) from this worker's threads.
         os.environ[WORKER_THREADS_ENV] = str(self.cfg.threads)
-        super().init_process()
+        self.board_slot = BOARD.claim(start=self.age)
+        try:
+            super().init_process()  # loads the app, then runs until the worker stops
+        finally:
+            if self.board_slot is not None:
+                BOARD.release(self.board_slot)
+
+    def notify(self) -> None:
+        """The heartbeat, once per turn of the event loop: this worker's connections go on
+        the board too (app/accept_balance.py)."""
+        super().notify()
+        self._publish()
+
+    def _publish(self) -> None:
+        """This worker's connections, and whether it can take more (a thread free, not
+        stopping), for the other workers' balancing."""
+        if self.board_slot is not None:
+            free = self.alive and self.busy < self.cfg.threads
+            BOARD.publish(self.board_slot, self.nr_conns, free)
 
     # -- accepting -------------------------------------------------------------
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if self.guarded and enabled and self.busy >= self.cfg.threads:
             enabled = False
+        self.held_back = False
+        if enabled and self.board_slot is not None and self.alive:
+            self.held_back = not BOARD.may_accept(self.board_slot, self.nr_conns)
+            enabled = not self.held_back
         super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Held back by the balance, nothing tells this worker when another has caught up:
+        it looks again every ``HELD_BACK_POLL`` seconds instead of once a second."""
+        if self.held_back:
+            timeout = min(timeout, HELD_BACK_POLL)
+        super().wait_for_and_dispatch_events(timeout)
 
     def _update_accepting(self) -> None:
         """Accept only with a thread free (gunicorn looks at connection counts alone)."""
@@ -188,6 +227,9 @@ class ThreadWorker(gthread.ThreadWorker):
         client.setblocking(False)
         sock = GuardedSocket(client, self.limits)
         self._await_head(gthread.TConn(self.cfg, sock, address, listener.getsockname()))
+        if self.board_slot is not None:
+            self._publish()
+            self._update_accepting()
         return None
 
     # -- gathering request heads in the event loop ----------------------------
@@ -316,9 +358,13 @@ class ThreadWorker(gthread.ThreadWorker):
         self.busy += 1
         super().enqueue_req(conn)
         self._update_accepting()
+        if self.busy >= self.cfg.threads:
+            self._publish()
 
     def finish_request(self, conn: gthread.TConn, fs: Any) -> None:
         self.busy -= 1
+        if self.busy == self.cfg.threads - 1:
+            self._publish()  # a thread is free again
         if not self.guarded:
             super().finish_request(conn, fs)
             self._update_accepting()
