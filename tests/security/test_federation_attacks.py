@@ -101,6 +101,16 @@ def test_the_role_follows_the_rules_and_the_actor_can_work(client, idp, register
     assert client.get(BASE, headers=bearer(token)).status_code == 403
 
 
+def test_the_subject_claim_names_the_actor(client, admin, idp, registered):
+    """A provider whose stable user id is another claim (Entra ID's `oid`): the actor is
+    that claim's value, and a token without it is refused."""
+    body = provider_body(idp, subject_claim="oid")
+    assert client.put(f"{BASE}/keycloak", json=body, headers=admin).status_code == 200
+    me = whoami(client, idp.token(oid="7d2e-oid-of-alice")).get_json()
+    assert (me["type"], me["id"], me["issuer"]) == ("federated", "7d2e-oid-of-alice", idp.issuer)
+    assert_refused(whoami(client, idp.token()))  # a `sub` but no `oid`
+
+
 def test_an_ec_key_signs_in_too(client, idp, registered):
     assert whoami(client, idp.token(algorithm="ES256")).status_code == 200
 
