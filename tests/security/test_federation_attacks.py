@@ -92,6 +92,17 @@ def test_a_provider_token_signs_its_person_into_the_right_tenant(
     assert token not in repr(caplog.records) and token not in caplog.text
 
 
+def test_the_stored_audit_log_names_the_issuer_and_subject(client, admin, idp, registered):
+    """GET /audit-events: the sign-in's actor is `sub@issuer`, with both in its details."""
+    assert whoami(client, idp.token()).status_code == 200
+    events = client.get("/api/v1/audit-events?type=federated_sign_in", headers=admin)
+    assert events.status_code == 200, events.get_data(as_text=True)
+    (event,) = events.get_json()
+    assert event["actor"] == {"kind": "federated", "id": f"f3a1c2d4-alice@{idp.issuer}"}
+    assert event["details"]["issuer"] == idp.issuer
+    assert event["details"]["subject"] == "f3a1c2d4-alice"
+
+
 def test_the_role_follows_the_rules_and_the_actor_can_work(client, idp, registered):
     token = idp.token(groups=["ctx-admins", "ctx-writers"], sub="bob")
     assert whoami(client, token).get_json()["role"] == "admin"
