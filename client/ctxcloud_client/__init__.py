@@ -36,8 +36,10 @@ from ctxcloud_client.errors import (
 )
 from ctxcloud_client.models import (
     Change,
+    Changes,
     CommitPut,
     Entry,
+    FeedChange,
     Manifest,
     ManifestDiff,
     NotModified,
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "BadRequest",
     "Change",
+    "Changes",
     "ChecksumMismatch",
     "Client",
     "CommitPut",
@@ -62,6 +65,7 @@ __all__ = [
     "Entry",
     "EntryStream",
     "EntryTooLarge",
+    "FeedChange",
     "Forbidden",
     "IntegrityError",
     "InvalidJson",

@@ -31,6 +31,16 @@ def _nonnegative(value: str) -> int:
     return number
 
 
+def _wait_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds") from None
+    if not 0 < seconds <= 60:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 60")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", help="profile to use (default: $CTX_PROFILE or 'default')")
@@ -119,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("rev1", type=_nonnegative, metavar="REV1")
     diff.add_argument("rev2", type=_nonnegative, metavar="REV2")
 
+    watch = command("watch", "print a project's changes as they commit, until Ctrl-C", as_json)
+    watch.add_argument("project", metavar="PROJECT")
+    watch.add_argument(
+        "--since", type=_nonnegative, metavar="N", help="changes after revision N (default: head)"
+    )
+    watch.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        default=55.0,
+        metavar="S",
+        help="seconds each long-poll waits, 0 < S <= 60 (default 55)",
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="stop after the first revisions that arrive"
+    )
+
     mcp = command("mcp", "serve a project to an MCP client on stdio (ctxcloud-client[mcp])")
     mcp.add_argument("--project", required=True, metavar="PROJECT")
     return parser
@@ -134,6 +160,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any] | None]] = {
     "sync": commands.sync,
     "log": commands.log,
     "diff": commands.diff,
+    "watch": commands.watch,
     "mcp": commands.mcp,
 }
 

@@ -18,8 +18,10 @@ from ctxcloud_client import errors
 from ctxcloud_client.auth import BearerCredential, ClientCredentials, Credential
 from ctxcloud_client.body import CHUNK_SIZE, BodyData, StreamedBody
 from ctxcloud_client.models import (
+    Changes,
     CommitPut,
     Entry,
+    FeedChange,
     Manifest,
     NotModified,
     Project,
@@ -41,6 +43,9 @@ __version__ = "0.1.0"
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_PAGE_SIZE = 100
+# The changes feed: its largest page, and how much longer than a `wait` a read may take.
+CHANGES_PAGE_SIZE = 1000
+WAIT_READ_MARGIN = 30.0
 USER_AGENT = f"ctxcloud-client/{__version__}"
 
 
@@ -399,6 +404,48 @@ class Client:
         url = f"{self._context_url(project)}/revisions/{int(revision)}"
         return Revision.from_json(self._json("GET", url))
 
+    # ---- the changes feed (watching) ----------------------------------------------------
+
+    def changes(
+        self,
+        project: str,
+        since: int,
+        *,
+        wait: float | None = None,
+        page_size: int = CHANGES_PAGE_SIZE,
+    ) -> Changes:
+        """Every path-level change of the revisions after `since`, in order (all pages).
+
+        With `wait` (seconds, at most 60), a project still at `since` answers as soon as a
+        change commits, or after `wait` with no changes (`revision` == `since`). Continue
+        with `since=answer.revision`. A 410 (`history_pruned`) or 409 (`revision_ahead`)
+        means the feed cannot bring a copy at `since` up to date: start from the manifest.
+        A full server's 503 `too_many_watchers` is retried after its Retry-After.
+        """
+        url = self._context_url(project) + "/changes"
+        timeout = None
+        if wait is not None:
+            read = float(wait) + WAIT_READ_MARGIN
+            timeout = httpx.Timeout(read, connect=DEFAULT_TIMEOUT.connect)
+        items: list[FeedChange] = []
+        page: int | None = 1
+        answer: Any = None
+        while page is not None:
+            params: dict[str, Any] = {"since": int(since), "page": page, "page_size": page_size}
+            if wait is not None and page == 1:
+                params["wait"] = wait
+            response = self._request("GET", url, params=params, timeout=timeout)
+            answer = response.json()
+            found = [FeedChange.from_json(item) for item in answer.get("changes") or []]
+            items.extend(found)
+            page = _next_page(response, page) if len(found) >= page_size else None
+        return Changes(
+            from_revision=int(answer.get("from_revision", since)),
+            revision=int(answer["revision"]),
+            history_starts_at=int(answer.get("history_starts_at") or 0),
+            changes=tuple(items),
+        )
+
     # ---- plumbing -----------------------------------------------------------------------
 
     @staticmethod
@@ -449,6 +496,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         authenticate: bool = True,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send with the credential, retrying as the class says; an error answer raises."""
         attempt, waited, renewed = 0, 0.0, False
@@ -465,6 +513,7 @@ class Client:
                 data=form,
                 content=body.content() if body is not None else None,
                 headers=request_headers,
+                **({"timeout": timeout} if timeout is not None else {}),
             )
             try:
                 response = self._http.send(request, stream=stream)

@@ -8,6 +8,7 @@ import difflib
 import getpass
 import hashlib
 import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ctxcloud_client.cli_errors import CommandError, UsageError
 from ctxcloud_client.client import Client
 from ctxcloud_client.diff import diff_manifests
 from ctxcloud_client.errors import ContentMismatch
-from ctxcloud_client.models import Entry, Manifest
+from ctxcloud_client.models import Entry, FeedChange, Manifest
 from ctxcloud_client.profiles import Profile, load_profile, profiles_path, save_profile
 from ctxcloud_client.progress import progress_for
 
@@ -355,6 +356,48 @@ def diff(args: argparse.Namespace) -> dict[str, Any] | None:
             say(f"Binary or large entry {item['path']} differs")
     sys.stdout.flush()
     return None
+
+
+def _change_json(change: FeedChange) -> dict[str, Any]:
+    item: dict[str, Any] = {"revision": change.revision, "path": change.path}
+    item["action"] = change.action
+    if change.action == "put":
+        item.update(size=change.size, sha256=change.sha256)
+    return item
+
+
+def watch(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Print the project's changes as they commit (the changes feed, long-polled) until
+    interrupted, or, with --once, until the first revisions arrive. With --json, one object
+    per line: each answer that carries changes."""
+    with open_client(args) as client:
+        since = args.since
+        if since is None:
+            since = client.get_project(args.project).revision
+        if not args.json:
+            say(f"Watching {args.project} after revision {since} (Ctrl-C to stop).")
+        try:
+            while True:
+                answer = client.changes(args.project, since, wait=args.wait)
+                if answer.changes:
+                    if args.json:
+                        line = {
+                            "project": args.project,
+                            "from_revision": answer.from_revision,
+                            "revision": answer.revision,
+                            "changes": [_change_json(c) for c in answer.changes],
+                        }
+                        print(json.dumps(line), flush=True)
+                    else:
+                        for change in answer.changes:
+                            what = "D" if change.action == "delete" else "P"
+                            size = f"  ({change.size} bytes)" if change.size is not None else ""
+                            say(f"r{change.revision:<5} {what} {change.path}{size}")
+                    if args.once:
+                        return None
+                since = answer.revision
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the end of watching, not an error
+            return None
 
 
 def mcp(args: argparse.Namespace) -> None:

@@ -192,6 +192,46 @@ class Revision:
 
 
 @dataclass(frozen=True)
+class FeedChange:
+    """One path-level change of the changes feed: a `put` (with the new version's size and
+    SHA-256) or a `delete`, in `revision`."""
+
+    revision: int
+    path: str
+    action: str  # "put" or "delete"
+    size: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeedChange:
+        size = data.get("size")
+        return cls(
+            revision=int(data["revision"]),
+            path=data["path"],
+            action=data["action"],
+            size=int(size) if size is not None else None,
+            sha256=data.get("sha256"),
+        )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The changes after `from_revision` up to `revision` (the head the answer was read at;
+    ask again with `since=revision`). Empty when a wait ended with nothing new."""
+
+    from_revision: int
+    revision: int
+    history_starts_at: int
+    changes: tuple[FeedChange, ...]
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def __iter__(self) -> Iterator[FeedChange]:
+        return iter(self.changes)
+
+
+@dataclass(frozen=True)
 class Upload:
     """A staged upload, to fill with `send_upload` and name in a commit's `put`."""
 

@@ -284,3 +284,87 @@ def test_a_broken_connection_is_exit_1(api, capsys, monkeypatch):
     api.get("/projects").mock(side_effect=httpx.ConnectError("refused"))
     code, _, err = run(capsys, "projects")
     assert code == 1 and "connection_failed" in err
+
+
+def changes_feed(since: int, head: int, items: list[tuple[int, str, str]]) -> dict:
+    changes = []
+    for number, path, action in items:
+        change = {"revision": number, "path": path, "action": action}
+        if action == "put":
+            change.update(size=3, sha256=sha(b"new"))
+        changes.append(change)
+    return {"from_revision": since, "revision": head, "history_starts_at": 0, "changes": changes}
+
+
+def test_watch_long_polls_from_the_head_and_prints_what_arrives(api, capsys):
+    api.get("/projects/notes").respond(
+        200, json={"id": PROJECT_ID, "slug": "notes", "name": "Notes", "revision": 4}
+    )
+    feed = api.get("/projects/notes/context/changes").mock(
+        side_effect=[
+            httpx.Response(200, json=changes_feed(4, 4, [])),  # the wait ended: nothing
+            httpx.Response(
+                200, json=changes_feed(4, 5, [(5, "a.md", "put"), (5, "b.md", "delete")])
+            ),
+        ]
+    )
+    code, out, _ = run(capsys, "watch", "notes", "--wait", "2", "--once")
+    assert code == 0
+    assert out.splitlines() == [
+        "Watching notes after revision 4 (Ctrl-C to stop).",
+        "r5     P a.md  (3 bytes)",
+        "r5     D b.md",
+    ]
+    sent = [dict(call.request.url.params) for call in feed.calls]
+    assert [(p["since"], p["wait"]) for p in sent] == [("4", "2.0"), ("4", "2.0")]
+
+
+def test_watch_json_is_one_object_per_answer_and_ctrl_c_ends_it(api, capsys):
+    answers = iter(
+        [
+            httpx.Response(200, json=changes_feed(2, 3, [(3, "a.md", "put")])),
+            httpx.Response(
+                200, json=changes_feed(3, 5, [(4, "a.md", "delete"), (5, "c.md", "put")])
+            ),
+        ]
+    )
+
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["since"])
+        for response in answers:
+            return response
+        raise KeyboardInterrupt  # Ctrl-C during the third long-poll
+
+    api.get("/projects/notes/context/changes").mock(side_effect=answer)
+    code, out, _ = run(capsys, "watch", "notes", "--since", "2", "--json")
+    assert code == 0  # interrupted: the end of watching, not an error
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["from_revision"], line["revision"]) for line in lines] == [(2, 3), (3, 5)]
+    assert lines[0]["changes"] == [
+        {"revision": 3, "path": "a.md", "action": "put", "size": 3, "sha256": sha(b"new")}
+    ]
+    assert lines[1]["changes"][0] == {"revision": 4, "path": "a.md", "action": "delete"}
+    assert asked == ["2", "3", "5"]  # each poll continues from the last answer's head
+
+
+def test_watch_of_a_pruned_history_is_exit_1_with_the_reason(api, capsys):
+    api.get("/projects/notes/context/changes").respond(
+        410,
+        json={
+            "status": 410,
+            "code": "history_pruned",
+            "detail": "Revisions before 9 were pruned.",
+            "request_id": "req_9",
+        },
+    )
+    code, _, err = run(capsys, "watch", "notes", "--since", "1")
+    assert code == 1 and "history_pruned" in err and "req_9" in err
+
+
+@pytest.mark.parametrize("wait", ["0", "61", "soon"])
+def test_watch_wait_is_bounded_like_the_server_s(wait, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["watch", "notes", "--wait", wait])
+    assert exited.value.code == 2

@@ -13,6 +13,7 @@ import pytest
 from ctxcloud_client import (
     Client,
     CommitPut,
+    CtxcloudError,
     InvalidPath,
     Manifest,
     NotModified,
@@ -303,3 +304,58 @@ def test_revisions_are_listed_across_pages_and_read_one_by_one(api, client):
     assert route.call_count == 2
     api.get("/projects/handbook/context/revisions/4").respond(200, json=REVISION)
     assert client.get_revision("handbook", 4).message == "why"
+
+
+def feed(since: int, head: int, changes: list[tuple[int, str, str]]) -> dict:
+    items = []
+    for number, path, action in changes:
+        item = {"revision": number, "path": path, "action": action}
+        if action == "put":
+            item.update(size=len(path), sha256="0" * 64)
+        items.append(item)
+    return {"from_revision": since, "revision": head, "history_starts_at": 0, "changes": items}
+
+
+def test_changes_wait_once_and_read_every_page(api, client):
+    route = api.get("/projects/handbook/context/changes").mock(
+        side_effect=[
+            httpx.Response(
+                200,
+                json=feed(3, 5, [(4, "a.md", "put"), (4, "b.md", "delete")]),
+                headers=pagination(1, 2, 3),
+            ),
+            httpx.Response(200, json=feed(3, 5, [(5, "a.md", "put")]), headers=pagination(2, 2, 3)),
+        ]
+    )
+    answer = client.changes("handbook", 3, wait=20, page_size=2)
+    assert (answer.from_revision, answer.revision, len(answer)) == (3, 5, 3)
+    assert [(c.revision, c.path, c.action) for c in answer] == [
+        (4, "a.md", "put"),
+        (4, "b.md", "delete"),
+        (5, "a.md", "put"),
+    ]
+    assert (answer.changes[0].size, answer.changes[1].size) == (4, None)
+    first, second = (call.request for call in route.calls)
+    assert dict(first.url.params) == {"since": "3", "page": "1", "page_size": "2", "wait": "20"}
+    assert "wait" not in second.url.params  # only the first page waits
+    assert first.extensions["timeout"]["read"] == 50.0  # the wait and a margin, not 60 s flat
+
+
+def test_a_wait_that_ends_with_nothing_is_an_empty_answer(api, client):
+    api.get("/projects/handbook/context/changes").respond(200, json=feed(7, 7, []))
+    answer = client.changes("handbook", 7, wait=1)
+    assert not answer and answer.revision == 7
+
+
+def test_a_pruned_history_is_an_error_with_its_code(api, client):
+    api.get("/projects/handbook/context/changes").respond(
+        410,
+        json={"status": 410, "code": "history_pruned", "detail": "pruned", "request_id": "r9"},
+    )
+    with pytest.raises(CtxcloudError) as raised:
+        client.changes("handbook", 1)
+    assert (raised.value.status, raised.value.code, raised.value.request_id) == (
+        410,
+        "history_pruned",
+        "r9",
+    )

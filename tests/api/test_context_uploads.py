@@ -16,7 +16,7 @@ import pytest
 
 from ctxcloud.plugins.context.models import ContextUpload
 from tests.api.test_core import assert_problem
-from tests.support.context import context_url, create_project, head_revision, stored_keys
+from tests.support.context import context_url, create_project, head_revision, storage, stored_keys
 from tests.support.factories import bearer, make_api_key, make_tenant
 
 P = "p"
@@ -97,6 +97,21 @@ def test_a_large_file_and_small_ones_commit_as_one_revision(app, client, auth, p
     assert entries["data/big.bin"]["sha256"] == digest and entries["data/big.bin"]["size"] == len(
         big
     )
+
+
+@pytest.mark.every_backend
+def test_staged_bytes_are_stored_encrypted_and_become_the_entry(app, client, auth, project):
+    plain = b"staged secret line\n" * 4096  # 76 KiB of a pattern easy to find
+    upload_id = staged(client, auth, plain)
+    with app.app_context():
+        key = ContextUpload.get_by_id(upload_id).object_key
+    raw = b"".join(storage(app).get(key))
+    # Encrypted as an entry is: nothing of the plaintext in the stored object.
+    assert len(raw) > len(plain) and b"staged secret line" not in raw
+    made = commit(client, auth, put=[{"path": "s.txt", "upload_id": upload_id}])
+    assert made.status_code == 201, made.get_data(as_text=True)
+    got = client.get(f"{context_url(P)}/entries/s.txt", headers=auth)
+    assert got.status_code == 200 and got.get_data() == plain
 
 
 def test_an_upload_becomes_one_entry_once(client, auth, project):

@@ -97,6 +97,7 @@ def test_project_restrictions_hold_for_the_clients_tokens(app, client, tenant):
         "unknown client",
         "no credentials",
         "malformed basic",
+        "basic not UTF-8",
         "other tenant's secret",
     ],
 )

@@ -253,6 +253,38 @@ def test_ctxignore_is_honoured_both_ways(remote, run, tmp_path):
     assert sorted(p.name for p in copy.iterdir()) == [".ctx", ".ctxignore", "keep.md"]
 
 
+def test_watch_waits_for_a_commit_and_prints_its_changes(remote, server, api_key, tmp_path):
+    env = {
+        **os.environ,
+        "CTX_URL": server.url,
+        "CTX_API_KEY": api_key,
+        "CTX_CONFIG_DIR": str(tmp_path / "ctx-config"),
+        "CTX_NO_KEYRING": "1",
+    }
+    args = [CTX, "watch", "notes", "--since", "0", "--wait", "20", "--once", "--json"]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.5)
+            assert proc.poll() is None  # nothing after revision 0 yet: it waits
+            remote.commit(
+                "notes",
+                put=[CommitPut.text("a.md", "A\n"), CommitPut.text("b.md", "B\n")],
+            )
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()
+    answer = json.loads(out)
+    assert (answer["from_revision"], answer["revision"]) == (0, 1)
+    assert [(c["revision"], c["path"], c["action"]) for c in answer["changes"]] == [
+        (1, "a.md", "put"),
+        (1, "b.md", "put"),
+    ]
+    assert answer["changes"][0]["sha256"] == hashlib.sha256(b"A\n").hexdigest()
+
+
 class CuttingProxy:
     """A TCP proxy to the server that closes a connection once `limit` bytes went one way
     (`"down"`: answers, `"up"`: requests): a transfer broken half-way."""

@@ -92,6 +92,17 @@ def test_a_provider_token_signs_its_person_into_the_right_tenant(
     assert token not in repr(caplog.records) and token not in caplog.text
 
 
+def test_the_stored_audit_log_names_the_issuer_and_subject(client, admin, idp, registered):
+    """GET /audit-events: the sign-in's actor is `sub@issuer`, with both in its details."""
+    assert whoami(client, idp.token()).status_code == 200
+    events = client.get("/api/v1/audit-events?type=federated_sign_in", headers=admin)
+    assert events.status_code == 200, events.get_data(as_text=True)
+    (event,) = events.get_json()
+    assert event["actor"] == {"kind": "federated", "id": f"f3a1c2d4-alice@{idp.issuer}"}
+    assert event["details"]["issuer"] == idp.issuer
+    assert event["details"]["subject"] == "f3a1c2d4-alice"
+
+
 def test_the_role_follows_the_rules_and_the_actor_can_work(client, idp, registered):
     token = idp.token(groups=["ctx-admins", "ctx-writers"], sub="bob")
     assert whoami(client, token).get_json()["role"] == "admin"
@@ -99,6 +110,16 @@ def test_the_role_follows_the_rules_and_the_actor_can_work(client, idp, register
     assert created.status_code == 201, created.get_data(as_text=True)
     # An admin is not a tenant admin: providers stay out of reach.
     assert client.get(BASE, headers=bearer(token)).status_code == 403
+
+
+def test_the_subject_claim_names_the_actor(client, admin, idp, registered):
+    """A provider whose stable user id is another claim (Entra ID's `oid`): the actor is
+    that claim's value, and a token without it is refused."""
+    body = provider_body(idp, subject_claim="oid")
+    assert client.put(f"{BASE}/keycloak", json=body, headers=admin).status_code == 200
+    me = whoami(client, idp.token(oid="7d2e-oid-of-alice")).get_json()
+    assert (me["type"], me["id"], me["issuer"]) == ("federated", "7d2e-oid-of-alice", idp.issuer)
+    assert_refused(whoami(client, idp.token()))  # a `sub` but no `oid`
 
 
 def test_an_ec_key_signs_in_too(client, idp, registered):

@@ -18,23 +18,31 @@ Each response must pass:
 - ``content_type_conformance``, ``response_schema_conformance`` and
   ``response_headers_conformance``: the documented media type, body schema and headers.
 
-Two runs, one after the other:
+Four runs, one after the other, on one server:
 
 1. Every operation as the owner of tenant ``fuzz`` (an API key holding every tenant
    permission, made with the command line before the server starts). The platform routes
    (/tenants..., /-/plugins, /-/metrics) answer 403 (401 for /-/metrics' bearer token) to it,
    which they document; nothing it can do deletes its own tenant.
-2. The platform routes alone with a platform key, against a throwaway tenant made for it
-   (deleting tenants is what those routes are for).
+2. The project and context routes (``^/api/v1/projects``) with an OAuth client-credentials
+   token of ``fuzz`` (a client holding every tenant scope, made with the command line after
+   run 1, so that run cannot delete it or rotate its secret), with fewer cases.
+3. The same routes with a federated token: ``fuzz`` registers a fake identity provider
+   (tests/support/fake_oidc.py, on a free loopback port, stopped at the end) whose people
+   are owners, the highest role a provider may grant; the token is one of its.
+4. The platform routes alone with a platform key, against a throwaway tenant made for it
+   (deleting tenants is what those routes are for). Last: it could reach tenant ``fuzz``.
 
-Afterwards the owner key must still work: a run that revoked its own credential would have
-gone on testing nothing but 401s.
+Each credential must work before its run and still work after it: a run that revoked its
+own credential (or outlived its token) would have gone on testing nothing but 401s. Runs 2
+and 3 reach no route that revokes a token or deletes a client, and their tokens live longer
+than a run may last.
 
 Schemathesis does not generate values for the security schemes (token attacks are
 tests/security/test_token_attacks.py's job): a random ``X-API-Key`` beside the valid bearer
 would make nearly every request a 401. Runs are seeded and derandomised, so a failure
-reproduces; the failing request is printed as a curl command. Bounded for CI (about a
-minute on both tiers); ``make fuzz`` runs the same test with many more examples for a
+reproduces; the failing request is printed as a curl command. Bounded for CI (about two
+minutes on each tier); ``make fuzz`` runs the same test with many more examples for a
 release check (CTXCLOUD_FUZZ_MAX_EXAMPLES, CTXCLOUD_FUZZ_SEED; docs/security.md).
 """
 
@@ -51,6 +59,7 @@ import pytest
 import requests
 
 from ctxcloud.roles import TENANT_PERMISSIONS
+from tests.support.fake_oidc import FakeIdentityProvider, fake_identity_provider, provider_body
 from tests.support.server import ROOT, cli, gunicorn
 
 pytestmark = pytest.mark.server
@@ -63,12 +72,20 @@ CHECKS = (
     "response_headers_conformance",
 )
 MAX_EXAMPLES = int(os.environ.get("CTXCLOUD_FUZZ_MAX_EXAMPLES", "25"))
+# The OAuth client and federated runs: the project and context routes only, a fifth of the
+# cases (5 in CI, 60 for `make fuzz`'s 300).
+CREDENTIAL_MAX_EXAMPLES = max(1, MAX_EXAMPLES // 5)
+CREDENTIAL_PATHS = r"^/api/v1/projects"
 # CI is derandomised (the same cases every run); a release check passes a seed of its own.
 SEED = os.environ.get("CTXCLOUD_FUZZ_SEED", "")
 RUN_TIMEOUT = float(os.environ.get("CTXCLOUD_FUZZ_TIMEOUT", "900"))
+# Seconds the OAuth and federated tokens live: longer than a run may last (the OAuth default,
+# an hour, is shorter than `make fuzz`'s timeout), so none expires mid-run.
+TOKEN_LIFETIME = int(RUN_TIMEOUT) + 600
 # Lower bounds: a broken loader, filter or server must not pass by testing nothing.
 MIN_TENANT_OPERATIONS = 40
 MIN_PLATFORM_OPERATIONS = 9
+MIN_PROJECT_OPERATIONS = 20
 PLATFORM_PATHS = r"^/api/v1/(tenants|-/)"
 UNLIMITED = "1000000/minute"
 
@@ -104,7 +121,12 @@ def fuzzed_document(url: str) -> dict[str, Any]:
 
 
 def st_run(
-    document: Path, url: str, credential: str, report: Path, *extra: str
+    document: Path,
+    url: str,
+    credential: str,
+    report: Path,
+    *extra: str,
+    max_examples: int = MAX_EXAMPLES,
 ) -> tuple[dict[str, Any], str]:
     """Run `st run` on `document` against `url`; return its JSON report and its output."""
     command = [
@@ -118,7 +140,7 @@ def st_run(
         "--checks",
         ",".join(CHECKS),
         "--max-examples",
-        str(MAX_EXAMPLES),
+        str(max_examples),
         *(["--seed", SEED] if SEED else ["--generation-deterministic"]),
         "--generation-with-security-parameters",
         "false",
@@ -153,11 +175,11 @@ def st_run(
     return json.loads(report.read_text()), output
 
 
-def summary(name: str, report: dict[str, Any]) -> str:
+def summary(name: str, report: dict[str, Any], max_examples: int = MAX_EXAMPLES) -> str:
     cases = report["test_cases"]
     return (
         f"{name}: {report['operations']['tested']} operations, {cases['generated']} test cases "
-        f"(at most {MAX_EXAMPLES} per operation and phase, "
+        f"(at most {max_examples} per operation and phase, "
         f"{f'seed {SEED}' if SEED else 'derandomised'}), "
         f"{cases['with_failures']} failing, {report['running_time']:.0f} s"
     )
@@ -177,6 +199,43 @@ def assert_clean(name: str, report: dict[str, Any], output: str, min_operations:
     assert all(phases[phase]["status"] == "success" for phase in phases), (phases, where)
 
 
+def whoami(url: str, credential: str) -> requests.Response:
+    return requests.get(
+        f"{url}/api/v1/auth/whoami",
+        headers={"Authorization": f"Bearer {credential}"},
+        timeout=30,
+    )
+
+
+def client_credentials_token(url: str, client: dict[str, Any]) -> str:
+    response = requests.post(
+        f"{url}/api/v1/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()
+    assert token["expires_in"] == TOKEN_LIFETIME, token
+    assert set(token["scope"].split()) == set(TENANT_PERMISSIONS), token
+    return token["access_token"]
+
+
+def federated_owner_token(url: str, owner_key: str, idp: FakeIdentityProvider) -> str:
+    """Tenant `fuzz` registers `idp`, whose `ctx-owners` are owners: one of their tokens."""
+    body = provider_body(
+        idp, claim_rules=[{"claim": "groups", "contains": "ctx-owners", "role": "owner"}]
+    )
+    registered = requests.put(
+        f"{url}/api/v1/tenant/identity-providers/fuzz-idp",
+        json=body,
+        headers={"Authorization": f"Bearer {owner_key}"},
+        timeout=30,
+    )
+    assert registered.status_code == 201, registered.text
+    return idp.token(groups=["ctx-owners"], sub="fuzz-owner", lifetime=TOKEN_LIFETIME)
+
+
 def test_the_api_keeps_its_documented_contract_under_fuzzing(
     app, app_config, tmp_path, report_figure
 ):
@@ -186,6 +245,7 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(
         CTXCLOUD_RATE_LIMIT_LOGIN=UNLIMITED,
         CTXCLOUD_RATE_LIMIT_TENANT=UNLIMITED,
         CTXCLOUD_RATE_LIMIT_OAUTH_TOKEN=UNLIMITED,
+        CTXCLOUD_JWT_CLIENT_TOKEN_EXPIRES=str(TOKEN_LIFETIME),
         # Generated identity-provider registrations name made-up hosts: where DNS answers
         # (not on this loopback-only machine), a fetch must not hold a worker for long.
         CTXCLOUD_OIDC_HTTP_TIMEOUT="1",
@@ -205,18 +265,44 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(
     run_cli("tenants", "create", "throwaway")
     platform = run_cli("platform-keys", "create", "--name", "fuzz")
 
-    with gunicorn(env, tmp_path / "logs") as server:
+    with gunicorn(env, tmp_path / "logs") as server, fake_identity_provider() as idp:
         (tmp_path / "fuzz_hooks.py").write_text(HOOKS)
         document = tmp_path / "openapi.json"
         document.write_text(json.dumps(fuzzed_document(server.url)))
         tenant_report, tenant_output = st_run(
             document, server.url, owner["key"], tmp_path / "tenant.json"
         )
-        whoami = requests.get(
-            f"{server.url}/api/v1/auth/whoami",
-            headers={"Authorization": f"Bearer {owner['key']}"},
-            timeout=30,
+        owner_after = whoami(server.url, owner["key"])
+
+        client = run_cli(
+            "oauth-clients", "create", "--tenant", "fuzz", "--name", "fuzz", "--scopes", scopes
         )
+        client_token = client_credentials_token(server.url, client)
+        client_before = whoami(server.url, client_token)
+        client_report, client_output = st_run(
+            document,
+            server.url,
+            client_token,
+            tmp_path / "oauth.json",
+            "--include-path-regex",
+            CREDENTIAL_PATHS,
+            max_examples=CREDENTIAL_MAX_EXAMPLES,
+        )
+        client_after = whoami(server.url, client_token)
+
+        federated_token = federated_owner_token(server.url, owner["key"], idp)
+        federated_before = whoami(server.url, federated_token)
+        federated_report, federated_output = st_run(
+            document,
+            server.url,
+            federated_token,
+            tmp_path / "federated.json",
+            "--include-path-regex",
+            CREDENTIAL_PATHS,
+            max_examples=CREDENTIAL_MAX_EXAMPLES,
+        )
+        federated_after = whoami(server.url, federated_token)
+
         platform_report, platform_output = st_run(
             document,
             server.url,
@@ -226,11 +312,31 @@ def test_the_api_keeps_its_documented_contract_under_fuzzing(
             PLATFORM_PATHS,
         )
         log = server.log()
+    with pytest.raises(requests.ConnectionError):  # the fake provider is gone
+        requests.get(idp.url + idp.discovery_path, timeout=5)
 
     report_figure(summary("fuzz, tenant owner", tenant_report))
+    report_figure(summary("fuzz, OAuth client token", client_report, CREDENTIAL_MAX_EXAMPLES))
+    report_figure(summary("fuzz, federated token", federated_report, CREDENTIAL_MAX_EXAMPLES))
     report_figure(summary("fuzz, platform operator", platform_report))
     assert_clean("as the tenant owner", tenant_report, tenant_output, MIN_TENANT_OPERATIONS)
-    assert whoami.status_code == 200, "the fuzzer revoked its own key: the run tested 401s"
+    assert owner_after.status_code == 200, "the fuzzer revoked its own key: the run tested 401s"
+
+    assert client_before.status_code == 200, client_before.text
+    me = client_before.json()
+    assert me["type"] == "oauth_client" and me["id"] == client["client_id"], me
+    assert set(me["permissions"]) == set(TENANT_PERMISSIONS), me
+    assert_clean("with an OAuth client token", client_report, client_output, MIN_PROJECT_OPERATIONS)
+    assert client_after.status_code == 200, "the OAuth client's token died: the run tested 401s"
+
+    assert federated_before.status_code == 200, federated_before.text
+    me = federated_before.json()
+    assert me["type"] == "federated" and me["role"] == "owner", me
+    assert_clean(
+        "with a federated token", federated_report, federated_output, MIN_PROJECT_OPERATIONS
+    )
+    assert federated_after.status_code == 200, "the federated token died: the run tested 401s"
+
     assert_clean(
         "as a platform operator", platform_report, platform_output, MIN_PLATFORM_OPERATIONS
     )
