@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import flask
 import peewee
+from flask.globals import _cv_app
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.postgres_ext import PooledPsycopg3Database
 
@@ -29,9 +30,12 @@ class AppDatabase(peewee.DatabaseProxy):
 
     @property
     def obj(self) -> peewee.Database | None:  # type: ignore[override]
-        if not flask.has_app_context():
+        # Asked on every statement (peewee reads the database through the proxy dozens of
+        # times a request): one context lookup, not has_app_context() then current_app.
+        context = _cv_app.get(None)
+        if context is None:
             return None  # model classes are defined at import time, outside any app
-        return flask.current_app.extensions["ctxcloud"].database
+        return context.app.extensions["ctxcloud"].database
 
     def initialize(self, obj: Any) -> None:
         raise TypeError("the database comes from the current app; configure DATABASE_URL instead")
@@ -248,14 +252,16 @@ class PreparedSelect:
 
     peewee spends most of a simple lookup generating its SQL, and a hot lookup (a project by
     tenant and id, on every request) always has the same shape: only the values change.
-    `build(*markers)` returns the query with each marker used exactly once as a value; rows
-    come back as model instances through ``Model.raw`` (same field conversions).
+    `build(*markers)` returns the query with each marker used exactly once as a value; the
+    first row comes back as a model instance with the fields' own conversions (what
+    ``Model.raw`` gives), its columns matched to fields once per statement.
     """
 
     def __init__(self, model: type[peewee.Model], build: Callable[..., peewee.ModelSelect]):
         self.model = model
         self.build = build
         self.compiled: dict[str, tuple[str, list[int]]] = {}
+        self.converters: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {}
 
     def first(self, *values: Any) -> Any:
         kind = type(database.obj).__name__
@@ -265,9 +271,27 @@ class PreparedSelect:
             sql, params = self.build(*markers).sql()
             compiled = self.compiled[kind] = (sql, [markers.index(p) for p in params])
         sql, order = compiled
-        for row in self.model.raw(sql, *[values[index] for index in order]):
-            return row
-        return None
+        cursor = database.execute_sql(sql, [values[index] for index in order])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        # The row as the model instance peewee's raw() would build, its columns' conversions
+        # resolved once per statement (resolving them is most of a small read's CPU).
+        converters = self.converters.get(kind)
+        if converters is None:
+            by_column = {field.column_name: field for field in self.model._meta.sorted_fields}
+            converters = self.converters[kind] = [
+                (by_column[column[0]].name, by_column[column[0]].python_value)
+                for column in cursor.description
+            ]
+        instance = self.model.__new__(self.model)
+        instance.__data__ = {
+            name: None if value is None else convert(value)
+            for (name, convert), value in zip(converters, row, strict=True)
+        }
+        instance._dirty = set()
+        instance.__rel__ = {}
+        return instance
 
 
 class PreparedWrite:

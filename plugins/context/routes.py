@@ -31,6 +31,9 @@ from ctxcloud.plugins.context.schemas import (
 )
 from ctxcloud.plugins.context.write_rules import EntryWrite
 
+# One schema instance for every write's answer: building one copies its fields each time.
+_ENTRY = EntrySchema()
+
 blp = Blueprint(
     "context",
     __name__,
@@ -306,7 +309,7 @@ class EntryItem(MethodView):
         expected = http.expected_sha256()
         version, created = service.put_entry(actor, found, write, http.preconditions(), expected)
         return flask.Response(
-            flask.json.dumps(EntrySchema().dump(version)),
+            flask.json.dumps(_ENTRY.dump(version)),
             status=201 if created else 200,
             mimetype="application/json",
             headers={"ETag": version.etag},
