@@ -91,6 +91,10 @@ class ConnectionBoard:
                 fewest = connections
         return fewest
 
+    def any_free_elsewhere(self, slot: int) -> bool:
+        """Whether another live worker has a thread free."""
+        return self.fewest_elsewhere(slot) is not None
+
     def may_accept(self, slot: int, connections: int) -> bool:
         """Whether to take the next connection: not while holding more than another worker
         with a thread free, give or take an eighth (a flood of new connections then changes

@@ -84,9 +84,11 @@ def test_the_board_balances_against_free_live_workers_only(monkeypatch):
     monkeypatch.setattr(os, "getpid", lambda: 1002)
     board.publish(other, 1, True)
     assert board.may_accept(mine, 1) and board.may_accept(other, 1)
+    assert board.any_free_elsewhere(mine)
     # A peer with every thread busy is left out: it could not take the connection.
     board.publish(other, 0, False)
     assert board.may_accept(mine, 5)
+    assert not board.any_free_elsewhere(mine)
     # So is a silent one (hung or killed), once its heartbeat is stale.
     board.publish(other, 0, True)
     assert not board.may_accept(mine, 5)

@@ -101,10 +101,9 @@ def deployment(env: dict[str, str], logs: Path) -> Iterator[Deployment]:
             ext.redis.close()
 
 
-@pytest.fixture(scope="module")
-def production(tmp_path_factory) -> Iterator[Deployment]:
-    """PostgreSQL + Redis shared by two servers."""
-    root = tmp_path_factory.mktemp("auth-production")
+@contextmanager
+def production_deployment(root: Path) -> Iterator[Deployment]:
+    """PostgreSQL + Redis shared by two servers (a fresh database, this run's Redis db)."""
     flusher = redis.Redis.from_url(REDIS_URL)
     redisdb.flush(flusher)
     try:
@@ -122,12 +121,23 @@ def production(tmp_path_factory) -> Iterator[Deployment]:
         flusher.close()
 
 
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory) -> Iterator[Deployment]:
-    """The embedded default: one data directory (SQLite, generations file), no Redis."""
-    root = tmp_path_factory.mktemp("auth-embedded")
+@contextmanager
+def embedded_deployment(root: Path) -> Iterator[Deployment]:
+    """The embedded default: one data directory (SQLite, generations files), no Redis."""
     env = {**secrets_env(), "CTXCLOUD_DATA_DIR": str(root / "data")}
     with deployment(env, root / "logs") as deployed:
+        yield deployed
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory) -> Iterator[Deployment]:
+    with production_deployment(tmp_path_factory.mktemp("auth-production")) as deployed:
+        yield deployed
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> Iterator[Deployment]:
+    with embedded_deployment(tmp_path_factory.mktemp("auth-embedded")) as deployed:
         yield deployed
 
 

@@ -18,18 +18,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 import requests
 
 from tests.integration.test_auth_multiprocess import (
-    REDIS_URL,
     Deployment,
-    deployment,
-    secrets_env,
+    embedded_deployment,
+    production_deployment,
     settled,
 )
-from tests.stack import postgres_database
-from tests.support import redisdb
 from tests.support.context import context_url, entry_url, project_url
 from tests.support.factories import bearer, make_api_key, make_platform_key, make_tenant
 from tests.support.server import Server
@@ -41,31 +37,13 @@ READS = 8  # reads per server and URL: both of its workers answer some
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory) -> Iterator[Deployment]:
-    """PostgreSQL + Redis shared by two servers."""
-    root = tmp_path_factory.mktemp("data-cache-production")
-    flusher = redis.Redis.from_url(REDIS_URL)
-    redisdb.flush(flusher)
-    try:
-        with postgres_database() as database_url:
-            env = {
-                **secrets_env(),
-                "CTXCLOUD_DATABASE_URL": database_url,
-                "CTXCLOUD_REDIS_URL": REDIS_URL,
-                "CTXCLOUD_DATA_DIR": str(root / "data"),
-            }
-            with deployment(env, root / "logs") as deployed:
-                yield deployed
-    finally:
-        redisdb.flush(flusher)
-        flusher.close()
+    with production_deployment(tmp_path_factory.mktemp("data-cache-production")) as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory) -> Iterator[Deployment]:
-    """The embedded default: one data directory (SQLite, generations files), no Redis."""
-    root = tmp_path_factory.mktemp("data-cache-embedded")
-    env = {**secrets_env(), "CTXCLOUD_DATA_DIR": str(root / "data")}
-    with deployment(env, root / "logs") as deployed:
+    with embedded_deployment(tmp_path_factory.mktemp("data-cache-embedded")) as deployed:
         yield deployed
 
 
