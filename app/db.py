@@ -247,6 +247,17 @@ def for_update(query: peewee.ModelSelect) -> peewee.ModelSelect:
     return query
 
 
+def _with_markers(
+    build: Callable[..., peewee.Query], count: int, wrap: Callable[[str], Any]
+) -> tuple[peewee.Query, str, list[int]]:
+    """The query `build` makes with `count` markers (each as `wrap` hands it over), its SQL for
+    the current database, and which value goes to each parameter of that SQL."""
+    markers = [f"\x00prepared-{index}\x00" for index in range(count)]
+    query = build(*(wrap(marker) for marker in markers))
+    sql, params = query.sql()
+    return query, sql, [markers.index(param) for param in params]
+
+
 class PreparedSelect:
     """A hot model SELECT whose SQL is built once per database kind, then run with new values.
 
@@ -267,9 +278,8 @@ class PreparedSelect:
         kind = type(database.obj).__name__
         compiled = self.compiled.get(kind)
         if compiled is None:
-            markers = [f"\x00prepared-{index}\x00" for index in range(len(values))]
-            sql, params = self.build(*markers).sql()
-            compiled = self.compiled[kind] = (sql, [markers.index(p) for p in params])
+            _, sql, order = _with_markers(self.build, len(values), lambda marker: marker)
+            compiled = self.compiled[kind] = (sql, order)
         sql, order = compiled
         cursor = database.execute_sql(sql, [values[index] for index in order])
         row = cursor.fetchone()
@@ -318,11 +328,10 @@ class PreparedWrite:
         kind = type(database.obj).__name__
         compiled = self.compiled.get(kind)
         if compiled is None:
-            markers = [f"\x00prepared-{index}\x00" for index in range(len(values))]
-            query = self.build(*(peewee.Value(m, converter=False) for m in markers))
-            sql, params = query.sql()
-            insert = isinstance(query, peewee.Insert)
-            compiled = self.compiled[kind] = (sql, [markers.index(p) for p in params], insert)
+            query, sql, order = _with_markers(
+                self.build, len(values), lambda marker: peewee.Value(marker, converter=False)
+            )
+            compiled = self.compiled[kind] = (sql, order, isinstance(query, peewee.Insert))
         sql, order, insert = compiled
         converted = [
             value if field is None else field.db_value(value)

@@ -222,7 +222,8 @@ class ThreadWorker(gthread.ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def _update_accepting(self) -> None:
-        """Accept only with a thread free (gunicorn looks at connection counts alone)."""
+        """Look again at whether to accept (``set_accept_enabled``: threads and the balance;
+        gunicorn looks at connection counts alone)."""
         if self.alive:
             self.set_accept_enabled(self.nr_conns < self.worker_connections)
 

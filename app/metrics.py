@@ -175,7 +175,11 @@ def route_label() -> str:
     """The URL rule template of the current request, never its raw path."""
     if not flask.has_request_context():
         return NO_ROUTE
-    rule = flask.request.url_rule
+    return _route_of(flask.request)
+
+
+def _route_of(request: flask.Request) -> str:
+    rule = request.url_rule
     return rule.rule if rule is not None else UNMATCHED_ROUTE
 
 
@@ -239,8 +243,7 @@ def observe(
     # The request log stamps the arrival before any other step (rate limits included).
     started_at = g.get("request_started")
     elapsed = time.perf_counter() - started_at if started_at is not None else 0.0
-    rule = request.url_rule
-    route = rule.rule if rule is not None else UNMATCHED_ROUTE
+    route = _route_of(request)
     method = request.method if request.method in KNOWN_METHODS else "other"
     status = response.status_code
     requests_child, latency_child = metrics.children(route, method, status)

@@ -69,14 +69,11 @@ def run(app: flask.Flask, request: flask.Request, g: Any) -> None:
     rates: RateLimiting = app.extensions[RATE_LIMITING]
     if rates.enabled:
         tenant_id = actor.tenant_id if actor is not None else None
+        generations = app.extensions[DATA_CACHES].generations
+        reads = generations.announced(tenant_id) if tenant_id else None
+        window, values = rates.spend_and_read(rates.budgets(actor), reads)
         if tenant_id:
-            generations = app.extensions[DATA_CACHES].generations
-            window, values = rates.spend_and_read(
-                rates.budgets(actor), generations.announced(tenant_id)
-            )
             generations.prefetched(tenant_id, values)
-        else:
-            window = rates.spend(rates.budgets(actor))
         setattr(g, _WINDOW, window)
 
     # 4. Permission.

@@ -22,32 +22,39 @@ connection goes back to its pool in ``db.init_database``'s own handler.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flask
 
 from ctxcloud import metrics, pipeline, requestlog
 
 
+def _current() -> tuple[flask.Flask, flask.Request, Any]:
+    """The app, request and ``g`` behind werkzeug's proxies, looked up once per phase."""
+    return (
+        flask.current_app._get_current_object(),  # type: ignore[attr-defined]
+        flask.request._get_current_object(),  # type: ignore[attr-defined]
+        flask.g._get_current_object(),  # type: ignore[attr-defined]
+    )
+
+
 def _before() -> None:
-    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
-    request = flask.request._get_current_object()  # type: ignore[attr-defined]
-    g = flask.g._get_current_object()  # type: ignore[attr-defined]
+    app, request, g = _current()
     requestlog.start(request, g)
     metrics.started(app, g)
     pipeline.run(app, request, g)
 
 
 def _after(response: flask.Response) -> flask.Response:
-    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
-    request = flask.request._get_current_object()  # type: ignore[attr-defined]
-    g = flask.g._get_current_object()  # type: ignore[attr-defined]
+    app, request, g = _current()
     response = metrics.observe(app, request, g, response)
     response = pipeline.report_budget(g, response)
     return requestlog.finish(request, g, response)
 
 
 def _teardown(_exc: BaseException | None) -> None:
-    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
-    metrics.finished(app, flask.g._get_current_object())  # type: ignore[attr-defined]
+    app, _, g = _current()
+    metrics.finished(app, g)
 
 
 def init_request_cycle(app: flask.Flask) -> None:
