@@ -13,8 +13,15 @@ more connections than another worker with a thread free (give or take an eighth 
 stops accepting until that is no longer so, and the other takes the next connections; held
 back, it looks at the board every few milliseconds (``HELD_BACK_POLL`` in
 app/gunicorn_worker.py), so a connection never waits longer for the right worker. A worker
-with every thread busy, stopping, or silent for ``STALE_AFTER`` seconds (hung, killed) is
-left out, so a stuck worker never stops the others.
+stopping, or silent for ``STALE_AFTER`` seconds (hung, killed) is left out, so a stuck
+worker never stops the others; one with every thread busy is left out too while another
+has a thread free (when all are busy, the one holding fewest connections takes the next).
+
+Connections stick to the worker that accepted them, so the load can still become uneven
+(a burst accepted while the other worker's threads were all busy, clients leaving one
+worker): a worker holding more than its share answers a kept-alive request with
+``Connection: close``, one connection at a time (``should_shed``; app/gunicorn_worker.py),
+and its client reconnects to the worker holding fewer.
 
 The board is an anonymous shared mapping made when this module is imported, which the
 gunicorn master does (config/gunicorn.conf.py names the worker class), so every worker it
@@ -77,30 +84,46 @@ class ConnectionBoard:
     def release(self, slot: int) -> None:
         _RECORD.pack_into(self.map, slot * _RECORD.size, 0, 0, 0, 0.0)
 
-    def fewest_elsewhere(self, slot: int) -> int | None:
-        """The fewest connections held by another live worker with a thread free (None:
-        none)."""
+    def fewest_elsewhere(self, slot: int) -> tuple[int | None, int | None]:
+        """The fewest connections held by another live worker with a thread free, and by
+        any other live worker (None: no such worker)."""
         now = time.monotonic()
+        fewest_free: int | None = None
         fewest: int | None = None
         values = self._all.unpack_from(self.map, 0)
         for other in range(self.slots):
             pid, connections, free, heartbeat = values[4 * other : 4 * other + 4]
-            if other == slot or pid == 0 or not free or now - heartbeat > STALE_AFTER:
+            if other == slot or pid == 0 or now - heartbeat > STALE_AFTER:
                 continue
             if fewest is None or connections < fewest:
                 fewest = connections
-        return fewest
+            if free and (fewest_free is None or connections < fewest_free):
+                fewest_free = connections
+        return fewest_free, fewest
 
-    def any_free_elsewhere(self, slot: int) -> bool:
-        """Whether another live worker has a thread free."""
-        return self.fewest_elsewhere(slot) is not None
+    def may_accept(self, slot: int, connections: int, free_here: bool = True) -> bool:
+        """Whether to take the next connection.
 
-    def may_accept(self, slot: int, connections: int) -> bool:
-        """Whether to take the next connection: not while holding more than another worker
-        with a thread free, give or take an eighth (a flood of new connections then changes
-        hands every few connections, not at each)."""
-        fewest = self.fewest_elsewhere(slot)
+        With a thread free here: not while holding more than another worker with a thread
+        free, give or take an eighth (a flood of new connections then changes hands every
+        few connections, not at each). With every thread busy here: not while another worker
+        has a thread free, nor while another busy one holds fewer (the same give or take):
+        when all are busy the one holding fewest takes it, so the connections of a burst
+        that arrives while every thread is busy still spread."""
+        fewest_free, fewest = self.fewest_elsewhere(slot)
+        if free_here:
+            return fewest_free is None or connections <= fewest_free + fewest_free // 8
+        if fewest_free is not None:
+            return False
         return fewest is None or connections <= fewest + fewest // 8
+
+    def should_shed(self, slot: int, connections: int) -> bool:
+        """Whether to close a kept-alive connection after its answer, for its client to
+        reconnect to another worker: when another worker with a thread free holds fewer
+        connections by more than one, give or take an eighth (that one then takes the new
+        connection: ``may_accept`` holds this one back)."""
+        fewest_free, _ = self.fewest_elsewhere(slot)
+        return fewest_free is not None and connections > fewest_free + 1 + fewest_free // 8
 
 
 # Made in the master at import, shared by the workers it forks.

@@ -17,7 +17,8 @@ This worker (``worker_class`` in config/gunicorn.conf.py) changes three things:
   it accepts and the request queues first come, first served.
 - **Kept-alive connections are spread evenly over the workers** (app/accept_balance.py): a
   worker holding more connections than another with a thread free stops accepting until it
-  is even again.
+  is even again, and answers a kept-alive request with ``Connection: close`` so that its
+  client reconnects to the other.
 
 gunicorn's own error answers (bad request line, 414, 431, a timed-out head...) are
 ``application/problem+json`` like the app's. TLS and HTTP/2 connections keep gunicorn's
@@ -33,6 +34,7 @@ import os
 import secrets
 import selectors
 import socket
+import threading
 import time
 from collections import deque
 from datetime import timedelta
@@ -140,6 +142,8 @@ def _body_left(req: Any, conn: gthread.TConn) -> bool:
 
 # Seconds between looks at the board while held back by the balance (app/accept_balance.py).
 HELD_BACK_POLL = 0.005
+# After a connection closed to even the load, the pause before another is (_shed_if_over).
+SHED_PAUSE = 0.05
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -162,6 +166,10 @@ class ThreadWorker(gthread.ThreadWorker):
         self.busy = 0
         self.board_slot: int | None = None  # claimed once forked (init_process)
         self.held_back = False  # not accepting only because another worker holds fewer
+        # A connection answered with Connection: close to even the load, not closed yet.
+        self.shedding = False
+        self.shed_closed_at = 0.0
+        self._shed_lock = threading.Lock()
         self.lingering: deque[gthread.TConn] = deque()
         self.max_head = (
             cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
@@ -198,19 +206,17 @@ class ThreadWorker(gthread.ThreadWorker):
         """Accept unless another worker should take the connection: one with a thread free
         while every thread here is busy, or (balance) one holding fewer connections.
 
-        With every thread busy here and none free elsewhere, this worker still accepts: the
-        new connection's request then queues with the kept-alive ones (first come, first
-        served) instead of waiting in the listen backlog until a thread happens to be free
-        when the loop looks; under steady load that wait was the slowest one in a hundred
-        (over a second at 64 connections)."""
+        With every thread busy here and none free elsewhere, the worker holding fewest
+        connections still accepts: the new connection's request then queues with the
+        kept-alive ones (first come, first served) instead of waiting in the listen backlog
+        until a thread happens to be free when the loop looks; under steady load that wait
+        was the slowest one in a hundred (over a second at 64 connections)."""
         self.held_back = False
+        busy = self.guarded and self.busy >= self.cfg.threads
         if enabled and self.alive and self.board_slot is not None:
-            if self.guarded and self.busy >= self.cfg.threads:
-                self.held_back = BOARD.any_free_elsewhere(self.board_slot)
-            else:
-                self.held_back = not BOARD.may_accept(self.board_slot, self.nr_conns)
+            self.held_back = not BOARD.may_accept(self.board_slot, self.nr_conns, not busy)
             enabled = not self.held_back
-        elif self.guarded and enabled and self.busy >= self.cfg.threads:
+        elif busy and enabled:
             enabled = self.board_slot is None and self.alive  # alone: nobody else can take it
         super().set_accept_enabled(enabled)
 
@@ -362,6 +368,9 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _closed(self, conn: gthread.TConn) -> None:
         self.nr_conns -= 1
+        if getattr(conn, "shed", False):
+            self.shed_closed_at = time.monotonic()
+            self.shedding = False
         conn.close()
         self._update_accepting()
 
@@ -401,6 +410,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def handle_request(self, req: Any, conn: gthread.TConn) -> bool:
         if not self.guarded:
             return super().handle_request(req, conn)
+        self._shed_if_over(req, conn)
         # A body cut for being too slow leaves the rest unread: the answer closes the connection.
         conn.sock.expect_body(on_timeout=partial(setattr, req, "must_close", True))
         try:
@@ -411,6 +421,31 @@ class ThreadWorker(gthread.ThreadWorker):
         # on this thread, for up to 5 s; a slow client would hold it all that time. Unless
         # the rest is already here, close instead: the loop lingers without a thread.
         return keepalive and not _body_left(req, conn)
+
+    def _shed_if_over(self, req: Any, conn: gthread.TConn) -> None:
+        """Answer with ``Connection: close`` when this worker holds more kept-alive
+        connections than its share (app/accept_balance.py): the client reconnects and
+        another worker takes the connection. Accepting evenly is not enough, since
+        connections stick to the worker that accepted them: a burst that arrived while one
+        worker's threads were busy, or clients that went away from the other, leave the
+        load uneven for as long as the connections live (4 KiB PUTs with wrk: 13 of 16
+        connections on one worker for the whole run).
+
+        One connection at a time, and not again within ``SHED_PAUSE`` seconds of the last
+        one closing: the board then shows where it went before the next is moved, so a
+        worker never sheds past even and the other never sheds them back."""
+        if self.board_slot is None or self.shedding:
+            return
+        if time.monotonic() - self.shed_closed_at < SHED_PAUSE:
+            return
+        if not BOARD.should_shed(self.board_slot, self.nr_conns):
+            return
+        with self._shed_lock:
+            if self.shedding:
+                return
+            self.shedding = True
+        conn.shed = True
+        req.must_close = True
 
     # -- errors outside the app ------------------------------------------------
 

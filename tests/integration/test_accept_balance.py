@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 
 import psutil
 import pytest
@@ -84,11 +85,17 @@ def test_the_board_balances_against_free_live_workers_only(monkeypatch):
     monkeypatch.setattr(os, "getpid", lambda: 1002)
     board.publish(other, 1, True)
     assert board.may_accept(mine, 1) and board.may_accept(other, 1)
-    assert board.any_free_elsewhere(mine)
+    assert board.fewest_elsewhere(mine) == (1, 1)
     # A peer with every thread busy is left out: it could not take the connection.
     board.publish(other, 0, False)
     assert board.may_accept(mine, 5)
-    assert not board.any_free_elsewhere(mine)
+    assert board.fewest_elsewhere(mine) == (None, 0)
+    # Every thread busy here too: the one holding fewest connections takes it.
+    assert not board.may_accept(mine, 5, free_here=False)
+    assert board.may_accept(mine, 0, free_here=False)
+    # Busy here, a thread free there: there, whatever the counts.
+    board.publish(other, 9, True)
+    assert not board.may_accept(mine, 0, free_here=False)
     # So is a silent one (hung or killed), once its heartbeat is stale.
     board.publish(other, 0, True)
     assert not board.may_accept(mine, 5)
@@ -104,9 +111,73 @@ def test_the_board_balances_against_free_live_workers_only(monkeypatch):
     assert board.claim(start=0) == 1
 
 
+def test_a_worker_sheds_connections_only_to_a_free_worker_holding_fewer(monkeypatch):
+    board = ConnectionBoard(slots=2)
+    monkeypatch.setattr(os, "getpid", lambda: 3001)
+    mine = board.claim(start=0)
+    monkeypatch.setattr(os, "getpid", lambda: 3002)
+    other = board.claim(start=1)
+    board.publish(other, 7, True)
+    assert not board.should_shed(mine, 8)  # one more than the other: even enough
+    assert board.should_shed(mine, 9)
+    board.publish(other, 0, False)  # fewer, but no thread free: it could not take it
+    assert not board.should_shed(mine, 9)
+    board.publish(other, 16, True)  # a free thread, and more connections
+    assert not board.should_shed(mine, 9)
+
+
 def test_a_full_board_balances_nothing(monkeypatch):
     board = ConnectionBoard(slots=1)
     monkeypatch.setattr(os, "getpid", lambda: 2001)
     assert board.claim() == 0
     monkeypatch.setattr(os, "getpid", lambda: 2002)
     assert board.claim() is None
+
+
+def _worker_of(conn: http.client.HTTPConnection, pids: list[int]) -> int:
+    """The worker holding the server side of a client connection."""
+    local = conn.sock.getsockname()[1]
+    for pid in pids:
+        for held in psutil.Process(pid).net_connections(kind="tcp"):
+            if held.raddr and held.raddr.port == local:
+                return pid
+    raise AssertionError("no worker holds this connection")
+
+
+def test_a_worker_holding_more_than_its_share_sends_clients_to_the_other(server):
+    """Clients that leave one worker leave the other holding every connection: it answers
+    kept-alive requests with Connection: close, one at a time, until they are even, and
+    each client reconnects to the worker holding fewer."""
+    port = int(server.url.rsplit(":", 1)[1])
+    pids = server.worker_pids()
+    connections = open_kept_alive(server.url, 8)
+    try:
+        first = _worker_of(connections[0], pids)
+        # Every client of the other worker goes away: 4 connections here, none there.
+        for conn in [c for c in connections if _worker_of(c, pids) != first]:
+            conn.close()
+            connections.remove(conn)
+        assert held_by_worker(pids, port)[first] == len(connections) >= 4
+        closes, deadline = 0, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            held = held_by_worker(pids, port)
+            if max(held.values()) - min(held.values()) <= 1:
+                break
+            for index, conn in enumerate(connections):
+                conn.request("GET", LIVE)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+                if response.getheader("Connection", "").lower() == "close":
+                    closes += 1
+                    conn.close()
+                    # The client reconnects, as HTTP clients do after Connection: close.
+                    connections[index] = open_kept_alive(server.url, 1)[0]
+                    assert _worker_of(connections[index], pids) != first
+        held = held_by_worker(pids, port)
+        assert max(held.values()) - min(held.values()) <= 1, held
+        assert sum(held.values()) == len(connections)
+        assert 1 <= closes <= 2  # one at a time: never past even, never back again
+    finally:
+        for conn in connections:
+            conn.close()
