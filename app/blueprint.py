@@ -16,6 +16,7 @@ from typing import Any
 
 import flask
 import flask_smorest
+import marshmallow as ma
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import MultiDict
@@ -34,9 +35,58 @@ class _QueryArgs(MultiDict):
         return super().get(key, default, type)
 
 
+# What a query schema loads from an absent query string holds only these (its defaults).
+_IMMUTABLE = (str, int, float, bool, bytes, type(None))
+
+
 class JsonBodyParser(FlaskParser):
     """webargs' Flask parser, its JSON location read by the strict reader (415 if not JSON),
-    its query location without an exception per absent parameter."""
+    its query location without an exception per absent parameter.
+
+    Most reads send no query string at all (a manifest, an entry), and what a schema loads
+    from nothing is the same every time: its defaults. That result is loaded once per schema
+    (through webargs and marshmallow, like any other) and each such request gets a copy.
+    Only plain values are kept so (a default that is a list or a dict is loaded each time),
+    and only without request-dependent validators."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded_from_nothing: dict[tuple[Any, Any], dict[str, Any]] = {}
+
+    def parse(
+        self,
+        argmap: Any,
+        req: Any = None,
+        *,
+        location: str | None = None,
+        unknown: Any = core._UNKNOWN_DEFAULT_PARAM,
+        validate: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        cacheable = (
+            location in ("query", "querystring")
+            and validate is None
+            and (
+                isinstance(argmap, ma.Schema)
+                or (isinstance(argmap, type) and issubclass(argmap, ma.Schema))
+            )
+            and not flask.request.query_string
+        )
+        if cacheable:
+            key = (argmap, unknown)
+            loaded = self._loaded_from_nothing.get(key)
+            if loaded is not None:
+                return dict(loaded)
+        parsed = super().parse(
+            argmap, req, location=location, unknown=unknown, validate=validate, **kwargs
+        )
+        if (
+            cacheable
+            and isinstance(parsed, dict)
+            and all(isinstance(value, _IMMUTABLE) for value in parsed.values())
+        ):
+            self._loaded_from_nothing[key] = dict(parsed)
+        return parsed
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not json_input.has_body(req):
