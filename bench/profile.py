@@ -113,8 +113,9 @@ STAGE_RULES: tuple[tuple[str, str], ...] = (
     ("/app/api.py", "dispatch (Flask, flask-smorest)"),
     ("/app/blueprint.py", "dispatch (Flask, flask-smorest)"),
     ("/app/errors.py", "dispatch (Flask, flask-smorest)"),
-    ("/work/main/plugins/", "other"),
-    ("/work/main/app/", "other"),
+    # the rest of the project's own files, wherever it is checked out
+    (f"{ROOT}/plugins/", "other"),
+    (f"{ROOT}/app/", "other"),
     # libraries
     ("/peewee.py", "DB"),
     ("/playhouse/", "DB"),
