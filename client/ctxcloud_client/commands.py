@@ -147,11 +147,13 @@ def cat(args: argparse.Namespace) -> None:
 MARKS = {"add": "A", "change": "M", "delete": "D"}
 
 
-def _print_plan(plan: syncing.Plan, verbose_skips: bool = True) -> None:
+def _print_plan(plan: syncing.Plan, acted_on_next: frozenset[str] = frozenset()) -> None:
+    """The plan's actions, what it leaves alone (except paths the next step acts on: a sync's
+    push sends what its pull leaves alone as changed here) and its conflicts."""
     for action in plan.actions:
         say(f"{MARKS[action.kind]} {action.path}")
-    if verbose_skips:
-        for note in plan.skipped:
+    for note in plan.skipped:
+        if note.path not in acted_on_next:
             say(f"  (left alone) {note.path}: {note.reason}")
     for note in plan.conflicts:
         print(f"ctx: conflict: {note.path}: {note.reason}", file=sys.stderr)
@@ -210,11 +212,17 @@ def _run_push(client: Client, args: argparse.Namespace, sides: syncing.Sides) ->
 
 
 def _run_pull(
-    client: Client, args: argparse.Namespace, sides: syncing.Sides
+    client: Client, args: argparse.Namespace, sides: syncing.Sides, push_next: bool = False
 ) -> tuple[dict[str, Any], syncing.Plan]:
     plan = syncing.plan_for(sides, "pull", delete=args.delete, force=args.force)
     if not args.json:
-        _print_plan(plan)
+        pushed: frozenset[str] = frozenset()
+        if push_next:  # a sync: what its push will send is not "left alone"
+            after = syncing.plan_for(
+                syncing.after_pull(sides, plan), "push", delete=args.delete, force=args.force
+            )
+            pushed = frozenset(action.path for action in after.actions)
+        _print_plan(plan, pushed)
     syncing.check_conflicts(plan)
     syncing.check_deletes(plan, args.max_delete)
     result: dict[str, Any] = {
@@ -258,7 +266,7 @@ def sync(args: argparse.Namespace) -> dict[str, Any] | None:
     root = _folder(args)
     with open_client(args) as client:
         sides = syncing.read_sides(client, args.project, root)
-        pulled, plan = _run_pull(client, args, sides)
+        pulled, plan = _run_pull(client, args, sides, push_next=True)
         pushed = _run_push(client, args, syncing.after_pull(sides, plan))
     if args.json:
         return {"project": args.project, "dir": str(root), "pull": pulled, "push": pushed}

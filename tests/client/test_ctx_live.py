@@ -182,6 +182,16 @@ def test_concurrent_pushes_the_second_is_a_conflict_and_nothing_is_lost(
     assert remote.get_entry("notes", "b.md") == b"B by one\n"
     synced = run("sync", "notes", str(two))  # takes one's b.md, has nothing left to push
     assert "M b.md" in synced.stdout and (two / "b.md").read_text() == "B by one\n"
+    # A sync whose pull leaves a local change alone for its push to send says it once, as
+    # the push's change, not also as "left alone ... push to send it".
+    (two / "new.md").write_text("new by two, again\n")
+    synced = run("sync", "notes", str(two), "-m", "again")
+    assert "M new.md" in synced.stdout and "left alone" not in synced.stdout
+    assert remote.get_entry("notes", "new.md") == b"new by two, again\n"
+    pushed_only = run("pull", "notes", str(one))  # a plain pull still says what it leaves
+    (one / "a.md").write_text("A by one, not pushed\n")
+    left = run("pull", "notes", str(one))
+    assert "(left alone) a.md: changed here: push to send it" in left.stdout, pushed_only
 
     # A push racing another between its plan and its commit: the server's 409, exit 3.
     from ctxcloud_client import cli
