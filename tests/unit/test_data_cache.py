@@ -178,15 +178,6 @@ def test_a_cache_on_the_file_sees_another_processs_change_at_once(tmp_path):
 # With Redis ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_client():
-    client = redis.Redis.from_url(redisdb.url())
-    redisdb.flush(client)
-    yield client
-    redisdb.flush(client)
-    client.close()
-
-
 @pytest.mark.integration
 def test_redis_counters_start_at_a_random_seed(redis_client):
     generations = RedisDataGenerations(redis_client, "t:")

@@ -85,15 +85,6 @@ def poll_until(condition, seconds: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-@pytest.fixture
-def redis_client():
-    client = redis.Redis.from_url(redisdb.url())
-    redisdb.flush(client)
-    yield client
-    redisdb.flush(client)
-    client.close()
-
-
 @pytest.mark.integration
 def test_reads_come_from_the_mirror_and_raises_reach_it(redis_client):
     counting = CountingGets(redis_client)

@@ -15,7 +15,6 @@ from limits.strategies import FixedWindowRateLimiter
 from ctxcloud import ratelimit_storage
 from ctxcloud.ratelimit import parse_limit
 from ctxcloud.ratelimit_storage import MemoryWindows, RedisWindows, batch
-from tests.support import redisdb
 
 
 def exercise(storage) -> None:
@@ -81,15 +80,6 @@ class RoundTrips:
             return send(connection, command, check_health)
 
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-
-
-@pytest.fixture
-def redis_client():
-    client = redis.Redis.from_url(redisdb.url())
-    redisdb.flush(client)
-    yield client
-    redisdb.flush(client)
-    client.close()
 
 
 @pytest.mark.integration

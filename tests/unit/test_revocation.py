@@ -16,7 +16,6 @@ from ctxcloud.tenancy.credentials import (
     RedisGenerations,
     scope_of,
 )
-from tests.support import redisdb
 
 
 def test_file_generations_are_shared_by_every_opener(tmp_path):
@@ -80,19 +79,14 @@ def test_an_unreachable_redis_fails_closed():
 
 
 @pytest.mark.integration
-def test_redis_generations_are_shared():
-    client = redis.Redis.from_url(redisdb.url())
-    redisdb.flush(client)
-    try:
-        one, two = RedisGenerations(client, "t:"), RedisGenerations(client, "t:")
-        assert one.current("tnt_a") == 0
-        two.bump("tnt_a")
-        assert two.current("tnt_a") == 1  # at once where it was raised
-        # Elsewhere within REVOCATION_MAX_DELAY (tests/unit/test_generation_mirror.py).
-        deadline = time.monotonic() + 10
-        while one.current("tnt_a") != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        assert one.current("tnt_b") == 0
-    finally:
-        redisdb.flush(client)
+def test_redis_generations_are_shared(redis_client):
+    one, two = RedisGenerations(redis_client, "t:"), RedisGenerations(redis_client, "t:")
+    assert one.current("tnt_a") == 0
+    two.bump("tnt_a")
+    assert two.current("tnt_a") == 1  # at once where it was raised
+    # Elsewhere within REVOCATION_MAX_DELAY (tests/unit/test_generation_mirror.py).
+    deadline = time.monotonic() + 10
+    while one.current("tnt_a") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert one.current("tnt_b") == 0
