@@ -177,8 +177,13 @@ def _folder(args: argparse.Namespace) -> Path:
     return root.resolve()
 
 
-def _run_push(client: Client, args: argparse.Namespace, sides: syncing.Sides) -> dict[str, Any]:
-    plan = syncing.plan_for(sides, "push", delete=args.delete, force=args.force)
+def _plan(sides: syncing.Sides, direction: str, args: argparse.Namespace) -> syncing.Plan:
+    return syncing.plan_for(sides, direction, delete=args.delete, force=args.force)
+
+
+def _run_push(
+    client: Client, args: argparse.Namespace, sides: syncing.Sides, plan: syncing.Plan
+) -> dict[str, Any]:
     if not args.json:
         _print_plan(plan)
     syncing.check_conflicts(plan)
@@ -212,17 +217,15 @@ def _run_push(client: Client, args: argparse.Namespace, sides: syncing.Sides) ->
 
 
 def _run_pull(
-    client: Client, args: argparse.Namespace, sides: syncing.Sides, push_next: bool = False
-) -> tuple[dict[str, Any], syncing.Plan]:
-    plan = syncing.plan_for(sides, "pull", delete=args.delete, force=args.force)
+    client: Client,
+    args: argparse.Namespace,
+    sides: syncing.Sides,
+    plan: syncing.Plan,
+    pushed_next: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """`pushed_next`: in a sync, what its push will send (not "left alone" here)."""
     if not args.json:
-        pushed: frozenset[str] = frozenset()
-        if push_next:  # a sync: what its push will send is not "left alone"
-            after = syncing.plan_for(
-                syncing.after_pull(sides, plan), "push", delete=args.delete, force=args.force
-            )
-            pushed = frozenset(action.path for action in after.actions)
-        _print_plan(plan, pushed)
+        _print_plan(plan, pushed_next)
     syncing.check_conflicts(plan)
     syncing.check_deletes(plan, args.max_delete)
     result: dict[str, Any] = {
@@ -233,7 +236,7 @@ def _run_pull(
     if args.dry_run:
         if not args.json:
             say(f"dry run: would pull {_summary(plan)}; nothing was written.")
-        return result, plan
+        return result
     with progress_for(args.json) as progress:
         syncing.apply_pull(client, args.project, sides, plan, progress)
     if not args.json:
@@ -241,14 +244,14 @@ def _run_pull(
             say(f"pulled {_summary(plan)} at revision {plan.remote_revision}")
         else:
             say(f"up to date with revision {plan.remote_revision}")
-    return result, plan
+    return result
 
 
 def push(args: argparse.Namespace) -> dict[str, Any] | None:
     root = _folder(args)
     with open_client(args) as client:
         sides = syncing.read_sides(client, args.project, root)
-        result = _run_push(client, args, sides)
+        result = _run_push(client, args, sides, _plan(sides, "push", args))
     return {"project": args.project, "dir": str(root), **result} if args.json else None
 
 
@@ -256,7 +259,7 @@ def pull(args: argparse.Namespace) -> dict[str, Any] | None:
     root = _folder(args)
     with open_client(args) as client:
         sides = syncing.read_sides(client, args.project, root, revision=args.revision)
-        result, _ = _run_pull(client, args, sides)
+        result = _run_pull(client, args, sides, _plan(sides, "pull", args))
     return {"project": args.project, "dir": str(root), **result} if args.json else None
 
 
@@ -266,8 +269,19 @@ def sync(args: argparse.Namespace) -> dict[str, Any] | None:
     root = _folder(args)
     with open_client(args) as client:
         sides = syncing.read_sides(client, args.project, root)
-        pulled, plan = _run_pull(client, args, sides, push_next=True)
-        pushed = _run_push(client, args, syncing.after_pull(sides, plan))
+        pull_plan = _plan(sides, "pull", args)
+        after = syncing.after_pull(sides, pull_plan)
+        try:
+            push_plan: syncing.Plan | None = _plan(after, "push", args)
+        except CommandError:
+            push_plan = None  # planned again after the pull, which then says why
+        sent = (
+            frozenset(a.path for a in push_plan.actions) if push_plan is not None else frozenset()
+        )
+        pulled = _run_pull(client, args, sides, pull_plan, sent)
+        if push_plan is None:
+            push_plan = _plan(after, "push", args)
+        pushed = _run_push(client, args, after, push_plan)
     if args.json:
         return {"project": args.project, "dir": str(root), "pull": pulled, "push": pushed}
     return None
